@@ -1,0 +1,3 @@
+#include "weft_kernels.h"
+#include "weft_pool.h"
+#include "weft_ops.h"

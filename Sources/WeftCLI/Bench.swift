@@ -1,0 +1,137 @@
+import ArgumentParser
+import Foundation
+import WeftComm
+import WeftModel
+import WeftRuntime
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure Weft.",
+        subcommands: [BenchEndToEnd.self])
+}
+
+/// llama-bench's convention: prompt processing (pp) and text generation (tg)
+/// throughput, mean ± standard deviation over repetitions.
+struct BenchEndToEnd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "e2e",
+        abstract: "Prefill and decode throughput, in llama-bench's table format.")
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(name: .customShort("p"), help: "Prompt tokens of the pp test (0 skips it).")
+    var promptTokens: Int = 512
+
+    @Option(name: .customShort("n"), help: "Generated tokens of the tg test (0 skips it).")
+    var generatedTokens: Int = 128
+
+    @Option(name: .customShort("r"), help: "Repetitions (after one warm-up).")
+    var repetitions: Int = 5
+
+    @Option(name: .customShort("o"), help: "Output format: md, json or csv.")
+    var output: String = "md"
+
+    func validate() throws {
+        guard ["md", "json", "csv"].contains(output) else { throw ValidationError("-o must be md, json or csv, got \(output)") }
+        guard repetitions >= 1 else { throw ValidationError("-r must be at least 1, got \(repetitions)") }
+        guard promptTokens >= 0, generatedTokens >= 0, promptTokens + generatedTokens > 0 else {
+            throw ValidationError("-p and -n must be >= 0 and not both 0")
+        }
+    }
+
+    struct Row: Encodable {
+        let model: String
+        let size_bytes: Int
+        let params: Int
+        let backend: String
+        let ranks: Int
+        let threads: Int
+        let test: String
+        let tokens_per_second_mean: Double
+        let tokens_per_second_stddev: Double
+        let samples: [Double]
+        /// Achieved matrix-multiply rate per compute thread (pp rows only).
+        let gflops_per_thread: Double?
+    }
+
+    func run() throws {
+        Session.run { communicator in
+            let length = max(promptTokens, 1) + generatedTokens + 1
+            let engine = try Engine(configuration: options.engineConfiguration(maxSequenceLength: length), communicator: communicator)
+            let config = engine.config
+            var rows: [Row] = []
+            let modelName = options.model.map { URL(fileURLWithPath: $0).lastPathComponent }
+                ?? URL(fileURLWithPath: options.randomWeights!).deletingPathExtension().lastPathComponent
+            let threads = engine.model.pool.threadCount
+            func row(_ test: String, _ samples: [Double], gflops: Double?) -> Row {
+                let mean = samples.reduce(0, +) / Double(samples.count)
+                let variance = samples.count > 1 ? samples.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(samples.count - 1) : 0
+                return Row(model: modelName, size_bytes: config.parameterCount * 4, params: config.parameterCount,
+                           backend: "CPU+MPI", ranks: communicator.size, threads: threads, test: test,
+                           tokens_per_second_mean: mean, tokens_per_second_stddev: variance.squareRoot(),
+                           samples: samples, gflops_per_thread: gflops)
+            }
+            let prompt = (0..<max(promptTokens, 1)).map { ($0 * 7919 + 13) % config.vocabularySize }
+            if promptTokens > 0 {
+                var samples: [Double] = []
+                for repetition in 0...repetitions {
+                    let sequence = engine.newSequence()
+                    var batch = FlatBatch()
+                    batch.append(sequence: sequence, tokens: prompt.map { Int32($0) }, firstPosition: 0, logits: .last)
+                    try communicator.barrier()
+                    let start = DispatchTime.now()
+                    _ = try engine.forward(batch)
+                    try communicator.barrier()
+                    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+                    engine.release(sequence: sequence)
+                    if repetition > 0 { samples.append(Double(promptTokens) / seconds) }  // first run warms up
+                }
+                // Matrix-multiply work of a prefill on this rank: 2 flops per weight per token.
+                let perToken = 2.0 * Double(engine.model.weights.byteCount / 4)
+                let median = samples.sorted()[samples.count / 2]
+                rows.append(row("pp\(promptTokens)", samples, gflops: perToken / Double(communicator.size) * median / 1e9 / Double(threads)))
+            }
+            if generatedTokens > 0 {
+                var samples: [Double] = []
+                for repetition in 0...repetitions {
+                    let sequence = engine.newSequence()
+                    var batch = FlatBatch()
+                    batch.append(sequence: sequence, tokens: [Int32(prompt[0])], firstPosition: 0, logits: .last)
+                    _ = try engine.forward(batch)
+                    try communicator.barrier()
+                    let start = DispatchTime.now()
+                    for step in 1...generatedTokens {
+                        var decode = FlatBatch()
+                        decode.append(sequence: sequence, tokens: [Int32(prompt[step % prompt.count])], firstPosition: step, logits: .last)
+                        _ = try engine.forward(decode)
+                    }
+                    try communicator.barrier()
+                    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+                    engine.release(sequence: sequence)
+                    if repetition > 0 { samples.append(Double(generatedTokens) / seconds) }
+                }
+                rows.append(row("tg\(generatedTokens)", samples, gflops: nil))
+            }
+            guard communicator.isRoot else { return }
+            switch output {
+            case "json":
+                Output.write(try jsonString(rows) + "\n")
+            case "csv":
+                Output.write("model,size_bytes,params,backend,ranks,threads,test,t_s_mean,t_s_stddev\n")
+                for r in rows {
+                    Output.write("\(r.model),\(r.size_bytes),\(r.params),\(r.backend),\(r.ranks),\(r.threads),\(r.test),\(fmt(r.tokens_per_second_mean)),\(fmt(r.tokens_per_second_stddev))\n")
+                }
+            default:
+                Output.write("| model | size | params | backend | threads | test | t/s |\n")
+                Output.write("| ----- | ---: | -----: | ------- | ------: | ---: | --: |\n")
+                for r in rows {
+                    let size = String(format: "%.2f GiB", Double(r.size_bytes) / 1_073_741_824)
+                    let params = String(format: "%.2f B", Double(r.params) / 1e9)
+                    Output.write("| \(r.model) | \(size) | \(params) | \(r.backend) ×\(r.ranks) | \(r.threads) | \(r.test) | \(fmt(r.tokens_per_second_mean)) ± \(fmt(r.tokens_per_second_stddev)) |\n")
+                }
+            }
+        }
+    }
+
+    func fmt(_ x: Double) -> String { String(format: "%.2f", x) }
+}

@@ -1,0 +1,137 @@
+import ArgumentParser
+import Foundation
+import WeftComm
+import WeftModel
+import WeftRuntime
+import WeftTokenizer
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate text from a prompt, streaming it as it is produced.")
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(help: "Prompt text (tokenized with the model's tokenizer, BOS added as the model's tokenizer_config says).")
+    var prompt: String?
+
+    @Option(help: "Prompt as comma-separated token ids, e.g. 1,2,3.")
+    var tokens: String?
+
+    @Option(help: "Maximum number of tokens to generate.")
+    var maxTokens: Int = 64
+
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Double = 0
+
+    @Option(help: "Nucleus sampling: keep the smallest set of tokens whose probability reaches P.")
+    var topP: Double = 1
+
+    @Option(help: "Random seed for sampling.")
+    var seed: UInt64 = 0
+
+    @Flag(help: "Print one JSON object {prompt_tokens, completion_tokens, text} instead of streaming text.")
+    var json = false
+
+    func validate() throws {
+        if (prompt == nil) == (tokens == nil) { throw ValidationError("give exactly one of --prompt TEXT and --tokens 1,2,3") }
+        if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
+        if let tokens { _ = try parseTokenList(tokens, option: "--tokens") }
+        try Sampler.validate(temperature: temperature, topP: topP)
+    }
+
+    struct Result: Encodable {
+        let prompt_tokens: [Int]
+        let completion_tokens: [Int]
+        let text: String
+    }
+
+    func run() throws {
+        Session.run { communicator in
+            let engine = try Engine(configuration: options.engineConfiguration(), communicator: communicator)
+            let promptTokens: [Int]
+            if let tokens {
+                promptTokens = try parseTokenList(tokens, option: "--tokens")
+            } else {
+                guard let tokenizer = engine.tokenizer else {
+                    throw RuntimeError.invalidOption("--prompt", "the model has no tokenizer.json; give --tokens instead")
+                }
+                promptTokens = tokenizer.encode(prompt!)
+            }
+            var decoder = engine.tokenizer.map { StreamingDecoder(tokenizer: $0) }
+            let sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
+            let generated = try engine.generate(prompt: promptTokens, maxNewTokens: maxTokens, sampler: sampler) { token in
+                guard !json else { return }
+                if decoder != nil {
+                    Output.write(decoder!.push(token))
+                } else {
+                    Output.write("\(token) ")
+                }
+                Output.flush()
+            }
+            guard engine.isRoot else { return }
+            if json {
+                let text = engine.tokenizer?.decode(generated) ?? ""
+                Output.write(try jsonString(Result(prompt_tokens: promptTokens, completion_tokens: generated, text: text)) + "\n")
+            } else {
+                if decoder != nil { Output.write(decoder!.flush()) }
+                Output.write("\n")
+            }
+        }
+    }
+}
+
+struct Logits: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the logits of every position of a token sequence.")
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(help: "Comma-separated token ids, e.g. 1,2,3.")
+    var tokens: String
+
+    @Flag(help: "Print JSON {\"tokens\":[…],\"logits\":[[…],…]} (the only output format).")
+    var json = false
+
+    func validate() throws { _ = try parseTokenList(tokens, option: "--tokens") }
+
+    struct Result: Encodable {
+        let tokens: [Int]
+        let logits: [[Float]]
+    }
+
+    func run() throws {
+        Session.run { communicator in
+            let ids = try parseTokenList(tokens, option: "--tokens")
+            let engine = try Engine(configuration: options.engineConfiguration(maxSequenceLength: ids.count), communicator: communicator)
+            let rows = try engine.logits(tokens: ids)
+            if engine.isRoot { Output.write(try jsonString(Result(tokens: ids, logits: rows)) + "\n") }
+        }
+    }
+}
+
+struct Tokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Tokenize text with the model's tokenizer.")
+
+    @Option(help: "Hugging Face model folder holding tokenizer.json.")
+    var model: String
+
+    @Option(help: "Text to tokenize.")
+    var text: String
+
+    @Flag(help: "Do not add special tokens (BOS).")
+    var noSpecial = false
+
+    @Flag(help: "Print JSON {\"ids\":[…]} (the only output format).")
+    var json = false
+
+    struct Result: Encodable { let ids: [Int] }
+
+    func run() throws {
+        Session.run { communicator in
+            // Every rank checks the tokenizer, so a bad file fails everywhere alike.
+            let tokenizer = try communicator.agree { try Tokenizer(directory: URL(fileURLWithPath: model)) }
+            if communicator.isRoot {
+                let ids = tokenizer.encode(text, addSpecialTokens: !noSpecial)
+                Output.write(try jsonString(Result(ids: ids)) + "\n")
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+import WeftComm
+import WeftModel
+import WeftRuntime
+
+/// The MPI lifetime of one command: starts MPI, runs the body, and turns
+/// errors into one line on stderr and a non-zero exit on every rank.
+enum Session {
+    static func run(_ body: (Communicator) throws -> Void) -> Never {
+        let communicator: Communicator
+        do {
+            communicator = try Communicator.world()
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            exit(1)
+        }
+        do {
+            try body(communicator)
+            Output.flush()
+            Communicator.finalize()
+            exit(0)
+        } catch {
+            Output.flush()
+            if communicator.size == 1 || isSharedByAllRanks(error) {
+                // Every rank raised this same error: rank 0 reports it once
+                // and all ranks leave cleanly.
+                if communicator.isRoot { FileHandle.standardError.write(Data("error: \(error)\n".utf8)) }
+                Communicator.finalize()
+                exit(1)
+            }
+            // Only this rank failed: the others may be inside a collective
+            // waiting for it, so end the whole job rather than leave them hanging.
+            FileHandle.standardError.write(Data("error: rank \(communicator.rank): \(error)\n".utf8))
+            Communicator.abort(code: 1)
+        }
+    }
+
+    /// Errors that every rank raises identically: those agreed through
+    /// `Communicator.agree`, and checks of replicated inputs (options, prompt
+    /// tokens, batch layout), which each rank evaluates on the same data.
+    static func isSharedByAllRanks(_ error: Error) -> Bool {
+        switch error {
+        case is RuntimeError, is ModelError: return true
+        case let error as CommError:
+            if case .failedOnRank = error { return true }
+            return false
+        default: return false
+        }
+    }
+}
+
+/// Standard output for rank 0, buffered and flushed explicitly.
+enum Output {
+    static func write(_ text: String) {
+        FileHandle.standardOutput.write(Data(text.utf8))
+    }
+    static func flush() { fflush(stdout) }
+}

@@ -1,0 +1,172 @@
+import CMPI
+import Foundation
+
+/// The ranks of one Weft job and the collectives the model needs.
+///
+/// All calls are made from the thread that initialized MPI (the engine's step
+/// loop); every rank must call the same collectives in the same order.
+/// Deliberately not `Sendable`: a communicator must not wander between threads.
+public final class Communicator {
+    public let rank: Int
+    public let size: Int
+    let comm: MPI_Comm
+
+    /// Initializes MPI (once per process) and returns the world communicator.
+    /// Works without `mpirun` too (a singleton job of one rank).
+    public static func world() throws -> Communicator {
+        if !isInitialized {
+            var provided: Int32 = 0
+            let rc = MPI_Init_thread(nil, nil, CMPI_THREAD_FUNNELED(), &provided)
+            guard rc == CMPI_SUCCESS() else { throw CommError.mpi("MPI_Init_thread", Int(rc)) }
+            guard provided >= CMPI_THREAD_FUNNELED() else {
+                throw CommError.unsupported("MPI provides thread level \(provided), Weft needs MPI_THREAD_FUNNELED")
+            }
+            // Errors come back as codes so they can be reported, not abort the job silently.
+            MPI_Comm_set_errhandler(CMPI_COMM_WORLD(), CMPI_ERRORS_RETURN())
+        }
+        return try Communicator(CMPI_COMM_WORLD())
+    }
+
+    init(_ comm: MPI_Comm) throws {
+        self.comm = comm
+        var r: Int32 = 0, s: Int32 = 0
+        try check(MPI_Comm_rank(comm, &r), "MPI_Comm_rank")
+        try check(MPI_Comm_size(comm, &s), "MPI_Comm_size")
+        rank = Int(r)
+        size = Int(s)
+    }
+
+    /// Shuts MPI down; call once, on every rank, after the last collective.
+    public static func finalize() {
+        var finalized: Int32 = 0
+        MPI_Finalized(&finalized)
+        if isInitialized && finalized == 0 { MPI_Finalize() }
+    }
+
+    /// Whether MPI_Init has run in this process (MPI keeps that state itself).
+    static var isInitialized: Bool {
+        var flag: Int32 = 0
+        MPI_Initialized(&flag)
+        return flag != 0
+    }
+
+    /// Ends every rank of the job at once (used when ranks can no longer agree).
+    public static func abort(code: Int32) -> Never {
+        MPI_Abort(CMPI_COMM_WORLD(), code)
+        exit(code)
+    }
+
+    public var isRoot: Bool { rank == 0 }
+
+    public var processorName: String {
+        var buffer = [CChar](repeating: 0, count: Int(CMPI_MAX_PROCESSOR_NAME()) + 1)
+        var length: Int32 = 0
+        MPI_Get_processor_name(&buffer, &length)
+        return String(cString: buffer)
+    }
+
+    // MARK: Collectives
+
+    /// Sums `count` floats element-wise across ranks, in place.
+    public func allReduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard size > 1, count > 0 else { return }
+        try check(MPI_Allreduce(CMPI_IN_PLACE(), data, Int32(count), CMPI_FLOAT(), CMPI_SUM(), comm),
+                  "MPI_Allreduce")
+    }
+
+    public func barrier() throws { try check(MPI_Barrier(comm), "MPI_Barrier") }
+
+    /// Broadcasts 32-bit integers from `root` (the receiving array is resized).
+    public func broadcast(_ values: inout [Int32], root: Int = 0) throws {
+        guard size > 1 else { return }
+        var count = Int64(values.count)
+        try check(MPI_Bcast(&count, 1, CMPI_INT64(), Int32(root), comm), "MPI_Bcast")
+        if rank != root { values = [Int32](repeating: 0, count: Int(count)) }
+        if count > 0 {
+            try check(MPI_Bcast(&values, Int32(count), CMPI_INT32(), Int32(root), comm), "MPI_Bcast")
+        }
+    }
+
+    public func broadcast(_ string: inout String, root: Int = 0) throws {
+        guard size > 1 else { return }
+        var bytes = Array(string.utf8).map { Int32($0) }
+        try broadcast(&bytes, root: root)
+        if rank != root { string = String(decoding: bytes.map { UInt8(truncatingIfNeeded: $0) }, as: UTF8.self) }
+    }
+
+    public func allReduceMin(_ value: Int) throws -> Int {
+        var v = Int64(value), result = Int64(0)
+        try check(MPI_Allreduce(&v, &result, 1, CMPI_INT64(), CMPI_MIN(), comm), "MPI_Allreduce")
+        return Int(result)
+    }
+
+    public func allReduceMax(_ value: Int) throws -> Int {
+        var v = Int64(value), result = Int64(0)
+        try check(MPI_Allreduce(&v, &result, 1, CMPI_INT64(), CMPI_MAX(), comm), "MPI_Allreduce")
+        return Int(result)
+    }
+
+    /// Gathers each rank's `local` floats at `root`, concatenated in rank order
+    /// (counts may differ per rank). Returns the concatenation on root, [] elsewhere.
+    public func gather(_ local: UnsafePointer<Float>, count: Int, root: Int = 0) throws -> [Float] {
+        if size == 1 { return Array(UnsafeBufferPointer(start: local, count: count)) }
+        var myCount = Int32(count)
+        var counts = [Int32](repeating: 0, count: size)
+        try check(MPI_Gather(&myCount, 1, CMPI_INT32(), &counts, 1, CMPI_INT32(), Int32(root), comm), "MPI_Gather")
+        var displacements = [Int32](repeating: 0, count: size)
+        if rank == root { for i in 1..<size { displacements[i] = displacements[i - 1] + counts[i - 1] } }
+        let total = rank == root ? Int(counts.reduce(0, +)) : 0
+        var result = [Float](repeating: 0, count: total)
+        try result.withUnsafeMutableBufferPointer { out in
+            try check(MPI_Gatherv(local, myCount, CMPI_FLOAT(), out.baseAddress, &counts, &displacements,
+                                  CMPI_FLOAT(), Int32(root), comm), "MPI_Gatherv")
+        }
+        return result
+    }
+
+    // MARK: Agreeing on failure
+
+    /// Runs `body` on every rank and makes all ranks agree on its outcome: if
+    /// it threw on any rank, every rank throws `CommError.failedOnRank` with
+    /// the message of the lowest failing rank (so every rank can exit non-zero
+    /// with the same message, and none is left waiting in a collective for a
+    /// rank that gave up). With one rank the error is rethrown as it is.
+    public func agree<T>(_ body: () throws -> T) throws -> T {
+        var result: Result<T, Error>
+        do { result = .success(try body()) } catch { result = .failure(error) }
+        if size == 1 { return try result.get() }
+        let failed: Bool
+        if case .failure = result { failed = true } else { failed = false }
+        let firstFailing = try allReduceMin(failed ? rank : size)
+        if firstFailing == size { return try result.get() }
+        var message = ""
+        if case .failure(let error) = result, rank == firstFailing { message = String(describing: error) }
+        try broadcast(&message, root: firstFailing)
+        throw CommError.failedOnRank(firstFailing, message)
+    }
+
+}
+
+/// Throws `CommError.mpi` naming the MPI function when it did not succeed.
+func check(_ rc: Int32, _ call: String) throws {
+    guard rc == CMPI_SUCCESS() else { throw CommError.mpi(call, Int(rc)) }
+}
+
+public enum CommError: Error, CustomStringConvertible {
+    case mpi(String, Int)
+    case unsupported(String)
+    /// A failure every rank agreed on (see `agree`): the failing rank and its message.
+    case failedOnRank(Int, String)
+
+    public var description: String {
+        switch self {
+        case .mpi(let call, let code):
+            var buffer = [CChar](repeating: 0, count: 512)
+            var length: Int32 = 0
+            MPI_Error_string(Int32(code), &buffer, &length)
+            return "\(call) failed: \(String(cString: buffer)) (code \(code))"
+        case .unsupported(let message): return message
+        case .failedOnRank(_, let message): return message
+        }
+    }
+}

@@ -1,0 +1,162 @@
+import Foundation
+import WeftModel
+import XCTest
+
+/// Every kind of bad input gives one clear line naming what is wrong, and
+/// every rank exits non-zero (none hangs waiting for a rank that failed).
+final class BadInputTests: XCTestCase {
+    var scratch: URL!
+
+    override func setUpWithError() throws {
+        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("weft-bad-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: scratch)
+    }
+
+    /// A copy of the fixture model that the test then damages.
+    func copyOfFixture() throws -> URL {
+        let copy = scratch.appendingPathComponent("model")
+        try FileManager.default.copyItem(at: MPIRun.fixture, to: copy)
+        return copy
+    }
+
+    func editConfig(_ model: URL, _ edit: (inout [String: Any]) -> Void) throws {
+        let url = model.appendingPathComponent("config.json")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        edit(&json)
+        try JSONSerialization.data(withJSONObject: json).write(to: url)
+    }
+
+    func editTensors(_ model: URL, _ edit: (inout [SafetensorsWriter.Entry]) -> Void) throws {
+        let url = model.appendingPathComponent("model.safetensors")
+        var entries = try SafetensorsWriter.read(url.path)
+        edit(&entries)
+        try SafetensorsWriter.write(entries, to: url)
+    }
+
+    /// Runs `weft logits` on 2 ranks and checks the failure.
+    func expectFailure(_ arguments: [String], ranks: Int = 2, mentions fragments: [String],
+                       file: StaticString = #filePath, line: UInt = #line) throws {
+        let outcome = try MPIRun.run(ranks: ranks, arguments, timeout: 120)
+        XCTAssertFalse(outcome.timedOut, "a rank hung", file: file, line: line)
+        XCTAssertNotEqual(outcome.status, 0, "mpirun exit status", file: file, line: line)
+        XCTAssertEqual(outcome.rankExits.count, max(ranks, 1), "every rank reported: \(outcome.stderr)", file: file, line: line)
+        for (rank, code) in outcome.rankExits { XCTAssertNotEqual(code, 0, "rank \(rank) exit code", file: file, line: line) }
+        let errorLines = outcome.stderr.split(separator: "\n").filter { $0.hasPrefix("error:") }
+        XCTAssertEqual(errorLines.count, 1, "one error line, got: \(outcome.stderr)", file: file, line: line)
+        for fragment in fragments {
+            XCTAssertTrue(outcome.stderr.contains(fragment), "stderr should mention \(fragment): \(outcome.stderr)", file: file, line: line)
+        }
+        XCTAssertTrue(outcome.stdout.isEmpty, "no output on failure: \(outcome.stdout)", file: file, line: line)
+    }
+
+    func logits(_ model: URL, tokens: String = "1,2,3") -> [String] {
+        ["logits", "--model", model.path, "--tokens", tokens, "--json", "--threads", "1"]
+    }
+
+    func testMissingModelFolder() throws {
+        try expectFailure(logits(scratch.appendingPathComponent("nope")), mentions: ["nope", "no such model folder"])
+    }
+
+    func testMissingConfigFile() throws {
+        let model = try copyOfFixture()
+        try FileManager.default.removeItem(at: model.appendingPathComponent("config.json"))
+        try expectFailure(logits(model), mentions: ["config.json", "cannot read"])
+    }
+
+    func testMalformedConfigJSON() throws {
+        let model = try copyOfFixture()
+        try Data("{\"hidden_size\": 256,".utf8).write(to: model.appendingPathComponent("config.json"))
+        try expectFailure(logits(model), mentions: ["config.json", "malformed JSON"])
+    }
+
+    func testMissingConfigField() throws {
+        let model = try copyOfFixture()
+        try editConfig(model) { $0.removeValue(forKey: "num_attention_heads") }
+        try expectFailure(logits(model), mentions: ["config.json", "num_attention_heads", "missing"])
+    }
+
+    func testInvalidConfigField() throws {
+        let model = try copyOfFixture()
+        try editConfig(model) { $0["hidden_size"] = -4 }
+        try expectFailure(logits(model), mentions: ["config.json", "hidden_size", "positive"])
+    }
+
+    func testUnsupportedArchitecture() throws {
+        let model = try copyOfFixture()
+        try editConfig(model) { $0["architectures"] = ["GPT2LMHeadModel"] }
+        try expectFailure(logits(model), mentions: ["architectures", "GPT2LMHeadModel", "LlamaForCausalLM"])
+    }
+
+    func testUnsupportedRopeScaling() throws {
+        let model = try copyOfFixture()
+        try editConfig(model) { $0["rope_scaling"] = ["rope_type": "yarn", "factor": 4.0] }
+        try expectFailure(logits(model), mentions: ["rope_scaling", "yarn", "llama3"])
+    }
+
+    func testTruncatedSafetensors() throws {
+        let model = try copyOfFixture()
+        let url = model.appendingPathComponent("model.safetensors")
+        let data = try Data(contentsOf: url)
+        try data.prefix(data.count / 2).write(to: url)
+        try expectFailure(logits(model), mentions: ["model.safetensors", "truncated"])
+    }
+
+    func testMalformedSafetensorsHeader() throws {
+        let model = try copyOfFixture()
+        let url = model.appendingPathComponent("model.safetensors")
+        var data = try Data(contentsOf: url)
+        data.replaceSubrange(8..<12, with: Data("!!!!".utf8))
+        try data.write(to: url)
+        try expectFailure(logits(model), mentions: ["model.safetensors", "malformed header JSON"])
+    }
+
+    func testMissingTensor() throws {
+        let model = try copyOfFixture()
+        try editTensors(model) { $0.removeAll { $0.name == "model.layers.2.mlp.up_proj.weight" } }
+        try expectFailure(logits(model), mentions: ["model.layers.2.mlp.up_proj.weight", "missing", "[688, 256]"])
+    }
+
+    func testWrongTensorShape() throws {
+        let model = try copyOfFixture()
+        try editTensors(model) { entries in
+            let i = entries.firstIndex { $0.name == "model.layers.1.self_attn.k_proj.weight" }!
+            entries[i].shape = [256, 64]   // same bytes, transposed shape
+        }
+        try expectFailure(logits(model), mentions: ["model.layers.1.self_attn.k_proj.weight", "[256, 64]", "[128, 256]"])
+    }
+
+    func testUnknownDType() throws {
+        let model = try copyOfFixture()
+        try editTensors(model) { entries in
+            let i = entries.firstIndex { $0.name == "model.norm.weight" }!
+            entries[i].dtype = "I16"
+        }
+        try expectFailure(logits(model), mentions: ["model.norm.weight", "unsupported dtype I16"])
+    }
+
+    func testTPDegreeThatDoesNotDivideHeads() throws {
+        try expectFailure(logits(MPIRun.fixture), ranks: 3, mentions: ["tensor-parallel degree 3", "num_attention_heads 8"])
+    }
+
+    func testTokenOutOfRange() throws {
+        try expectFailure(logits(MPIRun.fixture, tokens: "1,4096"), mentions: ["token id 4096", "4096 ids"])
+    }
+
+    func testGeneratePromptBeyondContext() throws {
+        let model = try copyOfFixture()
+        try editConfig(model) { $0["max_position_embeddings"] = 8 }
+        try expectFailure(["generate", "--model", model.path, "--tokens", "1,2,3,4,5", "--max-tokens", "10", "--threads", "1"],
+                          mentions: ["exceeds the context of 8 positions"])
+    }
+
+    func testBadOptionIsReportedOnce() throws {
+        let outcome = try MPIRun.run(ranks: 2, ["logits", "--model", MPIRun.fixture.path, "--tokens", "1,x"])
+        XCTAssertNotEqual(outcome.status, 0)
+        XCTAssertEqual(outcome.stderr.components(separatedBy: "\"x\" is not a token id").count - 1, 1, outcome.stderr)
+        for (rank, code) in outcome.rankExits { XCTAssertNotEqual(code, 0, "rank \(rank)") }
+    }
+}

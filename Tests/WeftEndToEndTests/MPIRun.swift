@@ -1,0 +1,86 @@
+import Foundation
+import XCTest
+
+/// Runs the `weft` executable under `mpirun`, as users do, and collects what
+/// every rank printed and how every rank exited.
+enum MPIRun {
+    struct Outcome {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        /// Exit code of each rank, from the wrapper each rank runs in.
+        var rankExits: [Int: Int32]
+        var timedOut: Bool
+    }
+
+    static let fixture = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/tiny-llama")
+
+    /// The built `weft` executable, beside the test bundle.
+    static var weft: URL {
+        var directory = Bundle.main.bundleURL
+        if directory.pathExtension == "xctest" { directory = directory.deletingLastPathComponent() }
+        return directory.appendingPathComponent("weft")
+    }
+
+    /// Runs `weft ARGS` on `ranks` ranks (0 = without mpirun). Each rank runs in
+    /// a small shell wrapper that reports its exit code on stderr.
+    static func run(ranks: Int, _ arguments: [String], timeout: TimeInterval = 180) throws -> Outcome {
+        let process = Process()
+        let wrapper = "\"$0\" \"$@\"; code=$?; echo \"weft-rank-exit ${OMPI_COMM_WORLD_RANK:-0} $code\" >&2; exit $code"
+        if ranks == 0 {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", wrapper, weft.path] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-q",
+                                 "--mca", "btl", "self,vader", "-np", String(ranks),
+                                 "/bin/sh", "-c", wrapper, weft.path] + arguments
+        }
+        var environment = ProcessInfo.processInfo.environment
+        environment["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+        process.environment = environment
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let outData = DataCollector(out.fileHandleForReading), errData = DataCollector(err.fileHandleForReading)
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        var timedOut = false
+        while process.isRunning {
+            if Date() > deadline {
+                timedOut = true
+                kill(-process.processIdentifier, SIGKILL)
+                process.terminate()
+                break
+            }
+            usleep(20_000)
+        }
+        process.waitUntilExit()
+        let stderr = errData.finish()
+        var exits: [Int: Int32] = [:]
+        for line in stderr.split(separator: "\n") where line.hasPrefix("weft-rank-exit ") {
+            let parts = line.split(separator: " ")
+            if parts.count == 3, let rank = Int(parts[1]), let code = Int32(parts[2]) { exits[rank] = code }
+        }
+        return Outcome(status: process.terminationStatus, stdout: outData.finish(), stderr: stderr,
+                       rankExits: exits, timedOut: timedOut)
+    }
+
+    /// Reads a pipe on a background thread so a chatty child never blocks.
+    final class DataCollector: @unchecked Sendable {
+        private var data = Data()
+        private let done = DispatchSemaphore(value: 0)
+        init(_ handle: FileHandle) {
+            Thread.detachNewThread { [self] in
+                data = handle.readDataToEndOfFile()
+                done.signal()
+            }
+        }
+        func finish() -> String {
+            done.wait()
+            return String(decoding: data, as: UTF8.self)
+        }
+    }
+}
