@@ -1,0 +1,77 @@
+import Foundation
+import WeftModel
+import XCTest
+
+final class ConfigAndPlanTests: XCTestCase {
+    func config(heads: Int, kvHeads: Int, intermediate: Int = 688, vocab: Int = 4096) -> ModelConfig {
+        ModelConfig(architecture: .llama, hiddenSize: heads * 32, intermediateSize: intermediate, layerCount: 1,
+                    headCount: heads, kvHeadCount: kvHeads, vocabularySize: vocab)
+    }
+
+    func testPlanCoversEveryHeadRowAndVocabularyEntryOnce() throws {
+        for (heads, kv, size) in [(8, 4, 1), (8, 4, 2), (8, 4, 4), (8, 4, 8), (12, 4, 3), (12, 2, 6), (12, 12, 4), (32, 8, 16)] {
+            let c = config(heads: heads, kvHeads: kv, intermediate: 1001, vocab: 4099)
+            let plans = try (0..<size).map { try TensorParallelPlan(config: c, rank: $0, size: size) }
+            XCTAssertEqual(plans.flatMap { Array($0.heads) }, Array(0..<heads))
+            XCTAssertEqual(plans.flatMap { Array($0.intermediate) }, Array(0..<1001), "uneven intermediate split")
+            XCTAssertEqual(plans.flatMap { Array($0.vocabulary) }, Array(0..<4099), "uneven vocabulary split")
+            let group = heads / kv
+            for plan in plans {
+                // Every local head's KV head is local, and no KV head is held needlessly.
+                let needed = Set(plan.heads.map { $0 / group })
+                XCTAssertEqual(Set(plan.kvHeads), needed, "heads \(heads) kv \(kv) size \(size) rank \(plan.rank)")
+                let mapping = plan.kvHeadOfLocalHead(config: c)
+                for (i, head) in plan.heads.enumerated() {
+                    XCTAssertEqual(Int(mapping[i]) + plan.kvHeads.lowerBound, head / group)
+                }
+            }
+            if size >= kv {
+                XCTAssertTrue(plans.allSatisfy { $0.kvHeads.count == 1 }, "replicated KV heads: one per rank")
+            }
+            if kv % size == 0 {
+                XCTAssertEqual(plans.map(\.kvHeads.count).reduce(0, +), kv, "KV heads partitioned when the degree divides them")
+            }
+        }
+    }
+
+    func testPlanRefusesDegreesThatDoNotFit() {
+        XCTAssertThrowsError(try TensorParallelPlan(config: config(heads: 8, kvHeads: 4), rank: 0, size: 3)) { error in
+            XCTAssertEqual("\(error)", "tensor-parallel degree 3 does not divide num_attention_heads 8; use a degree that divides it (1, 2, 4, 8)")
+        }
+        XCTAssertThrowsError(try TensorParallelPlan(config: config(heads: 8, kvHeads: 4, intermediate: 4), rank: 0, size: 8)) { error in
+            XCTAssertTrue("\(error)".contains("intermediate_size 4"), "\(error)")
+        }
+    }
+
+    func testLlama3RopeScalingMatchesTransformers() throws {
+        // Llama-3.2-1B's shape: inverse frequencies from transformers'
+        // _compute_llama3_parameters (first, a medium-band one, last).
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Configs/models/llama-3.2-1b.json")
+        let config = try ModelConfig.parse(Data(contentsOf: url), file: url.path)
+        let inv = config.ropeInverseFrequencies()
+        XCTAssertEqual(inv.count, 32)
+        XCTAssertEqual(inv[0], 1.0, accuracy: 1e-7)                      // high frequency: unscaled
+        XCTAssertEqual(inv[31], Float(1.0 / pow(500000.0, 62.0 / 64.0) / 32.0), accuracy: 1e-12)  // low: divided by factor
+        // A medium-band frequency is interpolated between the two.
+        let raw = 1.0 / pow(500000.0, 2.0 * 16 / 64.0)
+        let wavelen = 2 * Double.pi / raw
+        XCTAssertTrue(wavelen > 8192.0 / 4 && wavelen < 8192.0, "index 16 is in the smoothing band")
+        let smooth = (8192.0 / wavelen - 1) / (4 - 1)
+        XCTAssertEqual(Double(inv[16]), (1 - smooth) * raw / 32 + smooth * raw, accuracy: raw * 1e-5)
+    }
+
+    func testConfigErrorsNameTheField() {
+        func parse(_ json: String) -> String {
+            do { _ = try ModelConfig.parse(Data(json.utf8), file: "m/config.json"); return "no error" } catch { return "\(error)" }
+        }
+        let base = #""architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":128,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":100"#
+        XCTAssertEqual(parse("{\(base)}"), "no error")
+        XCTAssertEqual(parse(#"{"architectures":["LlamaForCausalLM"]}"#), "m/config.json: field \"hidden_size\": expected a value of type integer, found missing")
+        XCTAssertEqual(parse("{\(base),\"num_key_value_heads\":3}"), "m/config.json: field \"num_key_value_heads\": expected a divisor of num_attention_heads (4), found 3")
+        XCTAssertEqual(parse("{\(base),\"hidden_act\":\"gelu\"}"), "m/config.json: field \"hidden_act\": expected \"silu\", found \"gelu\"")
+        XCTAssertTrue(parse("{\(base),\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8}}").contains("rope_scaling.low_freq_factor"))
+        XCTAssertTrue(parse("{\(base),\"vocab_size\":\"big\"}").contains("field \"vocab_size\": expected a value of type integer, found big"))
+        XCTAssertTrue(parse("[1]").contains("expected a JSON object"))
+    }
+}
