@@ -32,7 +32,7 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("pthread"), .linkedLibrary("m")]),
 
         .target(name: "WeftTensor", dependencies: ["CKernels", "CNuma", "COpenBLAS"]),
-        .target(name: "WeftComm", dependencies: ["CMPI", "WeftTensor"]),
+        .target(name: "WeftComm", dependencies: ["CMPI", "CKernels", "WeftTensor"]),
         .target(name: "WeftTokenizer"),
         .target(name: "WeftModel", dependencies: ["WeftTensor", "WeftComm", "CKernels"]),
         .target(name: "WeftRuntime", dependencies: ["WeftModel", "WeftTokenizer", "WeftComm", "WeftTensor"]),

@@ -3,44 +3,63 @@ import Foundation
 
 /// The ranks of one Weft job and the collectives the model needs.
 ///
-/// All calls are made from the thread that initialized MPI (the engine's step
-/// loop); every rank must call the same collectives in the same order.
-/// Deliberately not `Sendable`: a communicator must not wander between threads.
+/// MPI itself lives on the communicator's own thread (`CommThread`): every
+/// method here hands its MPI calls to that thread and waits, and the
+/// nonblocking ones (`submit…`) return a handle to wait on later. Every rank
+/// must issue the same collectives in the same order — the step plan
+/// guarantees it. Deliberately not `Sendable`: one engine loop owns it.
 public final class Communicator {
     public let rank: Int
     public let size: Int
     let comm: MPI_Comm
+    let thread: CommThread
 
-    /// Initializes MPI (once per process) and returns the world communicator.
-    /// Works without `mpirun` too (a singleton job of one rank).
+    /// Starts the comm thread, initializes MPI on it and returns the world
+    /// communicator. Works without `mpirun` too (a singleton job of one rank).
     public static func world() throws -> Communicator {
-        if !isInitialized {
-            var provided: Int32 = 0
-            let rc = MPI_Init_thread(nil, nil, CMPI_THREAD_FUNNELED(), &provided)
-            guard rc == CMPI_SUCCESS() else { throw CommError.mpi("MPI_Init_thread", Int(rc)) }
-            guard provided >= CMPI_THREAD_FUNNELED() else {
-                throw CommError.unsupported("MPI provides thread level \(provided), Weft needs MPI_THREAD_FUNNELED")
+        let thread = sharedThread
+        let (comm, rank, size) = try thread.run { () throws -> (MPI_Comm, Int, Int) in
+            if !isInitialized {
+                var provided: Int32 = 0
+                let rc = MPI_Init_thread(nil, nil, CMPI_THREAD_FUNNELED(), &provided)
+                guard rc == CMPI_SUCCESS() else { throw CommError.mpi("MPI_Init_thread", Int(rc)) }
+                guard provided >= CMPI_THREAD_FUNNELED() else {
+                    throw CommError.unsupported("MPI provides thread level \(provided); Weft needs MPI_THREAD_FUNNELED (all MPI calls on its comm thread)")
+                }
+                // Errors come back as codes, to be reported with the call's name.
+                MPI_Comm_set_errhandler(CMPI_COMM_WORLD(), CMPI_ERRORS_RETURN())
             }
-            // Errors come back as codes so they can be reported, not abort the job silently.
-            MPI_Comm_set_errhandler(CMPI_COMM_WORLD(), CMPI_ERRORS_RETURN())
+            var r: Int32 = 0, s: Int32 = 0
+            try check(MPI_Comm_rank(CMPI_COMM_WORLD(), &r), "MPI_Comm_rank")
+            try check(MPI_Comm_size(CMPI_COMM_WORLD(), &s), "MPI_Comm_size")
+            return (CMPI_COMM_WORLD(), Int(r), Int(s))
         }
-        return try Communicator(CMPI_COMM_WORLD())
+        return Communicator(comm: comm, rank: rank, size: size, thread: thread)
     }
 
-    init(_ comm: MPI_Comm) throws {
+    /// One comm thread per process: MPI may be initialized only once.
+    static let sharedThread = CommThread(name: "weft-comm")
+
+    init(comm: MPI_Comm, rank: Int, size: Int, thread: CommThread) {
         self.comm = comm
-        var r: Int32 = 0, s: Int32 = 0
-        try check(MPI_Comm_rank(comm, &r), "MPI_Comm_rank")
-        try check(MPI_Comm_size(comm, &s), "MPI_Comm_size")
-        rank = Int(r)
-        size = Int(s)
+        self.rank = rank
+        self.size = size
+        self.thread = thread
     }
 
     /// Shuts MPI down; call once, on every rank, after the last collective.
     public static func finalize() {
-        var finalized: Int32 = 0
-        MPI_Finalized(&finalized)
-        if isInitialized && finalized == 0 { MPI_Finalize() }
+        _ = try? sharedThread.run {
+            var finalized: Int32 = 0
+            MPI_Finalized(&finalized)
+            if isInitialized && finalized == 0 { MPI_Finalize() }
+        }
+    }
+
+    /// Ends every rank of the job at once (used when ranks can no longer agree).
+    public static func abort(code: Int32) -> Never {
+        MPI_Abort(CMPI_COMM_WORLD(), code)
+        exit(code)
     }
 
     /// Whether MPI_Init has run in this process (MPI keeps that state itself).
@@ -50,40 +69,48 @@ public final class Communicator {
         return flag != 0
     }
 
-    /// Ends every rank of the job at once (used when ranks can no longer agree).
-    public static func abort(code: Int32) -> Never {
-        MPI_Abort(CMPI_COMM_WORLD(), code)
-        exit(code)
-    }
-
     public var isRoot: Bool { rank == 0 }
 
     public var processorName: String {
-        var buffer = [CChar](repeating: 0, count: Int(CMPI_MAX_PROCESSOR_NAME()) + 1)
-        var length: Int32 = 0
-        MPI_Get_processor_name(&buffer, &length)
-        return String(cString: buffer)
+        (try? thread.run {
+            var buffer = [CChar](repeating: 0, count: Int(CMPI_MAX_PROCESSOR_NAME()) + 1)
+            var length: Int32 = 0
+            MPI_Get_processor_name(&buffer, &length)
+            return String(cString: buffer)
+        }) ?? "unknown"
     }
 
-    // MARK: Collectives
+    // MARK: Blocking collectives (run on the comm thread; the caller waits)
 
     /// Sums `count` floats element-wise across ranks, in place.
     public func allReduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) throws {
         guard size > 1, count > 0 else { return }
-        try check(MPI_Allreduce(CMPI_IN_PLACE(), data, Int32(count), CMPI_FLOAT(), CMPI_SUM(), comm),
-                  "MPI_Allreduce")
+        let comm = self.comm
+        let pointer = SendablePointer(data)
+        try thread.run {
+            try check(MPI_Allreduce(CMPI_IN_PLACE(), pointer.raw, Int32(count), CMPI_FLOAT(), CMPI_SUM(), comm), "MPI_Allreduce")
+        }
     }
 
-    public func barrier() throws { try check(MPI_Barrier(comm), "MPI_Barrier") }
+    public func barrier() throws {
+        let comm = self.comm
+        try thread.run { try check(MPI_Barrier(comm), "MPI_Barrier") }
+    }
 
     /// Broadcasts 32-bit integers from `root` (the receiving array is resized).
     public func broadcast(_ values: inout [Int32], root: Int = 0) throws {
         guard size > 1 else { return }
-        var count = Int64(values.count)
-        try check(MPI_Bcast(&count, 1, CMPI_INT64(), Int32(root), comm), "MPI_Bcast")
-        if rank != root { values = [Int32](repeating: 0, count: Int(count)) }
-        if count > 0 {
-            try check(MPI_Bcast(&values, Int32(count), CMPI_INT32(), Int32(root), comm), "MPI_Bcast")
+        let comm = self.comm, isRoot = rank == root
+        let input = values
+        values = try thread.run { () throws -> [Int32] in
+            var values = input
+            var count = Int64(values.count)
+            try check(MPI_Bcast(&count, 1, CMPI_INT64(), Int32(root), comm), "MPI_Bcast")
+            if !isRoot { values = [Int32](repeating: 0, count: Int(count)) }
+            if count > 0 {
+                try check(MPI_Bcast(&values, Int32(count), CMPI_INT32(), Int32(root), comm), "MPI_Bcast")
+            }
+            return values
         }
     }
 
@@ -94,34 +121,38 @@ public final class Communicator {
         if rank != root { string = String(decoding: bytes.map { UInt8(truncatingIfNeeded: $0) }, as: UTF8.self) }
     }
 
-    public func allReduceMin(_ value: Int) throws -> Int {
-        var v = Int64(value), result = Int64(0)
-        try check(MPI_Allreduce(&v, &result, 1, CMPI_INT64(), CMPI_MIN(), comm), "MPI_Allreduce")
-        return Int(result)
-    }
+    public func allReduceMin(_ value: Int) throws -> Int { try allReduce(value, CMPI_MIN()) }
+    public func allReduceMax(_ value: Int) throws -> Int { try allReduce(value, CMPI_MAX()) }
 
-    public func allReduceMax(_ value: Int) throws -> Int {
-        var v = Int64(value), result = Int64(0)
-        try check(MPI_Allreduce(&v, &result, 1, CMPI_INT64(), CMPI_MAX(), comm), "MPI_Allreduce")
-        return Int(result)
+    private func allReduce(_ value: Int, _ op: MPI_Op) throws -> Int {
+        let comm = self.comm
+        return try thread.run {
+            var v = Int64(value), result = Int64(0)
+            try check(MPI_Allreduce(&v, &result, 1, CMPI_INT64(), op, comm), "MPI_Allreduce")
+            return Int(result)
+        }
     }
 
     /// Gathers each rank's `local` floats at `root`, concatenated in rank order
     /// (counts may differ per rank). Returns the concatenation on root, [] elsewhere.
     public func gather(_ local: UnsafePointer<Float>, count: Int, root: Int = 0) throws -> [Float] {
         if size == 1 { return Array(UnsafeBufferPointer(start: local, count: count)) }
-        var myCount = Int32(count)
-        var counts = [Int32](repeating: 0, count: size)
-        try check(MPI_Gather(&myCount, 1, CMPI_INT32(), &counts, 1, CMPI_INT32(), Int32(root), comm), "MPI_Gather")
-        var displacements = [Int32](repeating: 0, count: size)
-        if rank == root { for i in 1..<size { displacements[i] = displacements[i - 1] + counts[i - 1] } }
-        let total = rank == root ? Int(counts.reduce(0, +)) : 0
-        var result = [Float](repeating: 0, count: total)
-        try result.withUnsafeMutableBufferPointer { out in
-            try check(MPI_Gatherv(local, myCount, CMPI_FLOAT(), out.baseAddress, &counts, &displacements,
-                                  CMPI_FLOAT(), Int32(root), comm), "MPI_Gatherv")
+        let comm = self.comm, size = self.size, isRoot = rank == root
+        let pointer = SendablePointer(UnsafeMutablePointer(mutating: local))
+        return try thread.run {
+            var myCount = Int32(count)
+            var counts = [Int32](repeating: 0, count: size)
+            try check(MPI_Gather(&myCount, 1, CMPI_INT32(), &counts, 1, CMPI_INT32(), Int32(root), comm), "MPI_Gather")
+            var displacements = [Int32](repeating: 0, count: size)
+            if isRoot { for i in 1..<size { displacements[i] = displacements[i - 1] + counts[i - 1] } }
+            let total = isRoot ? Int(counts.reduce(0, +)) : 0
+            var result = [Float](repeating: 0, count: total)
+            try result.withUnsafeMutableBufferPointer { out in
+                try check(MPI_Gatherv(pointer.raw, myCount, CMPI_FLOAT(), out.baseAddress, &counts, &displacements,
+                                      CMPI_FLOAT(), Int32(root), comm), "MPI_Gatherv")
+            }
+            return result
         }
-        return result
     }
 
     // MARK: Agreeing on failure
@@ -144,7 +175,13 @@ public final class Communicator {
         try broadcast(&message, root: firstFailing)
         throw CommError.failedOnRank(firstFailing, message)
     }
+}
 
+/// A raw pointer handed to the comm thread; the caller keeps the memory alive
+/// until the work it was passed to has finished.
+struct SendablePointer<T>: @unchecked Sendable {
+    let raw: UnsafeMutablePointer<T>
+    init(_ raw: UnsafeMutablePointer<T>) { self.raw = raw }
 }
 
 /// Throws `CommError.mpi` naming the MPI function when it did not succeed.
@@ -157,6 +194,8 @@ public enum CommError: Error, CustomStringConvertible {
     case unsupported(String)
     /// A failure every rank agreed on (see `agree`): the failing rank and its message.
     case failedOnRank(Int, String)
+    /// A peer stopped answering inside a collective.
+    case peerTimeout(rank: Int, seconds: Double, collective: String)
 
     public var description: String {
         switch self {
@@ -167,6 +206,8 @@ public enum CommError: Error, CustomStringConvertible {
             return "\(call) failed: \(String(cString: buffer)) (code \(code))"
         case .unsupported(let message): return message
         case .failedOnRank(_, let message): return message
+        case .peerTimeout(let rank, let seconds, let collective):
+            return "rank \(rank) did not reach \(collective) within \(Int(seconds)) s (it may have died); giving up"
         }
     }
 }

@@ -3,6 +3,20 @@ import Foundation
 import WeftComm
 import WeftTensor
 
+/// How the two reductions per layer run (see Docs/Architecture.md).
+public enum CommMode: String, Sendable, CaseIterable {
+    /// `MPI_Allreduce` of every row, then residual + RMSNorm of every row on every rank.
+    case baseline
+    /// The fused collective (reduce-scatter, residual + norm of this rank's rows, all-gather), unsplit.
+    case fused
+    /// Token split in two halves, each half's compute overlapping the other's fused collective.
+    case overlap
+    /// Chosen per batch by the cost model.
+    case auto
+    /// Reductions skipped: wrong results, an ideal for benchmarks only.
+    case nocomm
+}
+
 /// The tensor-parallel forward pass of a Llama-family decoder on one rank.
 ///
 /// Every rank calls `forward` with the same batch; the two all-reduces per
@@ -17,6 +31,8 @@ public final class LlamaModel {
     let communicator: Communicator
     let inverseFrequencies: FloatBuffer
     let kvHeadOf: [Int32]
+    /// The fused reduce + residual + norm collective (nil: baseline only).
+    public let collective: FusedResidualNorm?
     var workspace: Workspace?
 
     /// Local widths.
@@ -27,7 +43,9 @@ public final class LlamaModel {
     var qkvWidth: Int { qWidth + 2 * kvWidth }
     var localIntermediate: Int { plan.intermediate.count }
 
-    public init(weights: LlamaWeights, communicator: Communicator, pool: ComputePool, cache: PagedKVCache) {
+    public init(weights: LlamaWeights, communicator: Communicator, pool: ComputePool, cache: PagedKVCache,
+                collective: FusedResidualNorm? = nil) {
+        self.collective = collective
         self.config = weights.config
         self.plan = weights.plan
         self.weights = weights
@@ -71,92 +89,198 @@ public final class LlamaModel {
     /// Runs the batch through the model, writing its keys and values into the
     /// cache, and returns this rank's slice of the logits: one row of
     /// `plan.vocabulary.count` floats per entry of `batch.logitRows`.
-    public func forward(_ batch: FlatBatch) throws -> [Float] {
+    ///
+    /// - Parameters:
+    ///   - mode: how the per-layer reductions run (see `CommMode`); `.auto`
+    ///     must be resolved by the caller (the runtime's split planner).
+    ///   - split: for `.overlap`, the first row of half B (0 < split < count).
+    public func forward(_ batch: FlatBatch, mode: CommMode = .baseline, split: Int? = nil) throws -> [Float] {
         try validate(batch)
         let t = batch.count
         guard t > 0 else { return [] }
+        if mode == .overlap {
+            guard let split, split > 0, split < t else {
+                throw ModelError.input("overlap mode needs a split inside the batch of \(t) tokens, got \(split.map(String.init) ?? "none")")
+            }
+        }
+        guard mode != .auto else { throw ModelError.input("comm mode auto must be resolved to a concrete mode before the forward pass") }
+        if mode == .fused || mode == .overlap {
+            guard let collective else { throw ModelError.input("comm mode \(mode.rawValue) needs the fused collective, which this model was built without") }
+            try collective.reserve(rows: t)
+        }
         for span in batch.spans {
             try cache.reserve(sequence: span.sequence, length: span.firstPosition + span.rows.count)
         }
         if workspace == nil || workspace!.capacity < t { workspace = Workspace(capacity: max(t, 16), model: self) }
-        let ws = workspace!
-        let h = config.hiddenSize, eps = Float(config.rmsNormEps)
+        let step = try Step(model: self, batch: batch, mode: mode)
 
-        // Block tables: one row per span, padded to the longest.
-        let maxBlocks = max(1, batch.spans.map { cache.tables[$0.sequence]!.count }.max()!)
-        var tables = [Int32](repeating: 0, count: batch.spans.count * maxBlocks)
-        for (i, span) in batch.spans.enumerated() {
-            for (j, block) in cache.tables[span.sequence]!.enumerated() { tables[i * maxBlocks + j] = block }
-        }
-        let tableRow = batch.spanOfRow.map { Int32($0) }
-        let positions = batch.positions
-
-        // Embedding, vocabulary-parallel: each rank writes the rows it owns, zeros elsewhere, then sum.
-        let hidden = ws.hidden.pointer
-        hidden.update(repeating: 0, count: t * h)
-        for (row, token) in batch.tokens.enumerated() where plan.vocabulary.contains(Int(token)) {
-            weights.embed(token: Int(token), into: hidden + row * h)
-        }
-        try communicator.allReduceSum(hidden, count: t * h)
-
-        let normed = ws.normed.pointer
-        weft_op_rmsnorm(pool.raw, hidden, h, weights.layers[0].inputNorm.pointer, normed, h, Int32(t), Int32(h), eps)
-
-        for (index, layer) in weights.layers.enumerated() {
-            // Attention.
-            let qkv = ws.qkv.pointer
-            layer.qkv.apply(pool: pool, rows: t, x: normed, ldx: h, y: qkv, ldy: qkvWidth)
-            if let bias = layer.qkvBias { weft_add_bias(qkv, qkvWidth, bias.pointer, Int32(t), Int32(qkvWidth)) }
-            positions.withUnsafeBufferPointer { pos in
-                weft_op_rope(pool.raw, qkv, qkvWidth, Int32(t), Int32(localHeads), Int32(config.headDim), pos.baseAddress, inverseFrequencies.pointer)
-                weft_op_rope(pool.raw, qkv + qWidth, qkvWidth, Int32(t), Int32(localKVHeads), Int32(config.headDim), pos.baseAddress, inverseFrequencies.pointer)
+        step.embed()
+        switch mode {
+        case .overlap:
+            // TokenWeave's stagger: each half's compute runs while the other
+            // half's reduction is in flight on the comm thread.
+            let a = 0..<split!, b = split!..<t
+            var pendingA = step.beginReduce(a, weight: weights.layers[0].inputNorm)
+            var pendingB = step.beginReduce(b, weight: weights.layers[0].inputNorm)
+            for (index, layer) in weights.layers.enumerated() {
+                let next = index + 1 < weights.layers.count ? weights.layers[index + 1].inputNorm : weights.finalNorm
+                try step.finish(pendingA); step.attention(a, layer: layer, index: index)
+                pendingA = step.beginReduce(a, weight: layer.postAttentionNorm)
+                try step.finish(pendingB); step.attention(b, layer: layer, index: index)
+                pendingB = step.beginReduce(b, weight: layer.postAttentionNorm)
+                try step.finish(pendingA); step.mlp(a, layer: layer)
+                pendingA = step.beginReduce(a, weight: next)
+                try step.finish(pendingB); step.mlp(b, layer: layer)
+                pendingB = step.beginReduce(b, weight: next)
             }
-            let keys = cache.keys[index].pointer, values = cache.values[index].pointer
-            positions.withUnsafeBufferPointer { pos in
-                tableRow.withUnsafeBufferPointer { rows in
+            try step.finish(pendingA)
+            try step.finish(pendingB)
+        default:
+            let all = 0..<t
+            try step.reduce(all, weight: weights.layers[0].inputNorm)
+            for (index, layer) in weights.layers.enumerated() {
+                let next = index + 1 < weights.layers.count ? weights.layers[index + 1].inputNorm : weights.finalNorm
+                step.attention(all, layer: layer, index: index)
+                try step.reduce(all, weight: layer.postAttentionNorm)
+                step.mlp(all, layer: layer)
+                try step.reduce(all, weight: next)
+            }
+        }
+        return step.logits()
+    }
+
+    /// One forward pass's buffers and the steps it is made of, each on a range of batch rows.
+    struct Step {
+        let model: LlamaModel
+        let batch: FlatBatch
+        let mode: CommMode
+        let ws: Workspace
+        let h: Int
+        let eps: Float
+        /// Where row-parallel GEMMs write partial sums, where normalized rows
+        /// appear, and the residual stream (sharded by rows in fused modes).
+        let partials: UnsafeMutablePointer<Float>
+        let normed: UnsafeMutablePointer<Float>
+        let residual: UnsafeMutablePointer<Float>
+        let tables: [Int32]
+        let tableRow: [Int32]
+        let maxBlocks: Int
+
+        init(model: LlamaModel, batch: FlatBatch, mode: CommMode) throws {
+            self.model = model
+            self.batch = batch
+            self.mode = mode
+            ws = model.workspace!
+            h = model.config.hiddenSize
+            eps = Float(model.config.rmsNormEps)
+            if mode == .fused || mode == .overlap, let collective = model.collective {
+                partials = collective.partials
+                normed = collective.normed.pointer
+            } else {
+                partials = ws.projected.pointer
+                normed = ws.normed.pointer
+            }
+            residual = ws.hidden.pointer
+            residual.update(repeating: 0, count: batch.count * h)
+            // Block tables: one row per span, padded to the longest.
+            let cache = model.cache
+            maxBlocks = max(1, batch.spans.map { cache.tables[$0.sequence]!.count }.max()!)
+            var tables = [Int32](repeating: 0, count: batch.spans.count * maxBlocks)
+            for (i, span) in batch.spans.enumerated() {
+                for (j, block) in cache.tables[span.sequence]!.enumerated() { tables[i * maxBlocks + j] = block }
+            }
+            self.tables = tables
+            tableRow = batch.spanOfRow.map { Int32($0) }
+        }
+
+        /// Embedding, vocabulary-parallel: each rank writes the rows of tokens
+        /// it owns and zeros elsewhere; the first reduction sums them.
+        func embed() {
+            partials.update(repeating: 0, count: batch.count * h)
+            for (row, token) in batch.tokens.enumerated() where model.plan.vocabulary.contains(Int(token)) {
+                model.weights.embed(token: Int(token), into: partials + row * h)
+            }
+        }
+
+        /// Sums the partials of `rows` over the ranks, adds them to the
+        /// residual and writes RMSNorm(residual) · weight to `normed`.
+        func reduce(_ rows: Range<Int>, weight: FloatBuffer) throws {
+            let offset = rows.lowerBound * h, count = Int32(rows.count)
+            switch mode {
+            case .baseline:
+                try model.communicator.allReduceSum(partials + offset, count: rows.count * h)
+                weft_op_add_rmsnorm(model.pool.raw, residual + offset, h, partials + offset, h, weight.pointer, normed + offset, h, count, Int32(h), eps)
+            case .nocomm:
+                // Timing ideal only: the reduction is skipped (results are wrong for N > 1).
+                weft_op_add_rmsnorm(model.pool.raw, residual + offset, h, partials + offset, h, weight.pointer, normed + offset, h, count, Int32(h), eps)
+            default:
+                try model.collective!.run(rows: rows, residual: residual, weight: weight.pointer, eps: eps, pool: model.pool)
+            }
+        }
+
+        func beginReduce(_ rows: Range<Int>, weight: FloatBuffer) -> FusedResidualNorm.Operation {
+            model.collective!.begin(rows: rows, residual: residual, weight: weight.pointer, eps: eps)
+        }
+
+        func finish(_ operation: FusedResidualNorm.Operation) throws { try model.collective!.finish(operation) }
+
+        /// Attention of `rows` (their keys and values join the cache first, so
+        /// a later range of the same sequence sees them), o_proj into `partials`.
+        func attention(_ rows: Range<Int>, layer: LlamaWeights.Layer, index: Int) {
+            let m = model, pool = m.pool.raw, lo = rows.lowerBound, n = Int32(rows.count)
+            let qkvWidth = m.qkvWidth, qWidth = m.qWidth, kvWidth = m.kvWidth
+            let qkv = ws.qkv.pointer + lo * qkvWidth
+            layer.qkv.apply(pool: m.pool, rows: rows.count, x: normed + lo * h, ldx: h, y: qkv, ldy: qkvWidth)
+            if let bias = layer.qkvBias { weft_add_bias(qkv, qkvWidth, bias.pointer, n, Int32(qkvWidth)) }
+            let keys = m.cache.keys[index].pointer, values = m.cache.values[index].pointer
+            let attentionOut = ws.attention.pointer + lo * qWidth
+            batch.positions.withUnsafeBufferPointer { allPositions in
+                tableRow.withUnsafeBufferPointer { allRows in
                     tables.withUnsafeBufferPointer { tbl in
-                        weft_kv_write(keys, values, Int32(cache.blockSize), Int32(kvWidth),
-                                      qkv + qWidth, qkvWidth, qkv + qWidth + kvWidth, qkvWidth,
-                                      pos.baseAddress, rows.baseAddress, tbl.baseAddress, Int32(maxBlocks), Int32(t))
-                        kvHeadOf.withUnsafeBufferPointer { kvOf in
+                        m.kvHeadOf.withUnsafeBufferPointer { kvOf in
+                            let pos = allPositions.baseAddress! + lo, tableRows = allRows.baseAddress! + lo
+                            weft_op_rope(pool, qkv, qkvWidth, n, Int32(m.localHeads), Int32(m.config.headDim), pos, m.inverseFrequencies.pointer)
+                            weft_op_rope(pool, qkv + qWidth, qkvWidth, n, Int32(m.localKVHeads), Int32(m.config.headDim), pos, m.inverseFrequencies.pointer)
+                            weft_kv_write(keys, values, Int32(m.cache.blockSize), Int32(kvWidth),
+                                          qkv + qWidth, qkvWidth, qkv + qWidth + kvWidth, qkvWidth,
+                                          pos, tableRows, tbl.baseAddress, Int32(maxBlocks), n)
                             var args = weft_attention_args(
-                                n_tokens: Int32(t), n_heads: Int32(localHeads), n_kv_heads: Int32(localKVHeads),
-                                head_dim: Int32(config.headDim), q: qkv, ldq: qkvWidth, out: ws.attention.pointer, ldo: qWidth,
-                                k_cache: keys, v_cache: values, block_size: Int32(cache.blockSize),
-                                positions: pos.baseAddress, table_row: rows.baseAddress, block_tables: tbl.baseAddress,
+                                n_tokens: n, n_heads: Int32(m.localHeads), n_kv_heads: Int32(m.localKVHeads),
+                                head_dim: Int32(m.config.headDim), q: qkv, ldq: qkvWidth, out: attentionOut, ldo: qWidth,
+                                k_cache: keys, v_cache: values, block_size: Int32(m.cache.blockSize),
+                                positions: pos, table_row: tableRows, block_tables: tbl.baseAddress,
                                 max_blocks: Int32(maxBlocks), kv_head_of: kvOf.baseAddress,
-                                scale: 1 / Float(config.headDim).squareRoot())
-                            weft_op_attention(pool.raw, &args)
+                                scale: 1 / Float(m.config.headDim).squareRoot())
+                            weft_op_attention(pool, &args)
                         }
                     }
                 }
             }
-            let projected = ws.projected.pointer
-            layer.output.apply(pool: pool, rows: t, x: ws.attention.pointer, ldx: qWidth, y: projected, ldy: h)
-            try communicator.allReduceSum(projected, count: t * h)
-            weft_op_add_rmsnorm(pool.raw, hidden, h, projected, h, layer.postAttentionNorm.pointer, normed, h, Int32(t), Int32(h), eps)
-
-            // MLP.
-            let gateUp = ws.gateUp.pointer, inter = localIntermediate
-            layer.gateUp.apply(pool: pool, rows: t, x: normed, ldx: h, y: gateUp, ldy: 2 * inter)
-            weft_op_silu_mul(pool.raw, gateUp, gateUp + inter, 2 * inter, ws.activated.pointer, inter, Int32(t), Int32(inter))
-            layer.down.apply(pool: pool, rows: t, x: ws.activated.pointer, ldx: inter, y: projected, ldy: h)
-            try communicator.allReduceSum(projected, count: t * h)
-            let nextNorm = index + 1 < weights.layers.count ? weights.layers[index + 1].inputNorm : weights.finalNorm
-            weft_op_add_rmsnorm(pool.raw, hidden, h, projected, h, nextNorm.pointer, normed, h, Int32(t), Int32(h), eps)
+            layer.output.apply(pool: m.pool, rows: rows.count, x: attentionOut, ldx: qWidth, y: partials + lo * h, ldy: h)
         }
 
-        // LM head on the requested rows only, this rank's vocabulary slice.
-        let rows = batch.logitRows
-        guard !rows.isEmpty else { return [] }
-        let selected = FloatBuffer(count: rows.count * h)
-        for (i, row) in rows.enumerated() { (selected.pointer + i * h).update(from: normed + row * h, count: h) }
-        let vocab = plan.vocabulary.count
-        var logits = [Float](repeating: 0, count: rows.count * vocab)
-        logits.withUnsafeMutableBufferPointer { out in
-            weights.lmHead.apply(pool: pool, rows: rows.count, x: selected.pointer, ldx: h, y: out.baseAddress!, ldy: vocab)
+        /// SwiGLU MLP of `rows`, down_proj into `partials`.
+        func mlp(_ rows: Range<Int>, layer: LlamaWeights.Layer) {
+            let m = model, lo = rows.lowerBound, inter = m.localIntermediate
+            let gateUp = ws.gateUp.pointer + lo * 2 * inter, activated = ws.activated.pointer + lo * inter
+            layer.gateUp.apply(pool: m.pool, rows: rows.count, x: normed + lo * h, ldx: h, y: gateUp, ldy: 2 * inter)
+            weft_op_silu_mul(m.pool.raw, gateUp, gateUp + inter, 2 * inter, activated, inter, Int32(rows.count), Int32(inter))
+            layer.down.apply(pool: m.pool, rows: rows.count, x: activated, ldx: inter, y: partials + lo * h, ldy: h)
         }
-        return logits
+
+        /// LM head on the rows that want logits, this rank's vocabulary slice.
+        func logits() -> [Float] {
+            let rows = batch.logitRows
+            guard !rows.isEmpty else { return [] }
+            let selected = FloatBuffer(count: rows.count * h)
+            for (i, row) in rows.enumerated() { (selected.pointer + i * h).update(from: normed + row * h, count: h) }
+            let vocab = model.plan.vocabulary.count
+            var logits = [Float](repeating: 0, count: rows.count * vocab)
+            logits.withUnsafeMutableBufferPointer { out in
+                model.weights.lmHead.apply(pool: model.pool, rows: rows.count, x: selected.pointer, ldx: h, y: out.baseAddress!, ldy: vocab)
+            }
+            return logits
+        }
     }
 
     /// Gathers the vocabulary slices of `forward`'s logits on rank 0 into full

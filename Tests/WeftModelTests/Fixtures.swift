@@ -34,7 +34,7 @@ enum Fixtures {
 
     /// Loads the tiny model on this single rank.
     static func model(threads: Int = 2, blocks: Int = 64, blockSize: Int = 4, source: WeightSource? = nil,
-                      config: ModelConfig? = nil) throws -> LlamaModel {
+                      config: ModelConfig? = nil, transport: CommTransport? = nil) throws -> LlamaModel {
         let config = try config ?? ModelConfig.load(directory: tinyLlama)
         let plan = try TensorParallelPlan(config: config, rank: 0, size: 1)
         let pool = try ComputePool(threads: threads, pin: false)
@@ -42,7 +42,8 @@ enum Fixtures {
                                        pool: pool, node: nil)
         let cache = PagedKVCache(layerCount: config.layerCount, blockSize: blockSize, blockCount: blocks,
                                  kvWidth: plan.kvHeads.count * config.headDim, node: nil)
-        return LlamaModel(weights: weights, communicator: world, pool: pool, cache: cache)
+        let collective = try FusedResidualNorm(communicator: world, hidden: config.hiddenSize, transport: transport)
+        return LlamaModel(weights: weights, communicator: world, pool: pool, cache: cache, collective: collective)
     }
 
     /// Asserts every element within `relative` × max|reference| of the reference.

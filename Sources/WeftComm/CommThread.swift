@@ -1,0 +1,120 @@
+import Foundation
+
+/// The thread that owns MPI on a rank. Every MPI call of the process runs
+/// here (MPI is initialized here too, at `MPI_THREAD_FUNNELED`), so compute
+/// threads never enter MPI: they submit work and wait for it.
+///
+/// Work items are polled state machines run strictly one after another in
+/// submission order (so every rank executes its collectives in the same
+/// order, and items may share staging buffers): `step()` of the oldest item is
+/// called repeatedly until it returns true. A nonblocking collective issues
+/// its `MPI_I*` call on the first step and tests it on later ones, so it keeps
+/// progressing while the compute threads run — Open MPI 4 has no asynchronous
+/// progress of its own.
+final class CommThread: @unchecked Sendable {
+    final class Work: @unchecked Sendable {
+        let step: () -> Bool
+        fileprivate var finished = false
+        init(_ step: @escaping () -> Bool) { self.step = step }
+    }
+
+    private let condition = NSCondition()
+    private var pending: [Work] = []
+    private var stopping = false
+    private var thread: Thread?
+
+    init(name: String) {
+        let thread = Thread { [unowned self] in self.loop() }
+        thread.name = name
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Queues `step` (called on the comm thread until it returns true).
+    @discardableResult
+    func submit(_ step: @escaping () -> Bool) -> Work {
+        let work = Work(step)
+        condition.lock()
+        pending.append(work)
+        condition.broadcast()
+        condition.unlock()
+        return work
+    }
+
+    /// Blocks the caller until `work` has finished.
+    func wait(_ work: Work) {
+        // Short collectives finish within microseconds: check before sleeping.
+        for _ in 0..<200 {
+            condition.lock()
+            let done = work.finished
+            condition.unlock()
+            if done { return }
+            sched_yield()
+        }
+        condition.lock()
+        while !work.finished { condition.wait() }
+        condition.unlock()
+    }
+
+    func isFinished(_ work: Work) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return work.finished
+    }
+
+    /// Runs `body` once on the comm thread and returns its result.
+    func run<T>(_ body: @escaping () throws -> T) throws -> T {
+        let box = ResultBox<T>()
+        let work = submit {
+            box.result = Result { try body() }
+            return true
+        }
+        wait(work)
+        return try box.result!.get()
+    }
+
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private final class ResultBox<T>: @unchecked Sendable {
+        var result: Result<T, Error>?
+    }
+
+    private func loop() {
+        var active: [Work] = []
+        var idleRounds = 0
+        while true {
+            condition.lock()
+            while active.isEmpty && pending.isEmpty && !stopping { condition.wait() }
+            if stopping && active.isEmpty && pending.isEmpty {
+                condition.unlock()
+                return
+            }
+            active += pending
+            pending.removeAll()
+            condition.unlock()
+
+            var progressed = false
+            while let work = active.first, work.step() {
+                active.removeFirst()
+                condition.lock()
+                work.finished = true
+                condition.broadcast()
+                condition.unlock()
+                progressed = true
+            }
+            // Nothing finished: back off so a polling comm thread does not take
+            // a whole core from compute on a fully subscribed node.
+            if progressed || active.isEmpty {
+                idleRounds = 0
+            } else {
+                idleRounds += 1
+                if idleRounds > 64 { usleep(idleRounds > 1024 ? 50 : 5) } else { sched_yield() }
+            }
+        }
+    }
+}

@@ -1,0 +1,371 @@
+import CKernels
+import CMPI
+import Foundation
+import WeftTensor
+
+/// How the fused collective moves data between ranks.
+public enum CommTransport: String, Sendable, CaseIterable {
+    /// MPI-3 shared-memory window: peers read each other's partial sums directly.
+    case sharedMemory = "shm"
+    /// `MPI_Ireduce_scatter_block` + fused residual/norm + `MPI_Iallgather` (between nodes).
+    case mpi = "mpi"
+}
+
+/// The fused AllReduce + residual + RMSNorm, sequence-parallel.
+///
+/// Each rank's row-parallel GEMM (o_proj, down_proj, or the embedding lookup)
+/// writes partial sums for every batch row into `partials`. For a range of
+/// rows, every rank then reduces only its own shard of those rows
+/// (`shard(of:)`), adds the reduced sum into its residual rows (the residual
+/// stream stays sharded and in float32), RMS-normalizes them, and the
+/// normalized rows of all shards end up in `normed` on every rank. Compared with
+/// all-reduce followed by a norm on every token, each rank normalizes 1/N of the
+/// rows and each partial row crosses the node once.
+///
+/// Operations are numbered by an epoch that advances identically on every
+/// rank; they execute in the order begun, either inline (`run`) or on the
+/// comm thread (`begin` … `finish`) while compute continues.
+public final class FusedResidualNorm {
+    public let transport: CommTransport
+    public let hidden: Int
+    public private(set) var capacity = 0
+    let communicator: Communicator
+    let rank: Int
+    let size: Int
+    let timeout: Double
+
+    /// Where this rank's row-parallel GEMM writes partial sums, [capacity × hidden].
+    public private(set) var partials: UnsafeMutablePointer<Float>!
+    /// Normalized rows of every shard, [capacity × hidden], local to this rank.
+    public private(set) var normed: FloatBuffer!
+
+    private var epoch: UInt64 = 0
+    // Shared memory: the window and every rank's segment.
+    private var window: MPI_Win?
+    private var nodeComm: MPI_Comm?
+    private var segments: [UnsafeMutableRawPointer] = []
+    private var readyFlags: [UnsafeMutablePointer<UInt64>] = []
+    private var doneFlags: [UnsafeMutablePointer<UInt64>] = []
+    private var peerPartials: [UnsafePointer<Float>?] = []
+    private var peerNormed: [UnsafeMutablePointer<Float>] = []
+    // MPI: staging buffers.
+    private var localPartials: FloatBuffer?
+    private var sendStage: FloatBuffer?, shardStage: FloatBuffer?, gatherStage: FloatBuffer?, receiveStage: FloatBuffer?
+
+    static let flagBytes = 128   // ready and done flags, each on its own cache line
+
+    /// - Parameter transport: nil chooses shared memory when all ranks share a
+    ///   node, MPI otherwise.
+    public init(communicator: Communicator, hidden: Int, transport: CommTransport?, timeout: Double = 120) throws {
+        self.communicator = communicator
+        self.hidden = hidden
+        self.rank = communicator.rank
+        self.size = communicator.size
+        self.timeout = timeout
+        let nodeSize = try communicator.nodeSize()
+        if transport == .sharedMemory && nodeSize != size {
+            throw CommError.unsupported("--comm-transport shm needs every rank on one node, but only \(nodeSize) of \(size) ranks share this node; use --comm-transport mpi (or auto)")
+        }
+        self.transport = transport ?? (nodeSize == size ? .sharedMemory : .mpi)
+    }
+
+    deinit { releaseWindow() }
+
+    /// Rows of `rows` this rank reduces and normalizes: blocks of ⌈count/N⌉ in rank order.
+    public func shard(of rows: Range<Int>) -> Range<Int> {
+        let block = (rows.count + size - 1) / size
+        let lower = min(rows.upperBound, rows.lowerBound + rank * block)
+        return lower ..< min(rows.upperBound, lower + block)
+    }
+
+    func shard(of rows: Range<Int>, rank peer: Int) -> Range<Int> {
+        let block = (rows.count + size - 1) / size
+        let lower = min(rows.upperBound, rows.lowerBound + peer * block)
+        return lower ..< min(rows.upperBound, lower + block)
+    }
+
+    /// Makes room for batches of `rows` rows. Collective: every rank calls it
+    /// with the same value (the batch is the same on every rank).
+    public func reserve(rows: Int) throws {
+        guard rows > capacity else { return }
+        let newCapacity = max(rows, 64)
+        switch transport {
+        case .sharedMemory: try allocateWindow(rows: newCapacity)
+        case .mpi:
+            let padded = (newCapacity + size - 1) / size * size
+            localPartials = FloatBuffer(count: newCapacity * hidden)
+            partials = localPartials!.pointer
+            sendStage = FloatBuffer(count: padded * hidden)
+            shardStage = FloatBuffer(count: padded / size * hidden)
+            gatherStage = FloatBuffer(count: padded / size * hidden)
+            receiveStage = FloatBuffer(count: padded * hidden)
+        }
+        normed = FloatBuffer(count: newCapacity * hidden)
+        capacity = newCapacity
+    }
+
+    private func allocateWindow(rows: Int) throws {
+        releaseWindow()
+        let bytes = FusedResidualNorm.flagBytes + 2 * rows * hidden * MemoryLayout<Float>.stride
+        let size = self.size
+        let (win, node, bases) = try communicator.thread.run { () throws -> (MPI_Win, MPI_Comm, [UnsafeMutableRawPointer]) in
+            var node: MPI_Comm? = nil
+            try check(MPI_Comm_split_type(CMPI_COMM_WORLD(), CMPI_COMM_TYPE_SHARED(), 0, CMPI_INFO_NULL(), &node), "MPI_Comm_split_type")
+            var base: UnsafeMutableRawPointer? = nil
+            var win: MPI_Win? = nil
+            // Non-contiguous: each segment is allocated (and placed) by its own rank.
+            var info: MPI_Info? = nil
+            MPI_Info_create(&info)
+            MPI_Info_set(info, "alloc_shared_noncontig", "true")
+            try check(MPI_Win_allocate_shared(MPI_Aint(bytes), 1, info, node, &base, &win), "MPI_Win_allocate_shared")
+            MPI_Info_free(&info)
+            var bases: [UnsafeMutableRawPointer] = []
+            for peer in 0..<size {
+                var segmentSize: MPI_Aint = 0, unit: Int32 = 0
+                var peerBase: UnsafeMutableRawPointer? = nil
+                try check(MPI_Win_shared_query(win, Int32(peer), &segmentSize, &unit, &peerBase), "MPI_Win_shared_query")
+                bases.append(peerBase!)
+            }
+            return (win!, node!, bases)
+        }
+        window = win
+        nodeComm = node
+        segments = bases
+        // First touch of our own segment by this rank (NUMA placement), flags zeroed.
+        memset(bases[rank], 0, bytes)
+        readyFlags = bases.map { $0.assumingMemoryBound(to: UInt64.self) }
+        doneFlags = bases.map { ($0 + 64).assumingMemoryBound(to: UInt64.self) }
+        let floats = bases.map { ($0 + FusedResidualNorm.flagBytes).assumingMemoryBound(to: Float.self) }
+        peerPartials = floats.map { UnsafePointer($0) }
+        peerNormed = floats.map { $0 + rows * hidden }
+        partials = floats[rank]
+        epoch = 0
+        // Everyone has zeroed its flags before anyone uses them.
+        try communicator.barrier()
+    }
+
+    private func releaseWindow() {
+        guard window != nil else { return }
+        var win = window, node = nodeComm
+        _ = try? communicator.thread.run {
+            MPI_Win_free(&win)
+            MPI_Comm_free(&node)
+        }
+        window = nil
+        nodeComm = nil
+    }
+
+    // MARK: Running an operation
+
+    /// One pending operation on rows `rows`.
+    public final class Operation: @unchecked Sendable {
+        let rows: Range<Int>
+        let epoch: UInt64
+        var work: CommThread.Work?
+        var error: Error?
+        init(rows: Range<Int>, epoch: UInt64) {
+            self.rows = rows
+            self.epoch = epoch
+        }
+    }
+
+    struct Arguments: @unchecked Sendable {
+        let residual: UnsafeMutablePointer<Float>
+        let weight: UnsafePointer<Float>
+        let eps: Float
+    }
+
+    /// Runs the operation to completion on the calling thread, spreading the
+    /// reduction of this rank's shard over `pool`.
+    public func run(rows: Range<Int>, residual: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, eps: Float, pool: ComputePool) throws {
+        epoch += 1
+        let args = Arguments(residual: residual, weight: weight, eps: eps)
+        switch transport {
+        case .sharedMemory:
+            try sharedMemoryOperation(rows: rows, epoch: epoch, args: args, pool: pool)
+        case .mpi:
+            let op = Operation(rows: rows, epoch: epoch)
+            op.work = communicator.thread.submit(mpiStateMachine(op, args: args))
+            try finish(op)
+        }
+    }
+
+    /// Starts the operation on the comm thread and returns at once; the caller
+    /// must not touch `rows` of `partials`, `normed` or the residual until `finish`.
+    public func begin(rows: Range<Int>, residual: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, eps: Float) -> Operation {
+        epoch += 1
+        let op = Operation(rows: rows, epoch: epoch)
+        let args = Arguments(residual: residual, weight: weight, eps: eps)
+        switch transport {
+        case .sharedMemory: op.work = communicator.thread.submit(sharedMemoryStateMachine(op, args: args))
+        case .mpi: op.work = communicator.thread.submit(mpiStateMachine(op, args: args))
+        }
+        return op
+    }
+
+    public func finish(_ op: Operation) throws {
+        if let work = op.work { communicator.thread.wait(work) }
+        if let error = op.error { throw error }
+    }
+
+    // MARK: Shared memory
+
+    private func sharedMemoryOperation(rows: Range<Int>, epoch: UInt64, args: Arguments, pool: ComputePool) throws {
+        weft_flag_publish(readyFlags[rank], epoch)
+        try waitFlags(readyFlags, epoch: epoch, what: "the fused all-reduce (partials ready)")
+        let mine = shard(of: rows)
+        if !mine.isEmpty {
+            let sources = peerPartials
+            pool.run { t, n in
+                let part = TensorParallelPlan_evenSplit(mine.count, n, t)
+                guard !part.isEmpty else { return }
+                self.reduceRows(mine.lowerBound + part.lowerBound ..< mine.lowerBound + part.upperBound, sources: sources, args: args)
+            }
+        }
+        weft_flag_publish(doneFlags[rank], epoch)
+        try waitFlags(doneFlags, epoch: epoch, what: "the fused all-reduce (rows normalized)")
+        let out = normed.pointer, peers = peerNormed
+        pool.run { t, n in
+            for peer in 0..<self.size where peer % n == t {
+                let rowsOfPeer = self.shard(of: rows, rank: peer)
+                guard !rowsOfPeer.isEmpty else { continue }
+                let offset = rowsOfPeer.lowerBound * self.hidden
+                (out + offset).update(from: peers[peer] + offset, count: rowsOfPeer.count * self.hidden)
+            }
+        }
+    }
+
+    /// Sums all ranks' partials of `rows`, adds the residual, normalizes into our segment.
+    private func reduceRows(_ rows: Range<Int>, sources: [UnsafePointer<Float>?], args: Arguments) {
+        let h = hidden, offset = rows.lowerBound * h
+        var pointers = sources.map { $0! + offset }
+        pointers.withUnsafeMutableBufferPointer { list in
+            list.withMemoryRebound(to: UnsafePointer<Float>?.self) { rebound in
+                weft_reduce_add_rmsnorm(rebound.baseAddress, Int32(size), h, args.residual + offset, h, args.weight,
+                                        peerNormed[rank] + offset, h, Int32(rows.count), Int32(h), args.eps)
+            }
+        }
+    }
+
+    private func waitFlags(_ flags: [UnsafeMutablePointer<UInt64>], epoch: UInt64, what: String) throws {
+        var list = flags.map { Optional($0) }
+        let behind = weft_flags_wait(&list, Int32(size), Int32(rank), epoch, timeout)
+        if behind >= 0 { throw CommError.peerTimeout(rank: Int(behind), seconds: timeout, collective: what) }
+    }
+
+    /// The same steps as `sharedMemoryOperation`, as a state machine the comm
+    /// thread polls (single-threaded reduction, non-blocking flag checks).
+    private func sharedMemoryStateMachine(_ op: Operation, args: Arguments) -> () -> Bool {
+        var state = 0
+        var deadline = Date.distantFuture
+        let sources = peerPartials
+        return { [self] in
+            func behind(_ flags: [UnsafeMutablePointer<UInt64>]) -> Int32 {
+                var list = flags.map { Optional($0) }
+                return weft_flags_behind(&list, Int32(size), Int32(rank), op.epoch)
+            }
+            func timedOut(_ peer: Int32, _ what: String) -> Bool {
+                if deadline == .distantFuture { deadline = Date().addingTimeInterval(timeout) }
+                guard Date() > deadline else { return false }
+                op.error = CommError.peerTimeout(rank: Int(peer), seconds: timeout, collective: what)
+                return true
+            }
+            switch state {
+            case 0:
+                weft_flag_publish(readyFlags[rank], op.epoch)
+                state = 1
+                fallthrough
+            case 1:
+                let peer = behind(readyFlags)
+                if peer >= 0 { return timedOut(peer, "the fused all-reduce (partials ready)") }
+                let mine = shard(of: op.rows)
+                if !mine.isEmpty { reduceRows(mine, sources: sources, args: args) }
+                weft_flag_publish(doneFlags[rank], op.epoch)
+                deadline = .distantFuture
+                state = 2
+                fallthrough
+            default:
+                let peer = behind(doneFlags)
+                if peer >= 0 { return timedOut(peer, "the fused all-reduce (rows normalized)") }
+                for p in 0..<size {
+                    let rowsOfPeer = shard(of: op.rows, rank: p)
+                    guard !rowsOfPeer.isEmpty else { continue }
+                    let offset = rowsOfPeer.lowerBound * hidden
+                    (normed.pointer + offset).update(from: peerNormed[p] + offset, count: rowsOfPeer.count * hidden)
+                }
+                return true
+            }
+        }
+    }
+
+    // MARK: MPI
+
+    private func mpiStateMachine(_ op: Operation, args: Arguments) -> () -> Bool {
+        var state = 0
+        var request: MPI_Request? = CMPI_REQUEST_NULL()
+        let rows = op.rows, h = hidden, n = size
+        let block = (rows.count + n - 1) / n
+        let send = sendStage!.pointer, shardBuffer = shardStage!.pointer, gather = gatherStage!.pointer, receive = receiveStage!.pointer
+        let comm = communicator.comm
+        return { [self] in
+            do {
+                switch state {
+                case 0:
+                    guard block > 0 else { return true }
+                    // Padded to N equal blocks for MPI_Ireduce_scatter_block.
+                    send.update(from: partials + rows.lowerBound * h, count: rows.count * h)
+                    (send + rows.count * h).update(repeating: 0, count: (block * n - rows.count) * h)
+                    try check(MPI_Ireduce_scatter_block(send, shardBuffer, Int32(block * h), CMPI_FLOAT(), CMPI_SUM(), comm, &request),
+                              "MPI_Ireduce_scatter_block")
+                    state = 1
+                    return false
+                case 1:
+                    var flag: Int32 = 0
+                    try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
+                    guard flag != 0 else { return false }
+                    let mine = shard(of: rows)
+                    if !mine.isEmpty {
+                        var sources: [UnsafePointer<Float>?] = [UnsafePointer(shardBuffer)]
+                        weft_reduce_add_rmsnorm(&sources, 1, h, args.residual + mine.lowerBound * h, h, args.weight,
+                                                gather, h, Int32(mine.count), Int32(h), args.eps)
+                    }
+                    try check(MPI_Iallgather(gather, Int32(block * h), CMPI_FLOAT(), receive, Int32(block * h), CMPI_FLOAT(), comm, &request),
+                              "MPI_Iallgather")
+                    state = 2
+                    return false
+                default:
+                    var flag: Int32 = 0
+                    try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
+                    guard flag != 0 else { return false }
+                    (normed.pointer + rows.lowerBound * h).update(from: receive, count: rows.count * h)
+                    return true
+                }
+            } catch {
+                op.error = error
+                return true
+            }
+        }
+    }
+}
+
+/// `TensorParallelPlan.evenSplit` lives in WeftModel; the communicator needs the same arithmetic.
+@inline(__always)
+func TensorParallelPlan_evenSplit(_ total: Int, _ parts: Int, _ index: Int) -> Range<Int> {
+    let base = total / parts, extra = total % parts
+    let begin = index * base + min(index, extra)
+    return begin ..< begin + base + (index < extra ? 1 : 0)
+}
+
+extension Communicator {
+    /// Ranks sharing this rank's node (an MPI shared-memory domain).
+    public func nodeSize() throws -> Int {
+        try thread.run {
+            var node: MPI_Comm? = nil
+            try check(MPI_Comm_split_type(CMPI_COMM_WORLD(), CMPI_COMM_TYPE_SHARED(), 0, CMPI_INFO_NULL(), &node), "MPI_Comm_split_type")
+            var n: Int32 = 0
+            MPI_Comm_size(node, &n)
+            MPI_Comm_free(&node)
+            return Int(n)
+        }
+    }
+}
