@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "WeftComm", dependencies: ["CMPI", "CKernels", "WeftTensor"]),
         .target(name: "WeftTokenizer"),
         .target(name: "WeftModel", dependencies: ["WeftTensor", "WeftComm", "CKernels"]),
-        .target(name: "WeftRuntime", dependencies: ["WeftModel", "WeftTokenizer", "WeftComm", "WeftTensor"]),
+        .target(name: "WeftRuntime", dependencies: ["CKernels", "WeftModel", "WeftTokenizer", "WeftComm", "WeftTensor"]),
         .executableTarget(name: "WeftCLI", dependencies: [
             "WeftRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -10,6 +10,15 @@ void weft_gemm_panel_range(int n, int threads, int t, int *p0, int *p1) {
     *p1 = (int)e;
 }
 
+int weft_gemm_row_block(void) {
+    // Mirrors the micro-kernel heights (AVX512_MR, AVX2_MR) of the GEMM paths.
+    switch (weft_isa_current()) {
+    case WEFT_ISA_AVX512: return 14;
+    case WEFT_ISA_AVX2: return 6;
+    default: return 1;
+    }
+}
+
 typedef struct {
     int m, n, k;
     const float *x;

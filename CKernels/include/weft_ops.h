@@ -15,6 +15,9 @@ extern "C" {
 /// loader uses to first-touch each thread's panels.
 void weft_op_linear(weft_pool *pool, int m, int n, int k, const float *x, size_t ldx,
                     const float *wpacked, float *y, size_t ldy);
+/// Rows of x one GEMM micro-kernel call covers for the selected ISA: batches
+/// whose row count is a multiple of it leave no ragged micro-kernel tail.
+int weft_gemm_row_block(void);
 /// Panels [*p0, *p1) handled by thread t of `threads` for an n-row weight.
 void weft_gemm_panel_range(int n, int threads, int t, int *p0, int *p1);
 

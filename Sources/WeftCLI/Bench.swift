@@ -31,6 +31,9 @@ struct BenchEndToEnd: ParsableCommand {
     @Option(name: .customShort("o"), help: "Output format: md, json or csv.")
     var output: String = "md"
 
+    @Option(name: .long, help: "Communication modes to measure, comma-separated (baseline, fused, overlap, auto, nocomm).")
+    var modes: String?
+
     func validate() throws {
         guard ["md", "json", "csv"].contains(output) else { throw ValidationError("-o must be md, json or csv, got \(output)") }
         guard repetitions >= 1 else { throw ValidationError("-r must be at least 1, got \(repetitions)") }

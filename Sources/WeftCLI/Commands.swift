@@ -36,6 +36,7 @@ struct Generate: ParsableCommand {
         if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
         if let tokens { _ = try parseTokenList(tokens, option: "--tokens") }
         try Sampler.validate(temperature: temperature, topP: topP)
+        _ = try options.parsedMode(allowing: options.allowedModes)
     }
 
     struct Result: Encodable {
@@ -65,7 +66,6 @@ struct Generate: ParsableCommand {
                 } else {
                     Output.write("\(token) ")
                 }
-                Output.flush()
             }
             guard engine.isRoot else { return }
             if json {
@@ -90,7 +90,10 @@ struct Logits: ParsableCommand {
     @Flag(help: "Print JSON {\"tokens\":[…],\"logits\":[[…],…]} (the only output format).")
     var json = false
 
-    func validate() throws { _ = try parseTokenList(tokens, option: "--tokens") }
+    func validate() throws {
+        _ = try parseTokenList(tokens, option: "--tokens")
+        _ = try options.parsedMode(allowing: options.allowedModes)
+    }
 
     struct Result: Encodable {
         let tokens: [Int]

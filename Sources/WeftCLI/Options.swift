@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import WeftComm
+import WeftModel
 import WeftRuntime
 
 /// Where the weights come from and how a rank computes.
@@ -19,14 +21,51 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "KV cache block size in positions.")
     var kvBlockSize: Int = 16
 
+    @Option(name: .long, help: "How each layer's reductions run: baseline (MPI_Allreduce, then residual+RMSNorm of every token), fused (fused sequence-parallel AllReduce+residual+RMSNorm), overlap (token split, each half's compute overlapping the other's fused collective) or auto (the cost model chooses per batch).")
+    var commMode: String = "auto"
+
+    @Option(name: .long, help: "Transport of the fused collective: auto (shared memory when all ranks share a node, else MPI), shm or mpi (forces the inter-node path).")
+    var commTransport: String = "auto"
+
+    @Option(name: .long, help: "Cores per rank set aside for the communication thread.")
+    var commCores: Int = 0
+
+    @Option(name: .long, help: "Seconds to wait for a peer inside a collective before failing.")
+    var commTimeout: Double = 120
+
+    @Option(name: .long, help: "With --comm-mode overlap: cut every batch at this row instead of the planner's choice.")
+    var split: Int?
+
+    /// Modes a user may pick; benchmarks add `nocomm`.
+    var allowedModes: [CommMode] { [.baseline, .fused, .overlap, .auto] }
+
     func validate() throws {
         if model == nil && randomWeights == nil { throw ValidationError("give --model DIR or --random-weights SHAPE.json") }
         if model != nil && randomWeights != nil { throw ValidationError("give only one of --model and --random-weights") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
         if kvBlockSize < 1 { throw ValidationError("--kv-block-size must be at least 1, got \(kvBlockSize)") }
+        _ = try parsedTransport()
+        if commCores < 0 { throw ValidationError("--comm-cores must be >= 0, got \(commCores)") }
+        if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds, got \(commTimeout)") }
+        if split != nil && commMode != "overlap" { throw ValidationError("--split needs --comm-mode overlap") }
     }
 
-    func engineConfiguration(maxSequenceLength: Int? = nil) -> EngineConfiguration {
+    func parsedMode(allowing allowed: [CommMode]) throws -> CommMode {
+        guard let mode = CommMode(rawValue: commMode), allowed.contains(mode) else {
+            throw ValidationError("--comm-mode must be one of \(allowed.map(\.rawValue).joined(separator: ", ")), got \(commMode)")
+        }
+        return mode
+    }
+
+    func parsedTransport() throws -> CommTransport? {
+        if commTransport == "auto" { return nil }
+        guard let transport = CommTransport(rawValue: commTransport) else {
+            throw ValidationError("--comm-transport must be auto, shm or mpi, got \(commTransport)")
+        }
+        return transport
+    }
+
+    func engineConfiguration(maxSequenceLength: Int? = nil, mode: CommMode? = nil) throws -> EngineConfiguration {
         let weights: EngineConfiguration.Weights
         if let model {
             weights = .checkpoint(URL(fileURLWithPath: model))
@@ -36,6 +75,11 @@ struct ModelOptions: ParsableArguments {
         var configuration = EngineConfiguration(weights: weights, threads: threads)
         configuration.kvBlockSize = kvBlockSize
         configuration.maxSequenceLength = maxSequenceLength
+        configuration.commMode = try mode ?? parsedMode(allowing: allowedModes)
+        configuration.commTransport = try parsedTransport()
+        configuration.commCores = commCores
+        configuration.commTimeout = commTimeout
+        configuration.forcedSplit = split
         return configuration
     }
 }

@@ -16,11 +16,9 @@ enum Session {
         }
         do {
             try body(communicator)
-            Output.flush()
             Communicator.finalize()
             exit(0)
         } catch {
-            Output.flush()
             if communicator.size == 1 || isSharedByAllRanks(error) {
                 // Every rank raised this same error: rank 0 reports it once
                 // and all ranks leave cleanly.
@@ -49,10 +47,10 @@ enum Session {
     }
 }
 
-/// Standard output for rank 0, buffered and flushed explicitly.
+/// Standard output for rank 0: each write goes straight to the file
+/// descriptor (no buffering), so streamed tokens appear as they come.
 enum Output {
     static func write(_ text: String) {
         FileHandle.standardOutput.write(Data(text.utf8))
     }
-    static func flush() { fflush(stdout) }
 }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import WeftComm
 import WeftModel
@@ -23,6 +24,18 @@ public struct EngineConfiguration: Sendable {
     public var kvBlocks: Int?
     public var maxSequenceLength: Int?
     public var maxSequences: Int = 1
+    /// How each layer's two reductions run; `.auto` lets the cost model choose per batch.
+    public var commMode: CommMode = .auto
+    /// Transport of the fused collective; nil: shared memory when every rank
+    /// is on one node, MPI otherwise.
+    public var commTransport: CommTransport?
+    /// Cores of the rank set aside for the comm thread (0: the comm thread
+    /// shares the compute cores and sleeps while idle).
+    public var commCores: Int = 0
+    /// Seconds a rank waits for a peer inside a collective before failing.
+    public var commTimeout: Double = 120
+    /// Forces overlap mode's cut at this row (refused for batches too small).
+    public var forcedSplit: Int?
 
     public init(weights: Weights, threads: Int? = nil) {
         self.weights = weights
@@ -78,7 +91,12 @@ public final class Engine {
         // Phase 2: the weights (each rank reads only its slices).
         let node = NumaTopology.isAvailable ? NumaTopology.currentNode : nil
         let (pool, weights) = try comm.agree { () throws -> (ComputePool, LlamaWeights) in
-            let pool = try ComputePool(threads: configuration.threads)
+            let cores = ComputePool.affinityCPUs().count
+            guard configuration.commCores >= 0, configuration.commCores == 0 || configuration.commCores < cores else {
+                throw RuntimeError.invalidOption("--comm-cores", "\(configuration.commCores) leaves no compute core: this rank is bound to \(cores) core(s)")
+            }
+            let threads = configuration.threads ?? max(1, cores - configuration.commCores)
+            let pool = try ComputePool(threads: threads)
             let weights = try LlamaWeights(config: modelConfig, plan: plan, source: source, pool: pool, node: node)
             return (pool, weights)
         }
@@ -92,9 +110,91 @@ public final class Engine {
             return PagedKVCache(layerCount: modelConfig.layerCount, blockSize: configuration.kvBlockSize, blockCount: blocks,
                                 kvWidth: plan.kvHeads.count * modelConfig.headDim, node: node)
         }
-        model = LlamaModel(weights: weights, communicator: comm, pool: pool, cache: cache)
+        let collective = try comm.agree { () throws -> FusedResidualNorm? in
+            guard configuration.commMode != .baseline && configuration.commMode != .nocomm else { return nil }
+            return try FusedResidualNorm(communicator: comm, hidden: modelConfig.hiddenSize,
+                                         transport: configuration.commTransport, timeout: configuration.commTimeout)
+        }
+        model = LlamaModel(weights: weights, communicator: comm, pool: pool, cache: cache, collective: collective)
         self.tokenizer = tokenizer
+        if configuration.commMode == .auto || configuration.commMode == .overlap {
+            planner = try Engine.calibratePlanner(model: model, communicator: comm, configuration: configuration)
+        }
         loadSeconds = Date().timeIntervalSince(start)
+    }
+
+    /// The split planner (nil unless the mode is auto or overlap).
+    public private(set) var planner: TokenSplitPlanner?
+    private var notedFallback = false
+
+    /// Rows per GEMM micro-kernel block (the planner aligns halves to it).
+    public static var gemmRowBlock: Int { Int(weft_gemm_row_block()) }
+
+    /// Measures this machine's rates with the loaded model; every rank then
+    /// adopts rank 0's numbers so all ranks plan identical splits.
+    static func calibratePlanner(model: LlamaModel, communicator: Communicator,
+                                 configuration: EngineConfiguration) throws -> TokenSplitPlanner {
+        let rates = try model.measureRates()
+        let transport = model.collective?.transport ?? .mpi
+        var costs = CostModel(gemmFlopsPerSecond: rates.gemmFlopsPerSecond, weightBytesPerSecond: rates.weightBytesPerSecond,
+                              attentionPairsPerSecond: rates.attentionPairsPerSecond, collectiveLatency: rates.collectiveLatency,
+                              collectiveSecondsPerRow: rates.collectiveSecondsPerRow,
+                              collectiveOverlapsCompute: transport == .mpi || configuration.commCores > 0)
+        var bits = costs.encoded.flatMap { value -> [Int32] in
+            let raw = value.bitPattern
+            return [Int32(truncatingIfNeeded: raw), Int32(truncatingIfNeeded: raw >> 32)]
+        }
+        try communicator.broadcast(&bits)
+        costs = CostModel(encoded: stride(from: 0, to: bits.count, by: 2).map {
+            Double(bitPattern: UInt64(UInt32(bitPattern: bits[$0])) | UInt64(UInt32(bitPattern: bits[$0 + 1])) << 32)
+        })
+        let shape = model.localLayerWeights
+        let granule = lcm(gemmRowBlock, communicator.size)
+        return TokenSplitPlanner(costs: costs, shape: LayerShape(attentionWeights: shape.attention, mlpWeights: shape.mlp,
+                                                                 layerCount: model.config.layerCount), granule: granule)
+    }
+
+    static func lcm(_ a: Int, _ b: Int) -> Int {
+        func gcd(_ x: Int, _ y: Int) -> Int { y == 0 ? x : gcd(y, x % y) }
+        return a / gcd(a, b) * b
+    }
+
+    /// The mode and split a batch runs with, the same on every rank.
+    public func plan(for batch: FlatBatch) throws -> (CommMode, Int?) {
+        switch configuration.commMode {
+        case .baseline, .fused, .nocomm:
+            return (configuration.commMode, nil)
+        case .overlap:
+            if let forced = configuration.forcedSplit {
+                guard forced > 0, forced < batch.count else {
+                    throw RuntimeError.invalidOption("--split", "cannot cut a batch of \(batch.count) tokens at row \(forced): both halves need at least one token")
+                }
+                return (.overlap, forced)
+            }
+            guard let split = planner?.bestSplit(positions: batch.positions) else {
+                noteFallback("a batch of \(batch.count) token cannot be split; it runs fused")
+                return (.fused, nil)
+            }
+            return (.overlap, split)
+        case .auto:
+            switch planner!.decide(positions: batch.positions) {
+            case .unsplit: return (.fused, nil)
+            case .split(let at, _, _): return (.overlap, at)
+            }
+        }
+    }
+
+    private func noteFallback(_ message: String) {
+        guard !notedFallback else { return }
+        notedFallback = true
+        if isRoot { FileHandle.standardError.write(Data("note: \(message) (noted once)\n".utf8)) }
+    }
+
+    /// Runs a batch through the model with the configured communication mode
+    /// and returns this rank's vocabulary slice of the requested logits.
+    public func forwardLocal(_ batch: FlatBatch) throws -> [Float] {
+        let (mode, split) = try plan(for: batch)
+        return try model.forward(batch, mode: mode, split: split)
     }
 
     /// Checks prompt tokens on every rank (they are replicated, so every rank
@@ -118,7 +218,7 @@ public final class Engine {
         defer { model.cache.release(sequence: sequence) }
         var batch = FlatBatch()
         batch.append(sequence: sequence, tokens: tokens.map { Int32($0) }, firstPosition: 0, logits: .all)
-        let local = try model.forward(batch)
+        let local = try forwardLocal(batch)
         let full = try model.gatherLogits(local, rowCount: tokens.count)
         guard isRoot else { return [] }
         let v = config.vocabularySize
@@ -142,7 +242,7 @@ public final class Engine {
         while generated.count < maxNewTokens {
             var batch = FlatBatch()
             batch.append(sequence: sequence, tokens: pending, firstPosition: position, logits: .last)
-            let local = try model.forward(batch)
+            let local = try forwardLocal(batch)
             position += pending.count
             let full = try model.gatherLogits(local, rowCount: 1)
             var next: [Int32] = isRoot ? [Int32(sampler.sample(full[...]))] : []
@@ -159,7 +259,7 @@ public final class Engine {
     /// Runs one flattened batch (several sequences, mixed prefill and decode)
     /// and returns full logit rows for `batch.logitRows` on rank 0.
     public func forward(_ batch: FlatBatch) throws -> [[Float]] {
-        let local = try model.forward(batch)
+        let local = try forwardLocal(batch)
         let rows = batch.logitRows.count
         let full = try model.gatherLogits(local, rowCount: rows)
         guard isRoot else { return [] }

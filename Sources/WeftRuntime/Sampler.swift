@@ -1,3 +1,5 @@
+import Foundation
+
 /// Chooses the next token from a row of logits: greedy at temperature 0,
 /// otherwise softmax at `temperature` restricted to the smallest set of
 /// tokens whose probability reaches `topP` (nucleus), and `topK` if set.
