@@ -44,6 +44,7 @@ let package = Package(
         .testTarget(name: "WeftKernelTests", dependencies: ["CKernels"]),
         .testTarget(name: "WeftTokenizerTests", dependencies: ["WeftTokenizer"]),
         .testTarget(name: "WeftModelTests", dependencies: ["WeftModel", "WeftComm", "WeftTensor"]),
+        .testTarget(name: "WeftRuntimeTests", dependencies: ["WeftRuntime"]),
         .testTarget(name: "WeftEndToEndTests", dependencies: ["WeftModel"]),
     ],
     swiftLanguageModes: [.v6]

@@ -80,32 +80,78 @@ struct Generate: ParsableCommand {
 }
 
 struct Logits: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the logits of every position of a token sequence.")
+    static let configuration = CommandConfiguration(
+        abstract: "Print the logits of every position of one or more token sequences.",
+        discussion: """
+        Several --tokens options run as several sequences in one flattened batch. With \
+        --prefix-lengths, the first tokens of each sequence are run in an earlier step (cached), so \
+        the printed batch mixes continuing prefills and decode tokens.
+        """)
 
     @OptionGroup var options: ModelOptions
 
-    @Option(help: "Comma-separated token ids, e.g. 1,2,3.")
-    var tokens: String
+    @Option(help: "Comma-separated token ids, e.g. 1,2,3; repeat for several sequences.")
+    var tokens: [String]
 
-    @Flag(help: "Print JSON {\"tokens\":[…],\"logits\":[[…],…]} (the only output format).")
+    @Option(help: "Per sequence, how many leading tokens to run in an earlier step (comma-separated; default 0).")
+    var prefixLengths: String?
+
+    @Flag(help: "Print JSON {\"tokens\":[…],\"logits\":[[…],…]} (one sequence) or {\"sequences\":[…]} (the only output format).")
     var json = false
 
     func validate() throws {
-        _ = try parseTokenList(tokens, option: "--tokens")
+        guard !tokens.isEmpty else { throw ValidationError("give at least one --tokens") }
+        for list in tokens { _ = try parseTokenList(list, option: "--tokens") }
         _ = try options.parsedMode(allowing: options.allowedModes)
+        let prefixes = try parsedPrefixes()
+        for (prefix, list) in zip(prefixes, try sequences()) where prefix < 0 || prefix >= list.count {
+            throw ValidationError("--prefix-lengths: \(prefix) must be in 0..<\(list.count) (the sequence's length), so a token is left for the printed batch")
+        }
+    }
+
+    func sequences() throws -> [[Int]] { try tokens.map { try parseTokenList($0, option: "--tokens") } }
+
+    func parsedPrefixes() throws -> [Int] {
+        guard let prefixLengths else { return [Int](repeating: 0, count: tokens.count) }
+        let values = try parseTokenList(prefixLengths, option: "--prefix-lengths")
+        guard values.count == tokens.count else {
+            throw ValidationError("--prefix-lengths has \(values.count) entries for \(tokens.count) sequences")
+        }
+        return values
     }
 
     struct Result: Encodable {
         let tokens: [Int]
         let logits: [[Float]]
     }
+    struct Many: Encodable { let sequences: [Result] }
 
     func run() throws {
         Session.run { communicator in
-            let ids = try parseTokenList(tokens, option: "--tokens")
-            let engine = try Engine(configuration: options.engineConfiguration(maxSequenceLength: ids.count), communicator: communicator)
-            let rows = try engine.logits(tokens: ids)
-            if engine.isRoot { Output.write(try jsonString(Result(tokens: ids, logits: rows)) + "\n") }
+            let lists = try sequences(), prefixes = try parsedPrefixes()
+            var configuration = try options.engineConfiguration(maxSequenceLength: lists.map(\.count).max()!)
+            configuration.maxSequences = lists.count
+            let engine = try Engine(configuration: configuration, communicator: communicator)
+            for list in lists { try engine.validate(tokens: list) }
+            let ids = lists.map { _ in engine.newSequence() }
+            var prefix = FlatBatch(), main = FlatBatch()
+            for (i, list) in lists.enumerated() {
+                if prefixes[i] > 0 {
+                    prefix.append(sequence: ids[i], tokens: list[..<prefixes[i]].map { Int32($0) }, firstPosition: 0, logits: .none)
+                }
+                main.append(sequence: ids[i], tokens: list[prefixes[i]...].map { Int32($0) }, firstPosition: prefixes[i], logits: .all)
+            }
+            if !prefix.isEmpty { _ = try engine.forward(prefix) }
+            let rows = try engine.forward(main)
+            guard engine.isRoot else { return }
+            var results: [Result] = []
+            var row = 0
+            for (i, list) in lists.enumerated() {
+                let count = list.count - prefixes[i]
+                results.append(Result(tokens: list, logits: Array(rows[row..<row + count])))
+                row += count
+            }
+            Output.write(try (results.count == 1 ? jsonString(results[0]) : jsonString(Many(sequences: results))) + "\n")
         }
     }
 }

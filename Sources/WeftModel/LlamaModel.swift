@@ -286,6 +286,7 @@ public final class LlamaModel {
     /// Gathers the vocabulary slices of `forward`'s logits on rank 0 into full
     /// rows (row-major, `rowCount` x vocab_size); returns [] on other ranks.
     public func gatherLogits(_ local: [Float], rowCount: Int) throws -> [Float] {
+        guard rowCount > 0 else { return [] }   // the same on every rank: no collective needed
         let gathered = try local.withUnsafeBufferPointer { try communicator.gather($0.baseAddress!, count: local.count) }
         guard communicator.isRoot else { return [] }
         if communicator.size == 1 { return gathered }

@@ -131,27 +131,30 @@ public final class Engine {
     public static var gemmRowBlock: Int { Int(weft_gemm_row_block()) }
 
     /// Measures this machine's rates with the loaded model; every rank then
-    /// adopts rank 0's numbers so all ranks plan identical splits.
+    /// adopts rank 0's numbers (rates and local layer shape: uneven splits
+    /// make shapes differ slightly) so all ranks plan identical splits.
     static func calibratePlanner(model: LlamaModel, communicator: Communicator,
                                  configuration: EngineConfiguration) throws -> TokenSplitPlanner {
         let rates = try model.measureRates()
         let transport = model.collective?.transport ?? .mpi
-        var costs = CostModel(gemmFlopsPerSecond: rates.gemmFlopsPerSecond, weightBytesPerSecond: rates.weightBytesPerSecond,
+        let costs = CostModel(gemmFlopsPerSecond: rates.gemmFlopsPerSecond, weightBytesPerSecond: rates.weightBytesPerSecond,
                               attentionPairsPerSecond: rates.attentionPairsPerSecond, collectiveLatency: rates.collectiveLatency,
                               collectiveSecondsPerRow: rates.collectiveSecondsPerRow,
                               collectiveOverlapsCompute: transport == .mpi || configuration.commCores > 0)
-        var bits = costs.encoded.flatMap { value -> [Int32] in
+        let shape = model.localLayerWeights
+        let local = costs.encoded + [Double(shape.attention), Double(shape.mlp)]
+        var bits = local.flatMap { value -> [Int32] in
             let raw = value.bitPattern
             return [Int32(truncatingIfNeeded: raw), Int32(truncatingIfNeeded: raw >> 32)]
         }
         try communicator.broadcast(&bits)
-        costs = CostModel(encoded: stride(from: 0, to: bits.count, by: 2).map {
+        let root = stride(from: 0, to: bits.count, by: 2).map {
             Double(bitPattern: UInt64(UInt32(bitPattern: bits[$0])) | UInt64(UInt32(bitPattern: bits[$0 + 1])) << 32)
-        })
-        let shape = model.localLayerWeights
+        }
         let granule = lcm(gemmRowBlock, communicator.size)
-        return TokenSplitPlanner(costs: costs, shape: LayerShape(attentionWeights: shape.attention, mlpWeights: shape.mlp,
-                                                                 layerCount: model.config.layerCount), granule: granule)
+        let layer = LayerShape(attentionWeights: Int(root[root.count - 2]), mlpWeights: Int(root[root.count - 1]),
+                               layerCount: model.config.layerCount)
+        return TokenSplitPlanner(costs: CostModel(encoded: Array(root.dropLast(2))), shape: layer, granule: granule)
     }
 
     static func lcm(_ a: Int, _ b: Int) -> Int {
@@ -194,6 +197,9 @@ public final class Engine {
     /// and returns this rank's vocabulary slice of the requested logits.
     public func forwardLocal(_ batch: FlatBatch) throws -> [Float] {
         let (mode, split) = try plan(for: batch)
+        if ProcessInfo.processInfo.environment["WEFT_DEBUG_PLAN"] != nil {
+            FileHandle.standardError.write(Data("plan rank \(communicator.rank): \(batch.count) rows \(mode) \(split.map(String.init) ?? "-") costs \(planner?.costs.encoded ?? [])\n".utf8))
+        }
         return try model.forward(batch, mode: mode, split: split)
     }
 

@@ -1,0 +1,68 @@
+import WeftRuntime
+import XCTest
+
+/// Invariants of the token split planner.
+final class TokenSplitPlannerTests: XCTestCase {
+    /// A ~1B-shaped layer on one rank of 2.
+    let shape = LayerShape(attentionWeights: 2048 * 1536 + 1024 * 2048, mlpWeights: 3 * 2048 * 4096, layerCount: 16)
+
+    func costs(commPerRow: Double, latency: Double = 20e-6, overlaps: Bool = true) -> CostModel {
+        CostModel(gemmFlopsPerSecond: 150e9, weightBytesPerSecond: 20e9, attentionPairsPerSecond: 2e9,
+                  collectiveLatency: latency, collectiveSecondsPerRow: commPerRow, collectiveOverlapsCompute: overlaps)
+    }
+
+    func prefill(_ n: Int, from start: Int = 0) -> [Int32] { (start..<start + n).map { Int32($0) } }
+
+    func testCandidatesAreGranuleMultiplesWithBothHalvesNonEmpty() {
+        let planner = TokenSplitPlanner(costs: costs(commPerRow: 1e-6), shape: shape, granule: 14)
+        for t in [2, 13, 14, 15, 28, 29, 100, 1000] {
+            let candidates = planner.candidates(count: t)
+            XCTAssertFalse(candidates.isEmpty, "t = \(t)")
+            for a in candidates {
+                XCTAssertTrue(a > 0 && a < t, "both halves non-empty (t \(t), a \(a))")
+                if t > 14 { XCTAssertEqual(a % 14, 0, "row-block aligned (t \(t), a \(a))") }
+            }
+        }
+        XCTAssertTrue(planner.candidates(count: 1).isEmpty, "one token cannot be split")
+        XCTAssertNil(planner.bestSplit(positions: [7]))
+    }
+
+    func testNoSplitWhenCommunicationIsFree() {
+        let planner = TokenSplitPlanner(costs: costs(commPerRow: 0, latency: 0), shape: shape, granule: 14)
+        guard case .unsplit = planner.decide(positions: prefill(2048)) else { return XCTFail("nothing to hide: do not split") }
+    }
+
+    func testNoSplitWhenCollectiveCannotOverlap() {
+        let planner = TokenSplitPlanner(costs: costs(commPerRow: 20e-6, overlaps: false), shape: shape, granule: 14)
+        guard case .unsplit = planner.decide(positions: prefill(2048)) else { return XCTFail("same cores do both: do not split") }
+    }
+
+    func testSplitWhenCommunicationIsCostlyAndDecodeBatchesStayWhole() {
+        // A collective costing about as much per row as the compute.
+        let planner = TokenSplitPlanner(costs: costs(commPerRow: 2e-4), shape: shape, granule: 14)
+        guard case .split(let at, let predicted, let unsplit) = planner.decide(positions: prefill(2048)) else {
+            return XCTFail("communication-bound prefill should split")
+        }
+        XCTAssertEqual(at % 14, 0)
+        XCTAssertLessThan(predicted, unsplit)
+        // Eight decode tokens: splitting re-reads every weight twice for nothing.
+        let decode: [Int32] = [100, 230, 17, 512, 90, 300, 41, 77]
+        let cheapComm = TokenSplitPlanner(costs: costs(commPerRow: 1e-6), shape: shape, granule: 14)
+        guard case .unsplit = cheapComm.decide(positions: decode) else { return XCTFail("decode batch should not split") }
+    }
+
+    /// The chosen cut is the best candidate under the model, and the model
+    /// charges causal attention: rows deep in a sequence cost more.
+    func testChoiceIsTheArgminAndAttentionIsCharged() {
+        var attentionHeavy = costs(commPerRow: 5e-4)
+        attentionHeavy.attentionPairsPerSecond = 2e6
+        let planner = TokenSplitPlanner(costs: attentionHeavy, shape: shape, granule: 8)
+        for positions in [prefill(1000), prefill(300, from: 4000) + prefill(200), [Int32](repeating: 50, count: 64)] {
+            let chosen = planner.bestSplit(positions: positions)!
+            for a in planner.candidates(count: positions.count) {
+                XCTAssertLessThanOrEqual(planner.predictSplit(positions, at: chosen), planner.predictSplit(positions, at: a))
+            }
+        }
+        XCTAssertGreaterThan(planner.predictUnsplit(prefill(1000, from: 5000)), planner.predictUnsplit(prefill(1000)) * 2)
+    }
+}
