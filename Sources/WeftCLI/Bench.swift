@@ -7,7 +7,7 @@ import WeftRuntime
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Weft.",
-        subcommands: [BenchEndToEnd.self])
+        subcommands: [BenchEndToEnd.self, BenchCollective.self, BenchPrefill.self])
 }
 
 /// llama-bench's convention: prompt processing (pp) and text generation (tg)
@@ -30,9 +30,6 @@ struct BenchEndToEnd: ParsableCommand {
 
     @Option(name: .customShort("o"), help: "Output format: md, json or csv.")
     var output: String = "md"
-
-    @Option(name: .long, help: "Communication modes to measure, comma-separated (baseline, fused, overlap, auto, nocomm).")
-    var modes: String?
 
     func validate() throws {
         guard ["md", "json", "csv"].contains(output) else { throw ValidationError("-o must be md, json or csv, got \(output)") }

@@ -1,0 +1,113 @@
+import ArgumentParser
+import Foundation
+import WeftComm
+import WeftModel
+import WeftRuntime
+
+/// TokenWeave's main figure: prefill latency per token count and
+/// communication mode, speedup against baseline, and the share of the
+/// baseline's communication that overlap hides.
+struct BenchPrefill: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prefill",
+        abstract: "Prefill latency per token count and communication mode (baseline, fused, overlap, auto, nocomm).")
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(help: "Prompt lengths, comma-separated.")
+    var tokens: String = "1024,2048"
+
+    @Option(help: "Modes, comma-separated: baseline, fused, overlap, auto, nocomm (nocomm skips the reductions: a timing ideal).")
+    var modes: String = "baseline,fused,overlap,nocomm"
+
+    @Option(name: .customShort("r"), help: "Timed runs per point (after one warm-up); the median is reported.")
+    var repetitions: Int = 3
+
+    @Flag(help: "Print JSON rows instead of a table.")
+    var json = false
+
+    func parsedModes() throws -> [CommMode] {
+        try modes.split(separator: ",").map { name in
+            guard let mode = CommMode(rawValue: String(name)) else {
+                throw ValidationError("--modes: unknown mode \"\(name)\" (baseline, fused, overlap, auto, nocomm)")
+            }
+            return mode
+        }
+    }
+
+    func validate() throws {
+        _ = try parsedModes()
+        _ = try parseTokenList(tokens, option: "--tokens")
+        guard repetitions >= 1 else { throw ValidationError("-r must be at least 1") }
+    }
+
+    struct Row: Encodable {
+        let tokens: Int
+        let mode: String
+        let split: Int?
+        let median_ms: Double
+        let speedup_vs_baseline: Double?
+        let overlap_efficiency: Double?
+    }
+
+    func run() throws {
+        Session.run { communicator in
+            let counts = try parseTokenList(tokens, option: "--tokens"), modes = try parsedModes()
+            guard counts.allSatisfy({ $0 >= communicator.size }) else {
+                throw RuntimeError.invalidOption("--tokens", "every token count must be at least the number of ranks (\(communicator.size))")
+            }
+            var configuration = try options.engineConfiguration(maxSequenceLength: counts.max()!, mode: .overlap)
+            configuration.maxSequences = 1
+            let engine = try Engine(configuration: configuration, communicator: communicator)
+            var rows: [Row] = []
+            for count in counts {
+                var medians: [CommMode: Double] = [:]
+                for mode in modes {
+                    var batch = FlatBatch()
+                    batch.append(sequence: 0, tokens: (0..<count).map { Int32(($0 * 7919 + 11) % engine.config.vocabularySize) },
+                                 firstPosition: 0, logits: .last)
+                    var split: Int?
+                    var concrete = mode
+                    switch mode {
+                    case .overlap: split = engine.planner!.bestSplit(positions: batch.positions)
+                    case .auto:
+                        if case .split(let at, _, _) = engine.planner!.decide(positions: batch.positions) { split = at; concrete = .overlap } else { concrete = .fused }
+                    default: break
+                    }
+                    var times: [Double] = []
+                    for repetition in 0...repetitions {
+                        try communicator.barrier()
+                        let start = DispatchTime.now().uptimeNanoseconds
+                        _ = try engine.model.forward(batch, mode: concrete, split: split)
+                        try communicator.barrier()
+                        engine.release(sequence: 0)
+                        if repetition > 0 { times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6) }
+                    }
+                    let median = times.sorted()[times.count / 2]
+                    medians[mode] = median
+                    if communicator.isRoot && !json {
+                        FileHandle.standardError.write(Data("\(count) tokens \(mode.rawValue): \(String(format: "%.1f", median)) ms\n".utf8))
+                    }
+                    rows.append(Row(tokens: count, mode: mode.rawValue, split: split, median_ms: median, speedup_vs_baseline: nil, overlap_efficiency: nil))
+                }
+                // Fill in ratios now that every mode of this count is measured.
+                let baseline = medians[.baseline], nocomm = medians[.nocomm]
+                for i in rows.indices where rows[i].tokens == count {
+                    let m = rows[i].median_ms
+                    var efficiency: Double?
+                    if let baseline, let nocomm, baseline > nocomm, rows[i].mode == "overlap" || rows[i].mode == "auto" || rows[i].mode == "fused" {
+                        efficiency = (baseline - m) / (baseline - nocomm)
+                    }
+                    rows[i] = Row(tokens: count, mode: rows[i].mode, split: rows[i].split, median_ms: m,
+                                  speedup_vs_baseline: baseline.map { $0 / m }, overlap_efficiency: efficiency)
+                }
+            }
+            guard communicator.isRoot else { return }
+            if json { Output.write(try jsonString(rows) + "\n"); return }
+            Output.write("| tokens | mode | split | median ms | speedup vs baseline | share of baseline comm hidden |\n|---:|---|---:|---:|---:|---:|\n")
+            for r in rows {
+                Output.write("| \(r.tokens) | \(r.mode) | \(r.split.map(String.init) ?? "–") | \(String(format: "%.1f", r.median_ms)) | \(r.speedup_vs_baseline.map { String(format: "%.2f×", $0) } ?? "–") | \(r.overlap_efficiency.map { String(format: "%.2f", $0) } ?? "–") |\n")
+            }
+        }
+    }
+}
