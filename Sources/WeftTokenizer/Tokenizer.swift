@@ -1,0 +1,300 @@
+import Foundation
+
+/// A byte-level BPE tokenizer loaded from a Hugging Face `tokenizer.json`,
+/// producing the same ids and text as the Hugging Face `tokenizers` library.
+///
+/// Supported components:
+/// - model: `BPE` (string or pair merges, `byte_fallback`, `unk_token`, `fuse_unk`,
+///   `ignore_merges`, `continuing_subword_prefix`, `end_of_word_suffix`; no dropout);
+/// - normalizers: `NFC`, `NFD`, `NFKC`, `NFKD`, `Lowercase`, `Strip`, `Prepend`, `Replace`, `Sequence`;
+/// - pre-tokenizers: `ByteLevel`, `Split`, `Metaspace`, `Digits`, `Sequence`;
+/// - post-processors: `TemplateProcessing` (single sequence), `ByteLevel`, `BertProcessing`,
+///   `RobertaProcessing`, `Sequence`;
+/// - decoders: `ByteLevel`, `ByteFallback`, `Fuse`, `Replace`, `Strip`, `Metaspace`, `Sequence`.
+///
+/// The value is immutable and safe to share between tasks.
+public struct Tokenizer: Sendable {
+    let model: BPEModel
+    let normalizer: Normalizer?
+    let preTokenizer: PreTokenizer?
+    let decoder: TokenDecoder?
+    /// What `encode(_:addSpecialTokens: true)` adds around the sequence.
+    let postProcessor: PostProcessor
+    private let addedByID: [Int: AddedToken]
+    private let addedByContent: [[UInt8]: Int]
+    private let rawMatcher: AddedTokenMatcher
+    private let normalizedMatcher: AddedTokenMatcher
+
+    /// Number of ids: the largest id (added tokens included) plus one.
+    public let vocabularySize: Int
+    /// `bos_token` from tokenizer_config.json (or special_tokens_map.json), e.g. for chat templates.
+    public let bosToken: String?
+    /// `eos_token` from tokenizer_config.json (or special_tokens_map.json), e.g. for chat templates.
+    public let eosToken: String?
+    /// The id of `bos_token` from tokenizer_config.json (or special_tokens_map.json,
+    /// or generation_config.json's `bos_token_id`), if any.
+    public let bosTokenID: Int?
+    /// End-of-sequence ids: tokenizer_config.json's `eos_token`, then
+    /// generation_config.json's `eos_token_id` (an int or an array), without duplicates.
+    public let eosTokenIDs: [Int]
+    /// The Jinja chat template: tokenizer_config.json's `chat_template` (a string, or the
+    /// entry named "default" of an array of `{name, template}`), else `chat_template.jinja`.
+    public let chatTemplate: String?
+    /// Ids of the added tokens marked `special` (skipped by `decode(_:skipSpecialTokens: true)`).
+    public let specialTokenIDs: Set<Int>
+
+    /// Loads `tokenizer.json` from `directory`, plus, when present,
+    /// `tokenizer_config.json`, `special_tokens_map.json`, `generation_config.json`
+    /// and `chat_template.jinja`.
+    ///
+    /// - Throws: `TokenizerError` naming the file and field at fault.
+    public init(directory: URL) throws {
+        let tokenizerJSON = try JSONNode.load(
+            url: directory.appendingPathComponent("tokenizer.json"), file: "tokenizer.json")
+        func optional(_ name: String) throws -> JSONNode? {
+            let url = directory.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+            return try JSONNode.load(url: url, file: name)
+        }
+        let config = try optional("tokenizer_config.json")
+        let specialMap = try optional("special_tokens_map.json")
+        let generation = try optional("generation_config.json")
+        var templateFile: String? = nil
+        let jinja = directory.appendingPathComponent("chat_template.jinja")
+        if FileManager.default.fileExists(atPath: jinja.path) {
+            let data = try JSONNode.readFile(url: jinja, file: "chat_template.jinja")
+            templateFile = String(decoding: data, as: UTF8.self)
+        }
+        try self.init(
+            tokenizerJSON: tokenizerJSON, config: config, specialTokensMap: specialMap,
+            generationConfig: generation, chatTemplateFile: templateFile)
+    }
+
+    init(
+        tokenizerJSON root: JSONNode, config: JSONNode?, specialTokensMap: JSONNode?,
+        generationConfig: JSONNode?, chatTemplateFile: String?
+    ) throws {
+        guard root.isObject() else { throw root.error("expected a JSON object at the top level") }
+        guard root["model"].exists, !root["model"].isNull else { throw root["model"].error("missing field") }
+        let model = try BPEModel(node: root["model"])
+        let normalizer = try Normalizer.parse(root["normalizer"])
+        self.model = model
+        self.normalizer = normalizer
+        self.preTokenizer = try PreTokenizer.parse(root["pre_tokenizer"])
+        self.decoder = try TokenDecoder.parse(root["decoder"])
+        let filePostProcessor = try PostProcessor.parse(root["post_processor"])
+
+        // Added tokens, registered like HF's `AddedVocabulary::add_tokens`: a content
+        // already known keeps its id (added tokens first, then the model vocabulary);
+        // a new content gets the next id after the model vocabulary / previous added
+        // tokens. For consistent files this is the `id` written in the file.
+        var addedByID: [Int: AddedToken] = [:]
+        var addedByContent: [[UInt8]: Int] = [:]
+        var specialContents = Set<[UInt8]>()
+        var listed: [AddedToken] = []
+        if !root["added_tokens"].isNull {
+            let modelSize = model.vocabularyCount
+            var maxAddedID: Int? = nil
+            for item in try root["added_tokens"].array() {
+                guard var token = try AddedToken.parse(item) else { continue }
+                let bytes = Array(token.content.utf8)
+                if token.special { specialContents.insert(bytes) }
+                // An identical entry (same content and flags) is ignored.
+                let definition = AddedToken.Definition(token)
+                if let existing = addedByContent[bytes], let current = addedByID[existing],
+                    AddedToken.Definition(current) == definition
+                {
+                    continue
+                }
+                let newID: Int
+                if let known = addedByContent[bytes] ?? model.id(for: bytes) {
+                    newID = known
+                } else if let maxAddedID {
+                    newID = (maxAddedID >= modelSize || modelSize == 0) ? maxAddedID + 1 : modelSize
+                } else {
+                    newID = modelSize
+                }
+                token.id = newID
+                maxAddedID = max(maxAddedID ?? newID, newID)
+                addedByContent[bytes] = newID
+                addedByID[newID] = token
+                listed.append(token)
+            }
+        }
+        // Matchers: special tokens first, then the others (HF's order); the flags
+        // used are those finally registered for the id.
+        var rawPatterns: [(bytes: [UInt8], token: AddedToken)] = []
+        var normalizedPatterns: [(bytes: [UInt8], token: AddedToken)] = []
+        var seen = Set<[UInt8]>()
+        for token in listed.filter({ $0.special }) + listed.filter({ !$0.special }) {
+            let bytes = Array(token.content.utf8)
+            guard seen.insert(bytes).inserted, let id = addedByContent[bytes], let current = addedByID[id] else {
+                continue
+            }
+            if token.normalized {
+                normalizedPatterns.append((normalizer?.apply(bytes) ?? bytes, current))
+            } else {
+                rawPatterns.append((bytes, current))
+            }
+        }
+        self.addedByID = addedByID
+        self.addedByContent = addedByContent
+        self.rawMatcher = AddedTokenMatcher(tokens: rawPatterns)
+        self.normalizedMatcher = AddedTokenMatcher(tokens: normalizedPatterns)
+        var specialIDs = Set<Int>()
+        for content in specialContents {
+            if let id = addedByContent[content] { specialIDs.insert(id) }
+            if let id = model.id(for: content) { specialIDs.insert(id) }
+        }
+        self.specialTokenIDs = specialIDs
+        self.vocabularySize = max(model.maxID, addedByID.keys.max() ?? -1) + 1
+
+        // Special tokens from tokenizer_config.json (falling back to special_tokens_map.json).
+        func lookup(_ content: String?) -> Int? {
+            guard let content else { return nil }
+            let bytes = Array(content.utf8)
+            return addedByContent[bytes] ?? model.id(for: bytes)
+        }
+        var bosToken = try config.flatMap { try Self.tokenContent($0["bos_token"]) }
+        var eosToken = try config.flatMap { try Self.tokenContent($0["eos_token"]) }
+        if bosToken == nil, config?["bos_token"].exists != true {
+            bosToken = try specialTokensMap.flatMap { try Self.tokenContent($0["bos_token"]) }
+        }
+        if eosToken == nil, config?["eos_token"].exists != true {
+            eosToken = try specialTokensMap.flatMap { try Self.tokenContent($0["eos_token"]) }
+        }
+        self.bosToken = bosToken
+        self.eosToken = eosToken
+        let bosID = lookup(bosToken)
+        let eosID = lookup(eosToken)
+        var generationBOS: Int? = nil
+        var generationEOS: [Int] = []
+        if let generationConfig {
+            generationBOS = try generationConfig["bos_token_id"].optionalInt()
+            let eosNode = generationConfig["eos_token_id"]
+            if case .array? = eosNode.value {
+                generationEOS = try eosNode.array().map { try $0.int() }
+            } else if let id = try eosNode.optionalInt() {
+                generationEOS = [id]
+            }
+        }
+        self.bosTokenID = bosID ?? generationBOS
+        var eosIDs: [Int] = []
+        for id in (eosID.map { [$0] } ?? []) + generationEOS where !eosIDs.contains(id) { eosIDs.append(id) }
+        self.eosTokenIDs = eosIDs
+
+        // What addSpecialTokens adds. As in transformers' TokenizersBackend: explicit
+        // add_bos_token / add_eos_token in tokenizer_config.json (or a missing
+        // post-processor) replace the post-processor by `[bos] $A [eos]`.
+        let addBOS = try config?["add_bos_token"].isNull == false ? config!["add_bos_token"].bool() : nil
+        let addEOS = try config?["add_eos_token"].isNull == false ? config!["add_eos_token"].bool() : nil
+        if addBOS != nil || addEOS != nil || filePostProcessor == nil {
+            var p = PostProcessor()
+            if addBOS == true, let bosID { p.prefix = [bosID] }
+            if addEOS == true, let eosID { p.suffix = [eosID] }
+            self.postProcessor = p
+        } else {
+            self.postProcessor = filePostProcessor!
+        }
+
+        // Chat template.
+        var template: String? = nil
+        if let node = config?["chat_template"], !node.isNull {
+            switch node.value {
+            case .string(let s)?:
+                template = s
+            case .array?:
+                for item in try node.array() where try item["name"].optionalString() == "default" {
+                    template = try item["template"].string()
+                    break
+                }
+            default:
+                throw node.error("expected a string or an array of {\"name\", \"template\"}")
+            }
+        }
+        self.chatTemplate = template ?? chatTemplateFile
+    }
+
+    /// `"<s>"` or `{"content": "<s>", ...}` or null.
+    private static func tokenContent(_ node: JSONNode) throws -> String? {
+        if node.isNull { return nil }
+        if case .string(let s)? = node.value { return s }
+        if node.isObject() { return try node["content"].string() }
+        throw node.error("expected a string or an object with \"content\"")
+    }
+
+    // MARK: - Encoding
+
+    /// Encodes `text` into token ids.
+    ///
+    /// Added tokens (e.g. `<|begin_of_text|>`) written in the text are matched
+    /// first and map straight to their ids. With `addSpecialTokens`, the
+    /// post-processor's tokens (typically BOS) are added around the result.
+    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+        let bytes = Array(text.utf8)
+        var ids: [Int] = []
+        ids.reserveCapacity(bytes.count / 3 + 4)
+        for segment in rawMatcher.split(bytes) {
+            switch segment {
+            case .token(let id):
+                ids.append(id)
+            case .text(let range):
+                encodeText(Array(bytes[range]), atStart: range.lowerBound == 0, into: &ids)
+            }
+        }
+        return addSpecialTokens ? postProcessor.apply(ids) : ids
+    }
+
+    private func encodeText(_ bytes: [UInt8], atStart: Bool, into ids: inout [Int]) {
+        let normalized = normalizer?.apply(bytes) ?? bytes
+        if normalized.isEmpty { return }
+        let segments: [Segment] =
+            normalizedMatcher.isEmpty ? [.text(0..<normalized.count)] : normalizedMatcher.split(normalized)
+        for segment in segments {
+            switch segment {
+            case .token(let id):
+                ids.append(id)
+            case .text(let range):
+                let piece = PreToken(
+                    bytes: range.count == normalized.count ? normalized : Array(normalized[range]),
+                    atStart: atStart && range.lowerBound == 0)
+                if let preTokenizer {
+                    for p in preTokenizer.apply([piece]) { model.tokenize(p.bytes, into: &ids) }
+                } else {
+                    model.tokenize(piece.bytes, into: &ids)
+                }
+            }
+        }
+    }
+
+    // MARK: - Decoding
+
+    /// Decodes ids into text. Unknown ids are ignored; with `skipSpecialTokens`,
+    /// special added tokens are left out. Bytes of byte-level tokens are joined
+    /// before UTF-8 decoding; invalid UTF-8 becomes U+FFFD.
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = true) -> String {
+        var tokens: [String] = []
+        tokens.reserveCapacity(ids.count)
+        for id in ids {
+            guard let token = token(for: id) else { continue }
+            if skipSpecialTokens && specialTokenIDs.contains(id) { continue }
+            tokens.append(token)
+        }
+        if let decoder { return decoder.decode(tokens) }
+        return tokens.joined(separator: " ")
+    }
+
+    // MARK: - Vocabulary
+
+    /// The token string for `id` as stored in tokenizer.json (e.g. `"Ġworld"`), or nil.
+    public func token(for id: Int) -> String? {
+        if let added = addedByID[id] { return added.content }
+        return model.token(for: id)
+    }
+
+    /// The id of a token string as stored in tokenizer.json (added tokens first), or nil.
+    public func id(for token: String) -> Int? {
+        let bytes = Array(token.utf8)
+        return addedByContent[bytes] ?? model.id(for: bytes)
+    }
+}
