@@ -26,7 +26,11 @@ enum MPIRun {
 
     /// Runs `weft ARGS` on `ranks` ranks (0 = without mpirun). Each rank runs in
     /// a small shell wrapper that reports its exit code on stderr.
-    static func run(ranks: Int, _ arguments: [String], timeout: TimeInterval = 180) throws -> Outcome {
+    /// With `letAllRanksFinish` (the default) mpirun does not kill the other
+    /// ranks when one exits non-zero, so every rank's own exit code is seen (and
+    /// mpirun itself then exits 0); without it, mpirun behaves as users see it.
+    static func run(ranks: Int, _ arguments: [String], timeout: TimeInterval = 180,
+                    letAllRanksFinish: Bool = true) throws -> Outcome {
         let process = Process()
         let wrapper = "\"$0\" \"$@\"; code=$?; echo \"weft-rank-exit ${OMPI_COMM_WORLD_RANK:-0} $code\" >&2; exit $code"
         if ranks == 0 {
@@ -34,11 +38,20 @@ enum MPIRun {
             process.arguments = ["-c", wrapper, weft.path] + arguments
         } else {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            // orte_abort_on_non_zero_status 0: let every rank finish and report
+            // its own exit code instead of mpirun killing the rest at the first failure.
             process.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-q",
-                                 "--mca", "btl", "self,vader", "-np", String(ranks),
+                                 "--mca", "btl", "self,vader",
+                                 "--mca", "orte_abort_on_non_zero_status", letAllRanksFinish ? "0" : "1",
+                                 "-np", String(ranks),
                                  "/bin/sh", "-c", wrapper, weft.path] + arguments
         }
-        var environment = ProcessInfo.processInfo.environment
+        // The test process may itself be an MPI singleton (the in-process model
+        // tests initialize MPI), which leaves launcher variables behind; a child
+        // mpirun must not inherit them.
+        var environment = ProcessInfo.processInfo.environment.filter { key, _ in
+            !["OMPI_", "PMIX_", "ORTE_", "OPAL_", "PRTE_"].contains { key.hasPrefix($0) }
+        }
         environment["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
         process.environment = environment
         let out = Pipe(), err = Pipe()
