@@ -54,6 +54,19 @@ struct BenchEndToEnd: ParsableCommand {
         let gflops_per_thread: Double?
     }
 
+    struct MemoryRow: Encodable {
+        let rank: Int
+        let peak_rss_mib: Double
+        let weights_mib: Double
+        let kv_cache_mib: Double
+        let budget_mib: Double
+    }
+
+    struct Report: Encodable {
+        let results: [Row]
+        let memory: [MemoryRow]
+    }
+
     func run() throws {
         Session.run { communicator in
             let length = max(promptTokens, 1) + generatedTokens + 1
@@ -80,7 +93,7 @@ struct BenchEndToEnd: ParsableCommand {
                     batch.append(sequence: sequence, tokens: prompt.map { Int32($0) }, firstPosition: 0, logits: .last)
                     try communicator.barrier()
                     let start = DispatchTime.now()
-                    _ = try engine.forward(batch)
+                    _ = try engine.forwardLocal(batch)
                     try communicator.barrier()
                     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
                     engine.release(sequence: sequence)
@@ -97,13 +110,13 @@ struct BenchEndToEnd: ParsableCommand {
                     let sequence = engine.newSequence()
                     var batch = FlatBatch()
                     batch.append(sequence: sequence, tokens: [Int32(prompt[0])], firstPosition: 0, logits: .last)
-                    _ = try engine.forward(batch)
+                    _ = try engine.forwardLocal(batch)
                     try communicator.barrier()
                     let start = DispatchTime.now()
                     for step in 1...generatedTokens {
                         var decode = FlatBatch()
                         decode.append(sequence: sequence, tokens: [Int32(prompt[step % prompt.count])], firstPosition: step, logits: .last)
-                        _ = try engine.forward(decode)
+                        _ = try engine.forwardLocal(decode)
                     }
                     try communicator.barrier()
                     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
@@ -112,10 +125,24 @@ struct BenchEndToEnd: ParsableCommand {
                 }
                 rows.append(row("tg\(generatedTokens)", samples, gflops: nil))
             }
+            // Memory per rank: peak resident set against the budget
+            // 1.15 × (model bytes / N) + KV cache + 300 MB.
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            let mine: [Float] = [Float(usage.ru_maxrss) / 1024, Float(engine.model.weights.byteCount) / 1_048_576,
+                                 Float(engine.model.cache.byteCount) / 1_048_576]
+            let memory = try mine.withUnsafeBufferPointer { try communicator.gather($0.baseAddress!, count: 3) }
             guard communicator.isRoot else { return }
+            let modelMiB = Double(config.parameterCount) * 4 / 1_048_576
+            let memoryRows = (0..<communicator.size).map { r -> MemoryRow in
+                let kv = Double(memory[3 * r + 2])
+                let budget = 1.15 * modelMiB / Double(communicator.size) + kv + 300
+                return MemoryRow(rank: r, peak_rss_mib: Double(memory[3 * r]), weights_mib: Double(memory[3 * r + 1]),
+                                 kv_cache_mib: kv, budget_mib: budget)
+            }
             switch output {
             case "json":
-                Output.write(try jsonString(rows) + "\n")
+                Output.write(try jsonString(Report(results: rows, memory: memoryRows)) + "\n")
             case "csv":
                 Output.write("model,size_bytes,params,backend,ranks,threads,test,t_s_mean,t_s_stddev\n")
                 for r in rows {
@@ -128,6 +155,10 @@ struct BenchEndToEnd: ParsableCommand {
                     let size = String(format: "%.2f GiB", Double(r.size_bytes) / 1_073_741_824)
                     let params = String(format: "%.2f B", Double(r.params) / 1e9)
                     Output.write("| \(r.model) | \(size) | \(params) | \(r.backend) ×\(r.ranks) | \(r.threads) | \(r.test) | \(fmt(r.tokens_per_second_mean)) ± \(fmt(r.tokens_per_second_stddev)) |\n")
+                }
+                Output.write("\n| rank | peak RSS MiB | weights MiB | KV cache MiB | budget MiB (1.15 × model/N + KV + 300) |\n|---:|---:|---:|---:|---:|\n")
+                for m in memoryRows {
+                    Output.write("| \(m.rank) | \(fmt(m.peak_rss_mib)) | \(fmt(m.weights_mib)) | \(fmt(m.kv_cache_mib)) | \(fmt(m.budget_mib)) |\n")
                 }
             }
         }
