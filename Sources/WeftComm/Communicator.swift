@@ -1,3 +1,4 @@
+import CKernels
 import CMPI
 import Foundation
 
@@ -70,6 +71,11 @@ public final class Communicator {
     }
 
     public var isRoot: Bool { rank == 0 }
+
+    /// Pins the comm thread to one CPU (a core set aside for communication).
+    public func pinCommThread(to cpu: Int) {
+        _ = try? thread.run { weft_pin_current_thread(Int32(cpu)) }
+    }
 
     public var processorName: String {
         (try? thread.run {

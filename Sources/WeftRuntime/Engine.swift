@@ -97,6 +97,9 @@ public final class Engine {
             }
             let threads = configuration.threads ?? max(1, cores - configuration.commCores)
             let pool = try ComputePool(threads: threads)
+            // The comm thread takes the first core the compute threads left free.
+            let free = ComputePool.affinityCPUs().filter { !pool.cpus.contains($0) }
+            if configuration.commCores > 0, let core = free.first { comm.pinCommThread(to: core) }
             let weights = try LlamaWeights(config: modelConfig, plan: plan, source: source, pool: pool, node: node)
             return (pool, weights)
         }
