@@ -91,14 +91,15 @@ public final class Engine {
         // Phase 2: the weights (each rank reads only its slices).
         let node = NumaTopology.isAvailable ? NumaTopology.currentNode : nil
         let (pool, weights) = try comm.agree { () throws -> (ComputePool, LlamaWeights) in
-            let cores = ComputePool.affinityCPUs().count
+            let available = ComputePool.affinityCPUs()   // before the pool pins this thread
+            let cores = available.count
             guard configuration.commCores >= 0, configuration.commCores == 0 || configuration.commCores < cores else {
                 throw RuntimeError.invalidOption("--comm-cores", "\(configuration.commCores) leaves no compute core: this rank is bound to \(cores) core(s)")
             }
             let threads = configuration.threads ?? max(1, cores - configuration.commCores)
             let pool = try ComputePool(threads: threads)
             // The comm thread takes the first core the compute threads left free.
-            let free = ComputePool.affinityCPUs().filter { !pool.cpus.contains($0) }
+            let free = available.filter { !pool.cpus.contains($0) }
             if configuration.commCores > 0, let core = free.first { comm.pinCommThread(to: core) }
             let weights = try LlamaWeights(config: modelConfig, plan: plan, source: source, pool: pool, node: node)
             return (pool, weights)
