@@ -66,11 +66,12 @@ final class CommThread: @unchecked Sendable {
     func run<T>(_ body: @escaping () throws -> T) throws -> T {
         let box = ResultBox<T>()
         let work = submit {
-            box.result = Result { try body() }
+            do { box.value = try body() } catch { box.error = error }
             return true
         }
         wait(work)
-        return try box.result!.get()
+        if let error = box.error { throw error }
+        return box.value!
     }
 
     func stop() {
@@ -81,7 +82,8 @@ final class CommThread: @unchecked Sendable {
     }
 
     private final class ResultBox<T>: @unchecked Sendable {
-        var result: Result<T, Error>?
+        var value: T?
+        var error: Error?
     }
 
     private func loop() {
