@@ -8,16 +8,21 @@ static _Atomic int selected_isa = -1;
 
 weft_isa weft_isa_detect(void) {
 #if defined(__x86_64__) || defined(__i386__)
+    // __builtin_cpu_supports also checks that the OS saves the vector state
+    // (XCR0), so a hypervisor that hides AVX-512 is seen here.
     __builtin_cpu_init();
+    int fma = __builtin_cpu_supports("fma");
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl"))
+        __builtin_cpu_supports("avx512vl") && fma)
         return WEFT_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && fma) return WEFT_ISA_AVX2;
 #endif
     return WEFT_ISA_SCALAR;
 }
 
 weft_isa weft_isa_select(weft_isa isa) {
     weft_isa best = weft_isa_detect();
+    if ((int)isa < 0) isa = WEFT_ISA_SCALAR;
     if (isa > best) isa = best;
     atomic_store_explicit(&selected_isa, (int)isa, memory_order_relaxed);
     return isa;
@@ -32,13 +37,17 @@ weft_isa weft_isa_current(void) {
 const char *weft_isa_name(weft_isa isa) {
     switch (isa) {
     case WEFT_ISA_AVX512: return "avx512";
+    case WEFT_ISA_AVX2: return "avx2";
     default: return "scalar";
     }
 }
 
 #define DISPATCH(name, args)                                                   \
-    if (weft_isa_current() == WEFT_ISA_AVX512) name##_avx512 args;            \
-    else name##_scalar args;
+    switch (weft_isa_current()) {                                              \
+    case WEFT_ISA_AVX512: name##_avx512 args; break;                           \
+    case WEFT_ISA_AVX2: name##_avx2 args; break;                               \
+    default: name##_scalar args; break;                                        \
+    }
 
 void weft_bf16_to_f32(const uint16_t *src, float *dst, size_t n) {
     DISPATCH(weft_bf16_to_f32, (src, dst, n))

@@ -5,7 +5,14 @@
 #include <math.h>
 #include <string.h>
 
-#define NR 32
+#include "gemm_blocked.h"
+
+// The references round every product and sum separately, whatever the build
+// flags: with -march=native clang would otherwise fuse a*b+c into an FMA and
+// the exact comparisons (rope) would depend on the flags.
+#pragma STDC FP_CONTRACT OFF
+
+#define NR WEFT_GEMM_NR  // one definition for the packing, the references and the SIMD drivers
 
 void weft_bf16_to_f32_scalar(const uint16_t *src, float *dst, size_t n) {
     for (size_t i = 0; i < n; i++) {

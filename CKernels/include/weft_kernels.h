@@ -3,8 +3,8 @@
 // Weft compute kernels.
 //
 // Every operation has a portable scalar reference (`*_scalar`) and, where it
-// pays, an ISA-specific path (`*_avx512`) compiled with function-level target
-// attributes. The unsuffixed entry point dispatches on the ISA selected at run
+// pays, ISA-specific paths (`*_avx512`, `*_avx2`) compiled with function-level
+// target attributes. The unsuffixed entry point dispatches on the ISA selected at run
 // time (weft_isa_select), so one binary runs on every x86-64 node of a mixed
 // cluster. Tests compare each SIMD path against its scalar reference.
 
@@ -16,9 +16,11 @@ extern "C" {
 #endif
 
 // ---------------------------------------------------------------- ISA choice
+// Ordered by capability: a request is lowered to the best level the CPU has.
 typedef enum {
     WEFT_ISA_SCALAR = 0,
-    WEFT_ISA_AVX512 = 1,   // AVX-512 F + BW + VL (+ VNNI/BF16 used if present)
+    WEFT_ISA_AVX2 = 1,     // AVX2 + FMA (Zen 2/3, Haswell and later without AVX-512)
+    WEFT_ISA_AVX512 = 2,   // AVX-512 F + BW + VL (+ FMA)
 } weft_isa;
 
 /// The best ISA this CPU supports.
@@ -33,9 +35,11 @@ const char *weft_isa_name(weft_isa isa);
 void weft_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void weft_bf16_to_f32_scalar(const uint16_t *src, float *dst, size_t n);
 void weft_bf16_to_f32_avx512(const uint16_t *src, float *dst, size_t n);
+void weft_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n);
 void weft_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 void weft_f16_to_f32_scalar(const uint16_t *src, float *dst, size_t n);
 void weft_f16_to_f32_avx512(const uint16_t *src, float *dst, size_t n);
+void weft_f16_to_f32_avx2(const uint16_t *src, float *dst, size_t n);
 
 // ------------------------------------------------------------------- GEMM
 // Linear layers compute y[m][j] = sum_k x[m][k] * W[j][k]  (W is [n x k],
@@ -62,6 +66,8 @@ void weft_gemm_packed_scalar(int m, int n0, int n1, int k, const float *x, size_
                              const float *wpacked, float *y, size_t ldy, int accumulate);
 void weft_gemm_packed_avx512(int m, int n0, int n1, int k, const float *x, size_t ldx,
                              const float *wpacked, float *y, size_t ldy, int accumulate);
+void weft_gemm_packed_avx2(int m, int n0, int n1, int k, const float *x, size_t ldx,
+                           const float *wpacked, float *y, size_t ldy, int accumulate);
 
 // ------------------------------------------------------- row-wise kernels
 /// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for rows [0, rows).
@@ -71,6 +77,8 @@ void weft_rmsnorm_scalar(const float *x, size_t ldx, const float *w, float *y, s
                          int rows, int dim, float eps);
 void weft_rmsnorm_avx512(const float *x, size_t ldx, const float *w, float *y, size_t ldy,
                          int rows, int dim, float eps);
+void weft_rmsnorm_avx2(const float *x, size_t ldx, const float *w, float *y, size_t ldy,
+                       int rows, int dim, float eps);
 
 /// residual[r] += delta[r]; y[r] = rmsnorm(residual[r]) * w. The fused
 /// residual + norm step that follows every all-reduce.
@@ -80,6 +88,8 @@ void weft_add_rmsnorm_scalar(float *residual, size_t ldr, const float *delta, si
                              const float *w, float *y, size_t ldy, int rows, int dim, float eps);
 void weft_add_rmsnorm_avx512(float *residual, size_t ldr, const float *delta, size_t ldd,
                              const float *w, float *y, size_t ldy, int rows, int dim, float eps);
+void weft_add_rmsnorm_avx2(float *residual, size_t ldr, const float *delta, size_t ldd,
+                           const float *w, float *y, size_t ldy, int rows, int dim, float eps);
 
 /// out[r][i] = silu(gate[r][i]) * up[r][i] for i < n.
 void weft_silu_mul(const float *gate, const float *up, size_t ldin, float *out, size_t ldout,
@@ -88,6 +98,8 @@ void weft_silu_mul_scalar(const float *gate, const float *up, size_t ldin, float
                           size_t ldout, int rows, int n);
 void weft_silu_mul_avx512(const float *gate, const float *up, size_t ldin, float *out,
                           size_t ldout, int rows, int n);
+void weft_silu_mul_avx2(const float *gate, const float *up, size_t ldin, float *out,
+                        size_t ldout, int rows, int n);
 
 /// Rotary position embedding in place, Hugging Face's rotate-half convention:
 /// for each of `heads` heads of `head_dim` in row r, with theta_i =
@@ -99,6 +111,8 @@ void weft_rope_scalar(float *x, size_t ldx, int rows, int heads, int head_dim,
                       const int32_t *positions, const float *inv_freq);
 void weft_rope_avx512(float *x, size_t ldx, int rows, int heads, int head_dim,
                       const int32_t *positions, const float *inv_freq);
+void weft_rope_avx2(float *x, size_t ldx, int rows, int heads, int head_dim,
+                    const int32_t *positions, const float *inv_freq);
 
 /// y[i] += b[i] for each row (bias of Qwen2's q/k/v projections).
 void weft_add_bias(float *y, size_t ldy, const float *b, int rows, int n);
@@ -134,6 +148,7 @@ typedef struct {
 void weft_attention(const weft_attention_args *a, int item_begin, int item_end);
 void weft_attention_scalar(const weft_attention_args *a, int item_begin, int item_end);
 void weft_attention_avx512(const weft_attention_args *a, int item_begin, int item_end);
+void weft_attention_avx2(const weft_attention_args *a, int item_begin, int item_end);
 
 /// Copies rows' keys and values (n_kv_heads * head_dim floats each) into the
 /// paged cache at their positions.
