@@ -62,7 +62,51 @@ AVX512 void weft_reduce_add_rmsnorm_avx512(const float *const *partials, int par
         }
     }
 }
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+static AVX2 inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2 void weft_reduce_add_rmsnorm_avx2(const float *const *partials, int parts, size_t ldp,
+                                       float *residual, size_t ldr, const float *w,
+                                       float *out, size_t ldo, int rows, int dim, float eps) {
+    for (int r = 0; r < rows; r++) {
+        float *res = residual + (size_t)r * ldr;
+        __m256 sq = _mm256_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= dim; i += 8) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int p = 0; p < parts; p++) acc = _mm256_add_ps(acc, _mm256_loadu_ps(partials[p] + (size_t)r * ldp + i));
+            __m256 v = _mm256_add_ps(_mm256_loadu_ps(res + i), acc);
+            _mm256_storeu_ps(res + i, v);
+            sq = _mm256_fmadd_ps(v, v, sq);
+        }
+        float sum = hsum256(sq);
+        for (; i < dim; i++) {   // tail in scalar, same order as the reference
+            float acc = 0.0f;
+            for (int p = 0; p < parts; p++) acc += partials[p][(size_t)r * ldp + i];
+            res[i] += acc;
+            sum += res[i] * res[i];
+        }
+        float inv = 1.0f / sqrtf(sum / (float)dim + eps);
+        __m256 vinv = _mm256_set1_ps(inv);
+        float *o = out + (size_t)r * ldo;
+        for (i = 0; i + 8 <= dim; i += 8)
+            _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(res + i), vinv)));
+        for (; i < dim; i++) o[i] = w[i] * (res[i] * inv);
+    }
+}
 #else
+void weft_reduce_add_rmsnorm_avx2(const float *const *partials, int parts, size_t ldp,
+                                  float *residual, size_t ldr, const float *w,
+                                  float *out, size_t ldo, int rows, int dim, float eps) {
+    weft_reduce_add_rmsnorm_scalar(partials, parts, ldp, residual, ldr, w, out, ldo, rows, dim, eps);
+}
 void weft_reduce_add_rmsnorm_avx512(const float *const *partials, int parts, size_t ldp,
                                     float *residual, size_t ldr, const float *w,
                                     float *out, size_t ldo, int rows, int dim, float eps) {
@@ -73,10 +117,26 @@ void weft_reduce_add_rmsnorm_avx512(const float *const *partials, int parts, siz
 void weft_reduce_add_rmsnorm(const float *const *partials, int parts, size_t ldp,
                              float *residual, size_t ldr, const float *w,
                              float *out, size_t ldo, int rows, int dim, float eps) {
-    if (weft_isa_current() == WEFT_ISA_AVX512)
+    weft_isa isa = weft_isa_current();
+    if (isa == WEFT_ISA_AVX512)
         weft_reduce_add_rmsnorm_avx512(partials, parts, ldp, residual, ldr, w, out, ldo, rows, dim, eps);
+    else if (isa == WEFT_ISA_AVX2)
+        weft_reduce_add_rmsnorm_avx2(partials, parts, ldp, residual, ldr, w, out, ldo, rows, dim, eps);
     else
         weft_reduce_add_rmsnorm_scalar(partials, parts, ldp, residual, ldr, w, out, ldo, rows, dim, eps);
+}
+
+void weft_sum_rows(const float *const *partials, int parts, size_t ldp, float *out, size_t ldo,
+                   int rows, int dim) {
+    for (int r = 0; r < rows; r++) {
+        float *o = out + (size_t)r * ldo;
+        const float *first = partials[0] + (size_t)r * ldp;
+        for (int i = 0; i < dim; i++) o[i] = first[i];
+        for (int p = 1; p < parts; p++) {
+            const float *src = partials[p] + (size_t)r * ldp;
+            for (int i = 0; i < dim; i++) o[i] += src[i];
+        }
+    }
 }
 
 void weft_flag_publish(uint64_t *flag, uint64_t epoch) {

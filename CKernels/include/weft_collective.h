@@ -23,6 +23,14 @@ void weft_reduce_add_rmsnorm_scalar(const float *const *partials, int parts, siz
 void weft_reduce_add_rmsnorm_avx512(const float *const *partials, int parts, size_t ldp,
                                     float *residual, size_t ldr, const float *w,
                                     float *out, size_t ldo, int rows, int dim, float eps);
+void weft_reduce_add_rmsnorm_avx2(const float *const *partials, int parts, size_t ldp,
+                                  float *residual, size_t ldr, const float *w,
+                                  float *out, size_t ldo, int rows, int dim, float eps);
+
+/// out[r] = sum_p partials[p][r] for rows [0, rows) (the node-local step of the
+/// hierarchical all-reduce).
+void weft_sum_rows(const float *const *partials, int parts, size_t ldp, float *out, size_t ldo,
+                   int rows, int dim);
 
 /// Publishes `epoch` in a flag (release store).
 void weft_flag_publish(uint64_t *flag, uint64_t epoch);

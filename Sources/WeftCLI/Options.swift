@@ -24,8 +24,11 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "How each layer's reductions run: baseline (MPI_Allreduce, then residual+RMSNorm of every token), fused (fused sequence-parallel AllReduce+residual+RMSNorm), overlap (token split, each half's compute overlapping the other's fused collective) or auto (the cost model chooses per batch).")
     var commMode: String = "auto"
 
-    @Option(name: .long, help: "Transport of the fused collective: auto (shared memory when all ranks share a node, else MPI), shm or mpi (forces the inter-node path).")
+    @Option(name: .long, help: "Transport of the fused collective: auto (shared memory when all ranks share a node, MPI when each rank is alone on its node, hierarchical otherwise), shm, mpi (forces the inter-node path) or hier.")
     var commTransport: String = "auto"
+
+    @Option(name: .long, help: "Treat consecutive groups of this many ranks as one node (to run the inter-node and hierarchical paths on one machine).")
+    var ranksPerNode: Int?
 
     @Option(name: .long, help: "Cores per rank set aside for the communication thread.")
     var commCores: Int = 0
@@ -46,6 +49,7 @@ struct ModelOptions: ParsableArguments {
         if kvBlockSize < 1 { throw ValidationError("--kv-block-size must be at least 1, got \(kvBlockSize)") }
         _ = try parsedTransport()
         if commCores < 0 { throw ValidationError("--comm-cores must be >= 0, got \(commCores)") }
+        if let ranksPerNode, ranksPerNode < 1 { throw ValidationError("--ranks-per-node must be at least 1, got \(ranksPerNode)") }
         if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds, got \(commTimeout)") }
         if split != nil && commMode != "overlap" { throw ValidationError("--split needs --comm-mode overlap") }
     }
@@ -60,7 +64,7 @@ struct ModelOptions: ParsableArguments {
     func parsedTransport() throws -> CommTransport? {
         if commTransport == "auto" { return nil }
         guard let transport = CommTransport(rawValue: commTransport) else {
-            throw ValidationError("--comm-transport must be auto, shm or mpi, got \(commTransport)")
+            throw ValidationError("--comm-transport must be auto, shm, mpi or hier, got \(commTransport)")
         }
         return transport
     }
@@ -80,6 +84,7 @@ struct ModelOptions: ParsableArguments {
         configuration.commCores = commCores
         configuration.commTimeout = commTimeout
         configuration.forcedSplit = split
+        configuration.ranksPerNode = ranksPerNode
         return configuration
     }
 }

@@ -9,6 +9,9 @@ public enum CommTransport: String, Sendable, CaseIterable {
     case sharedMemory = "shm"
     /// `MPI_Ireduce_scatter_block` + fused residual/norm + `MPI_Iallgather` (between nodes).
     case mpi = "mpi"
+    /// Several ranks on each of several nodes: shared memory inside each node,
+    /// MPI between the nodes' ranks of the same local index.
+    case hierarchical = "hier"
 }
 
 /// The fused AllReduce + residual + RMSNorm, sequence-parallel.
@@ -40,9 +43,16 @@ public final class FusedResidualNorm {
     public private(set) var normed: FloatBuffer!
 
     private var epoch: UInt64 = 0
-    // Shared memory: the window and every rank's segment.
+    // Node topology: the ranks sharing memory with this one, and the ranks of
+    // the same local index on the other nodes.
+    let nodeComm: MPI_Comm
+    let crossComm: MPI_Comm
+    public let localRank: Int
+    public let localSize: Int
+    public let nodeIndex: Int
+    public let nodeCount: Int
+    // Shared memory: the window and every local rank's segment.
     private var window: MPI_Win?
-    private var nodeComm: MPI_Comm?
     private var segments: [UnsafeMutableRawPointer] = []
     private var readyFlags: [UnsafeMutablePointer<UInt64>] = []
     private var doneFlags: [UnsafeMutablePointer<UInt64>] = []
@@ -54,34 +64,90 @@ public final class FusedResidualNorm {
 
     static let flagBytes = 128   // ready and done flags, each on its own cache line
 
-    /// - Parameter transport: nil chooses shared memory when all ranks share a
-    ///   node, MPI otherwise.
-    public init(communicator: Communicator, hidden: Int, transport: CommTransport?, timeout: Double = 120) throws {
+    /// - Parameters:
+    ///   - transport: nil chooses shared memory when all ranks share a node,
+    ///     MPI when every rank is alone on its node, hierarchical otherwise.
+    ///   - ranksPerNode: treat consecutive groups of this many ranks as nodes
+    ///     (to exercise the inter-node and hierarchical paths on one machine);
+    ///     nil asks MPI which ranks share memory.
+    public init(communicator: Communicator, hidden: Int, transport: CommTransport?, timeout: Double = 120,
+                ranksPerNode: Int? = nil) throws {
         self.communicator = communicator
         self.hidden = hidden
         self.rank = communicator.rank
         self.size = communicator.size
         self.timeout = timeout
-        let nodeSize = try communicator.nodeSize()
-        if transport == .sharedMemory && nodeSize != size {
-            throw CommError.unsupported("--comm-transport shm needs every rank on one node, but only \(nodeSize) of \(size) ranks share this node; use --comm-transport mpi (or auto)")
+        let size = communicator.size, rank = communicator.rank
+        if let ranksPerNode, ranksPerNode < 1 || size % ranksPerNode != 0 {
+            throw CommError.unsupported("--ranks-per-node \(ranksPerNode) does not divide the \(size) ranks")
         }
-        self.transport = transport ?? (nodeSize == size ? .sharedMemory : .mpi)
+        let (node, cross, local, localCount, index, nodes, uniform) = try communicator.thread.run {
+            () throws -> (MPI_Comm, MPI_Comm, Int, Int, Int, Int, Bool) in
+            var node: MPI_Comm? = nil, cross: MPI_Comm? = nil
+            if let ranksPerNode {
+                try check(MPI_Comm_split(CMPI_COMM_WORLD(), Int32(rank / ranksPerNode), Int32(rank), &node), "MPI_Comm_split")
+            } else {
+                try check(MPI_Comm_split_type(CMPI_COMM_WORLD(), CMPI_COMM_TYPE_SHARED(), Int32(rank), CMPI_INFO_NULL(), &node),
+                          "MPI_Comm_split_type")
+            }
+            var local: Int32 = 0, localCount: Int32 = 0
+            MPI_Comm_rank(node, &local)
+            MPI_Comm_size(node, &localCount)
+            try check(MPI_Comm_split(CMPI_COMM_WORLD(), local, Int32(rank), &cross), "MPI_Comm_split")
+            var index: Int32 = 0, nodes: Int32 = 0
+            MPI_Comm_rank(cross, &index)
+            MPI_Comm_size(cross, &nodes)
+            var counts: (Int64, Int64) = (Int64(localCount), -Int64(localCount))
+            var extremes: (Int64, Int64) = (0, 0)
+            try check(MPI_Allreduce(&counts, &extremes, 2, CMPI_INT64(), CMPI_MAX(), CMPI_COMM_WORLD()), "MPI_Allreduce")
+            return (node!, cross!, Int(local), Int(localCount), Int(index), Int(nodes), extremes.0 == -extremes.1)
+        }
+        nodeComm = node
+        crossComm = cross
+        localRank = local
+        localSize = localCount
+        nodeIndex = index
+        nodeCount = nodes
+        if transport == .sharedMemory && localCount != size {
+            throw CommError.unsupported("--comm-transport shm needs every rank on one node, but only \(localCount) of \(size) ranks share this node; use --comm-transport mpi, hier (or auto)")
+        }
+        if transport == .hierarchical && !uniform {
+            throw CommError.unsupported("--comm-transport hier needs the same number of ranks on every node")
+        }
+        if let transport {
+            self.transport = transport
+        } else if localCount == size {
+            self.transport = .sharedMemory
+        } else if localCount == 1 || !uniform {
+            self.transport = .mpi
+        } else {
+            self.transport = .hierarchical
+        }
     }
 
     deinit { releaseWindow() }
 
-    /// Rows of `rows` this rank reduces and normalizes: blocks of ⌈count/N⌉ in rank order.
-    public func shard(of rows: Range<Int>) -> Range<Int> {
-        let block = (rows.count + size - 1) / size
-        let lower = min(rows.upperBound, rows.lowerBound + rank * block)
-        return lower ..< min(rows.upperBound, lower + block)
+    /// Part `index` of `rows` cut into `parts` blocks of ⌈count/parts⌉ rows.
+    static func block(_ rows: Range<Int>, parts: Int, index: Int) -> Range<Int> {
+        let size = (rows.count + parts - 1) / parts
+        let lower = min(rows.upperBound, rows.lowerBound + index * size)
+        return lower ..< min(rows.upperBound, lower + size)
     }
 
-    func shard(of rows: Range<Int>, rank peer: Int) -> Range<Int> {
-        let block = (rows.count + size - 1) / size
-        let lower = min(rows.upperBound, rows.lowerBound + peer * block)
-        return lower ..< min(rows.upperBound, lower + block)
+    /// Rows of `rows` this rank reduces and normalizes (and whose residual it keeps).
+    public func shard(of rows: Range<Int>) -> Range<Int> {
+        switch transport {
+        case .hierarchical:
+            let local = Self.block(rows, parts: localSize, index: localRank)
+            return Self.block(local, parts: nodeCount, index: nodeIndex)
+        default:
+            return Self.block(rows, parts: size, index: rank)
+        }
+    }
+
+    /// Rows whose normalized values a local peer publishes in its segment.
+    func published(of rows: Range<Int>, localPeer: Int) -> Range<Int> {
+        Self.block(rows, parts: localSize, index: localPeer)
     }
 
     /// Makes room for batches of `rows` rows. Collective: every rank calls it
@@ -91,6 +157,14 @@ public final class FusedResidualNorm {
         let newCapacity = max(rows, 64)
         switch transport {
         case .sharedMemory: try allocateWindow(rows: newCapacity)
+        case .hierarchical:
+            try allocateWindow(rows: newCapacity)
+            let localBlock = (newCapacity + localSize - 1) / localSize
+            let padded = (localBlock + nodeCount - 1) / nodeCount * nodeCount
+            sendStage = FloatBuffer(count: padded * hidden)
+            shardStage = FloatBuffer(count: padded / nodeCount * hidden)
+            gatherStage = FloatBuffer(count: padded / nodeCount * hidden)
+            receiveStage = FloatBuffer(count: padded * hidden)
         case .mpi:
             let padded = (newCapacity + size - 1) / size * size
             localPartials = FloatBuffer(count: newCapacity * hidden)
@@ -107,10 +181,8 @@ public final class FusedResidualNorm {
     private func allocateWindow(rows: Int) throws {
         releaseWindow()
         let bytes = FusedResidualNorm.flagBytes + 2 * rows * hidden * MemoryLayout<Float>.stride
-        let size = self.size
-        let (win, node, bases) = try communicator.thread.run { () throws -> (MPI_Win, MPI_Comm, [UnsafeMutableRawPointer]) in
-            var node: MPI_Comm? = nil
-            try check(MPI_Comm_split_type(CMPI_COMM_WORLD(), CMPI_COMM_TYPE_SHARED(), 0, CMPI_INFO_NULL(), &node), "MPI_Comm_split_type")
+        let size = self.localSize, node = self.nodeComm
+        let (win, bases) = try communicator.thread.run { () throws -> (MPI_Win, [UnsafeMutableRawPointer]) in
             var base: UnsafeMutableRawPointer? = nil
             var win: MPI_Win? = nil
             // Non-contiguous: each segment is allocated (and placed) by its own rank.
@@ -126,19 +198,18 @@ public final class FusedResidualNorm {
                 try check(MPI_Win_shared_query(win, Int32(peer), &segmentSize, &unit, &peerBase), "MPI_Win_shared_query")
                 bases.append(peerBase!)
             }
-            return (win!, node!, bases)
+            return (win!, bases)
         }
         window = win
-        nodeComm = node
         segments = bases
         // First touch of our own segment by this rank (NUMA placement), flags zeroed.
-        memset(bases[rank], 0, bytes)
+        memset(bases[localRank], 0, bytes)
         readyFlags = bases.map { $0.assumingMemoryBound(to: UInt64.self) }
         doneFlags = bases.map { ($0 + 64).assumingMemoryBound(to: UInt64.self) }
         let floats = bases.map { ($0 + FusedResidualNorm.flagBytes).assumingMemoryBound(to: Float.self) }
         peerPartials = floats.map { UnsafePointer($0) }
         peerNormed = floats.map { $0 + rows * hidden }
-        partials = floats[rank]
+        partials = floats[localRank]
         epoch = 0
         // Everyone has zeroed its flags before anyone uses them.
         try communicator.barrier()
@@ -146,13 +217,9 @@ public final class FusedResidualNorm {
 
     private func releaseWindow() {
         guard window != nil else { return }
-        var win = window, node = nodeComm
-        _ = try? communicator.thread.run {
-            MPI_Win_free(&win)
-            MPI_Comm_free(&node)
-        }
+        var win = window
+        _ = try? communicator.thread.run { MPI_Win_free(&win) }
         window = nil
-        nodeComm = nil
     }
 
     // MARK: Running an operation
@@ -183,9 +250,9 @@ public final class FusedResidualNorm {
         switch transport {
         case .sharedMemory:
             try sharedMemoryOperation(rows: rows, epoch: epoch, args: args, pool: pool)
-        case .mpi:
+        case .mpi, .hierarchical:
             let op = Operation(rows: rows, epoch: epoch)
-            op.work = communicator.thread.submit(mpiStateMachine(op, args: args))
+            op.work = communicator.thread.submit(transport == .mpi ? mpiStateMachine(op, args: args) : hierarchicalStateMachine(op, args: args))
             try finish(op)
         }
     }
@@ -199,6 +266,7 @@ public final class FusedResidualNorm {
         switch transport {
         case .sharedMemory: op.work = communicator.thread.submit(sharedMemoryStateMachine(op, args: args))
         case .mpi: op.work = communicator.thread.submit(mpiStateMachine(op, args: args))
+        case .hierarchical: op.work = communicator.thread.submit(hierarchicalStateMachine(op, args: args))
         }
         return op
     }
@@ -211,7 +279,7 @@ public final class FusedResidualNorm {
     // MARK: Shared memory
 
     private func sharedMemoryOperation(rows: Range<Int>, epoch: UInt64, args: Arguments, pool: ComputePool) throws {
-        weft_flag_publish(readyFlags[rank], epoch)
+        weft_flag_publish(readyFlags[localRank], epoch)
         try waitFlags(readyFlags, epoch: epoch, what: "the fused all-reduce (partials ready)")
         let mine = shard(of: rows)
         if !mine.isEmpty {
@@ -222,12 +290,12 @@ public final class FusedResidualNorm {
                 self.reduceRows(mine.lowerBound + part.lowerBound ..< mine.lowerBound + part.upperBound, sources: sources, args: args)
             }
         }
-        weft_flag_publish(doneFlags[rank], epoch)
+        weft_flag_publish(doneFlags[localRank], epoch)
         try waitFlags(doneFlags, epoch: epoch, what: "the fused all-reduce (rows normalized)")
         let out = normed.pointer, peers = peerNormed
         pool.run { t, n in
-            for peer in 0..<self.size where peer % n == t {
-                let rowsOfPeer = self.shard(of: rows, rank: peer)
+            for peer in 0..<self.localSize where peer % n == t {
+                let rowsOfPeer = self.published(of: rows, localPeer: peer)
                 guard !rowsOfPeer.isEmpty else { continue }
                 let offset = rowsOfPeer.lowerBound * self.hidden
                 (out + offset).update(from: peers[peer] + offset, count: rowsOfPeer.count * self.hidden)
@@ -241,15 +309,15 @@ public final class FusedResidualNorm {
         var pointers = sources.map { $0! + offset }
         pointers.withUnsafeMutableBufferPointer { list in
             list.withMemoryRebound(to: UnsafePointer<Float>?.self) { rebound in
-                weft_reduce_add_rmsnorm(rebound.baseAddress, Int32(size), h, args.residual + offset, h, args.weight,
-                                        peerNormed[rank] + offset, h, Int32(rows.count), Int32(h), args.eps)
+                weft_reduce_add_rmsnorm(rebound.baseAddress, Int32(localSize), h, args.residual + offset, h, args.weight,
+                                        peerNormed[localRank] + offset, h, Int32(rows.count), Int32(h), args.eps)
             }
         }
     }
 
     private func waitFlags(_ flags: [UnsafeMutablePointer<UInt64>], epoch: UInt64, what: String) throws {
         var list = flags.map { Optional($0) }
-        let behind = weft_flags_wait(&list, Int32(size), Int32(rank), epoch, timeout)
+        let behind = weft_flags_wait(&list, Int32(localSize), Int32(localRank), epoch, timeout)
         if behind >= 0 { throw CommError.peerTimeout(rank: Int(behind), seconds: timeout, collective: what) }
     }
 
@@ -262,7 +330,7 @@ public final class FusedResidualNorm {
         return { [self] in
             func behind(_ flags: [UnsafeMutablePointer<UInt64>]) -> Int32 {
                 var list = flags.map { Optional($0) }
-                return weft_flags_behind(&list, Int32(size), Int32(rank), op.epoch)
+                return weft_flags_behind(&list, Int32(localSize), Int32(localRank), op.epoch)
             }
             func timedOut(_ peer: Int32, _ what: String) -> Bool {
                 if deadline == .distantFuture { deadline = Date().addingTimeInterval(timeout) }
@@ -272,7 +340,7 @@ public final class FusedResidualNorm {
             }
             switch state {
             case 0:
-                weft_flag_publish(readyFlags[rank], op.epoch)
+                weft_flag_publish(readyFlags[localRank], op.epoch)
                 state = 1
                 fallthrough
             case 1:
@@ -280,15 +348,15 @@ public final class FusedResidualNorm {
                 if peer >= 0 { return timedOut(peer, "the fused all-reduce (partials ready)") }
                 let mine = shard(of: op.rows)
                 if !mine.isEmpty { reduceRows(mine, sources: sources, args: args) }
-                weft_flag_publish(doneFlags[rank], op.epoch)
+                weft_flag_publish(doneFlags[localRank], op.epoch)
                 deadline = .distantFuture
                 state = 2
                 fallthrough
             default:
                 let peer = behind(doneFlags)
                 if peer >= 0 { return timedOut(peer, "the fused all-reduce (rows normalized)") }
-                for p in 0..<size {
-                    let rowsOfPeer = shard(of: op.rows, rank: p)
+                for p in 0..<localSize {
+                    let rowsOfPeer = published(of: op.rows, localPeer: p)
                     guard !rowsOfPeer.isEmpty else { continue }
                     let offset = rowsOfPeer.lowerBound * hidden
                     (normed.pointer + offset).update(from: peerNormed[p] + offset, count: rowsOfPeer.count * hidden)
@@ -338,6 +406,102 @@ public final class FusedResidualNorm {
                     try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
                     guard flag != 0 else { return false }
                     (normed.pointer + rows.lowerBound * h).update(from: receive, count: rows.count * h)
+                    return true
+                }
+            } catch {
+                op.error = error
+                return true
+            }
+        }
+    }
+}
+
+extension FusedResidualNorm {
+    /// Hierarchical: (1) inside the node, local rank i sums the node's partials
+    /// of its local block L_i (shared memory); (2) the ranks of local index i on
+    /// all nodes reduce-scatter L_i over MPI, each keeping 1/nodes of it, add
+    /// their residual rows and normalize; (3) an MPI all-gather returns all of
+    /// L_i normalized, published in the segment; (4) local peers copy each
+    /// other's blocks. Only 1/localSize of the rows cross the network per rank.
+    func hierarchicalStateMachine(_ op: Operation, args: Arguments) -> () -> Bool {
+        var state = 0
+        var request: MPI_Request? = CMPI_REQUEST_NULL()
+        var deadline = Date.distantFuture
+        let h = hidden
+        let local = Self.block(op.rows, parts: localSize, index: localRank)
+        let block = (local.count + nodeCount - 1) / nodeCount
+        let send = sendStage!.pointer, shardBuffer = shardStage!.pointer, gather = gatherStage!.pointer, receive = receiveStage!.pointer
+        let cross = crossComm
+        let sources = peerPartials
+        return { [self] in
+            func behind(_ flags: [UnsafeMutablePointer<UInt64>]) -> Int32 {
+                var list = flags.map { Optional($0) }
+                return weft_flags_behind(&list, Int32(localSize), Int32(localRank), op.epoch)
+            }
+            func timedOut(_ peer: Int32, _ what: String) -> Bool {
+                if deadline == .distantFuture { deadline = Date().addingTimeInterval(timeout) }
+                guard Date() > deadline else { return false }
+                op.error = CommError.peerTimeout(rank: Int(peer), seconds: timeout, collective: what)
+                return true
+            }
+            do {
+                switch state {
+                case 0:
+                    weft_flag_publish(readyFlags[localRank], op.epoch)
+                    state = 1
+                    return false
+                case 1:
+                    let peer = behind(readyFlags)
+                    if peer >= 0 { return timedOut(peer, "the hierarchical all-reduce (partials ready on the node)") }
+                    deadline = .distantFuture
+                    if block > 0 {
+                        var pointers = sources.map { $0! + local.lowerBound * h }
+                        pointers.withUnsafeMutableBufferPointer { list in
+                            list.withMemoryRebound(to: UnsafePointer<Float>?.self) { rebound in
+                                weft_sum_rows(rebound.baseAddress, Int32(localSize), h, send, h, Int32(local.count), Int32(h))
+                            }
+                        }
+                        (send + local.count * h).update(repeating: 0, count: (block * nodeCount - local.count) * h)
+                        try check(MPI_Ireduce_scatter_block(send, shardBuffer, Int32(block * h), CMPI_FLOAT(), CMPI_SUM(), cross, &request),
+                                  "MPI_Ireduce_scatter_block")
+                    }
+                    state = 2
+                    return false
+                case 2:
+                    if block > 0 {
+                        var flag: Int32 = 0
+                        try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
+                        guard flag != 0 else { return false }
+                        let mine = shard(of: op.rows)
+                        if !mine.isEmpty {
+                            var list: [UnsafePointer<Float>?] = [UnsafePointer(shardBuffer)]
+                            weft_reduce_add_rmsnorm(&list, 1, h, args.residual + mine.lowerBound * h, h, args.weight,
+                                                    gather, h, Int32(mine.count), Int32(h), args.eps)
+                        }
+                        try check(MPI_Iallgather(gather, Int32(block * h), CMPI_FLOAT(), receive, Int32(block * h), CMPI_FLOAT(), cross, &request),
+                                  "MPI_Iallgather")
+                    }
+                    state = 3
+                    return false
+                case 3:
+                    if block > 0 {
+                        var flag: Int32 = 0
+                        try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
+                        guard flag != 0 else { return false }
+                        (peerNormed[localRank] + local.lowerBound * h).update(from: receive, count: local.count * h)
+                    }
+                    weft_flag_publish(doneFlags[localRank], op.epoch)
+                    state = 4
+                    return false
+                default:
+                    let peer = behind(doneFlags)
+                    if peer >= 0 { return timedOut(peer, "the hierarchical all-reduce (rows normalized on the node)") }
+                    for p in 0..<localSize {
+                        let rowsOfPeer = published(of: op.rows, localPeer: p)
+                        guard !rowsOfPeer.isEmpty else { continue }
+                        let offset = rowsOfPeer.lowerBound * h
+                        (normed.pointer + offset).update(from: peerNormed[p] + offset, count: rowsOfPeer.count * h)
+                    }
                     return true
                 }
             } catch {

@@ -36,6 +36,9 @@ public struct EngineConfiguration: Sendable {
     public var commTimeout: Double = 120
     /// Forces overlap mode's cut at this row (refused for batches too small).
     public var forcedSplit: Int?
+    /// Treat consecutive groups of this many ranks as nodes (testing the
+    /// inter-node and hierarchical paths on one machine); nil asks MPI.
+    public var ranksPerNode: Int?
 
     public init(weights: Weights, threads: Int? = nil) {
         self.weights = weights
@@ -117,7 +120,8 @@ public final class Engine {
         let collective = try comm.agree { () throws -> FusedResidualNorm? in
             guard configuration.commMode != .baseline && configuration.commMode != .nocomm else { return nil }
             return try FusedResidualNorm(communicator: comm, hidden: modelConfig.hiddenSize,
-                                         transport: configuration.commTransport, timeout: configuration.commTimeout)
+                                         transport: configuration.commTransport, timeout: configuration.commTimeout,
+                                         ranksPerNode: configuration.ranksPerNode)
         }
         model = LlamaModel(weights: weights, communicator: comm, pool: pool, cache: cache, collective: collective)
         self.tokenizer = tokenizer
@@ -144,7 +148,7 @@ public final class Engine {
         let costs = CostModel(gemmFlopsPerSecond: rates.gemmFlopsPerSecond, weightBytesPerSecond: rates.weightBytesPerSecond,
                               attentionPairsPerSecond: rates.attentionPairsPerSecond, collectiveLatency: rates.collectiveLatency,
                               collectiveSecondsPerRow: rates.collectiveSecondsPerRow,
-                              collectiveOverlapsCompute: transport == .mpi || configuration.commCores > 0)
+                              collectiveOverlapsCompute: transport != .sharedMemory || configuration.commCores > 0)
         let shape = model.localLayerWeights
         let local = costs.encoded + [Double(shape.attention), Double(shape.mlp)]
         var bits = local.flatMap { value -> [Int32] in

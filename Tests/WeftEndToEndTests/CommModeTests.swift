@@ -69,6 +69,23 @@ final class CommModeTests: XCTestCase {
         try mixedTinyLlama(ranks: 2, ["--comm-mode", "auto", "--comm-transport", "mpi"])
     }
 
+    /// Two simulated nodes of two ranks: shared memory inside each, MPI between.
+    func testTP4Hierarchical() throws {
+        let nodes = ["--comm-transport", "hier", "--ranks-per-node", "2"]
+        try mixedTinyLlama(ranks: 4, ["--comm-mode", "fused"] + nodes)
+        try mixedTinyLlama(ranks: 4, ["--comm-mode", "overlap", "--split", "9"] + nodes)
+        try mixedTinyLlama(ranks: 4, ["--comm-mode", "auto", "--ranks-per-node", "2"])   // auto picks hierarchical
+        try mixedTinyLlama(ranks: 4, ["--comm-mode", "overlap", "--split", "1"] + nodes, prefixes: [40, 4, 6])
+    }
+
+    func testSharedMemoryRefusedAcrossNodes() throws {
+        let outcome = try MPIRun.run(ranks: 2, ["logits", "--model", MPIRun.fixture.path, "--tokens", "1,2,3", "--threads", "1",
+                                                "--comm-mode", "fused", "--comm-transport", "shm", "--ranks-per-node", "1"])
+        XCTAssertTrue(outcome.stderr.contains("--comm-transport shm needs every rank on one node"), outcome.stderr)
+        XCTAssertEqual(outcome.rankExits.count, 2)
+        for (rank, code) in outcome.rankExits { XCTAssertNotEqual(code, 0, "rank \(rank)") }
+    }
+
     func testTP4ModesIncludingTinyBatches() throws {
         try mixedTinyLlama(ranks: 4, ["--comm-mode", "fused"])
         try mixedTinyLlama(ranks: 4, ["--comm-mode", "overlap", "--comm-transport", "mpi", "--split", "5"])
@@ -86,11 +103,15 @@ final class CommModeTests: XCTestCase {
         let prefixes = [20, 0, 4]
         let one = try logits(ranks: 1, model: model, sequences: sequences, prefixes: prefixes, ["--comm-mode", "baseline"])
         for extra in [["--comm-mode", "baseline"], ["--comm-mode", "fused"], ["--comm-mode", "overlap"],
+                      ["--comm-mode", "fused", "--comm-transport", "hier", "--ranks-per-node", "3"],
                       ["--comm-mode", "overlap", "--comm-transport", "mpi", "--split", "9"], ["--comm-mode", "auto"]] {
             assertClose(try logits(ranks: 3, model: model, sequences: sequences, prefixes: prefixes, extra), one, "TP 3 \(extra)")
         }
         assertClose(try logits(ranks: 6, model: model, sequences: sequences, prefixes: prefixes, ["--comm-mode", "overlap", "--split", "6"]),
                     one, "TP 6 overlap")
+        assertClose(try logits(ranks: 6, model: model, sequences: sequences, prefixes: prefixes,
+                               ["--comm-mode", "overlap", "--split", "6", "--comm-transport", "hier", "--ranks-per-node", "2"]),
+                    one, "TP 6 hierarchical: 3 nodes of 2")
     }
 
     func testSplitTooSmallIsRefusedOnEveryRank() throws {

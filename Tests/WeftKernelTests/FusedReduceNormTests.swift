@@ -35,6 +35,8 @@ final class FusedReduceNormTests: XCTestCase {
         defer { buffers.forEach { $0.deallocate() } }
         var pointers: [UnsafePointer<Float>?] = buffers.map { UnsafePointer($0) }
         switch isa {
+        case WEFT_ISA_AVX2:
+            weft_reduce_add_rmsnorm_avx2(&pointers, Int32(parts), dim, &residual, dim, weight, &out, dim, Int32(rows), Int32(dim), 1e-5)
         case WEFT_ISA_AVX512:
             weft_reduce_add_rmsnorm_avx512(&pointers, Int32(parts), dim, &residual, dim, weight, &out, dim, Int32(rows), Int32(dim), 1e-5)
         default:
@@ -57,6 +59,25 @@ final class FusedReduceNormTests: XCTestCase {
         for (parts, rows, dim) in [(1, 1, 1), (2, 3, 17), (3, 5, 64), (4, 2, 100), (6, 7, 33), (2, 4, 2048)] {
             check(isa: WEFT_ISA_AVX512, parts: parts, rows: rows, dim: dim)
         }
+    }
+
+    func testAVX2AgainstReference() throws {
+        guard weft_isa_detect().rawValue >= WEFT_ISA_AVX2.rawValue else { throw XCTSkip("no AVX2 on this CPU") }
+        for (parts, rows, dim) in [(1, 1, 1), (2, 3, 17), (3, 5, 64), (4, 2, 100), (6, 7, 33), (2, 4, 2048)] {
+            check(isa: WEFT_ISA_AVX2, parts: parts, rows: rows, dim: dim)
+        }
+    }
+
+    func testSumRows() {
+        let a: [Float] = [1, 2, 3, 4, 5, 6], b: [Float] = [10, 20, 30, 40, 50, 60]
+        var out = [Float](repeating: 0, count: 4)
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                var list: [UnsafePointer<Float>?] = [pa.baseAddress, pb.baseAddress]
+                weft_sum_rows(&list, 2, 3, &out, 2, 2, 2)   // rows of width 2 at stride 3
+            }
+        }
+        XCTAssertEqual(out, [11, 22, 44, 55])
     }
 
     func testFlagsWaitReportsTheLaggingPeer() {
