@@ -230,6 +230,17 @@ public final class FusedResidualNorm {
         let epoch: UInt64
         var work: CommThread.Work?
         var error: Error?
+        /// When the peer being waited for is declared dead (set on the first wait).
+        var deadline = Date.distantFuture
+
+        /// Starts the clock on the first call; once a peer has lagged `timeout`
+        /// seconds, records the error naming it and returns true (give up).
+        func giveUp(waitingFor peer: Int32, timeout: Double, what: String) -> Bool {
+            if deadline == .distantFuture { deadline = Date().addingTimeInterval(timeout) }
+            guard Date() > deadline else { return false }
+            error = CommError.peerTimeout(rank: Int(peer), seconds: timeout, collective: what)
+            return true
+        }
         init(rows: Range<Int>, epoch: UInt64) {
             self.rows = rows
             self.epoch = epoch
@@ -315,6 +326,12 @@ public final class FusedResidualNorm {
         }
     }
 
+    /// The first local peer whose flag is still below `epoch`, or -1 (never blocks).
+    func peerBehind(_ flags: [UnsafeMutablePointer<UInt64>], epoch: UInt64) -> Int32 {
+        var list = flags.map { Optional($0) }
+        return weft_flags_behind(&list, Int32(localSize), Int32(localRank), epoch)
+    }
+
     private func waitFlags(_ flags: [UnsafeMutablePointer<UInt64>], epoch: UInt64, what: String) throws {
         var list = flags.map { Optional($0) }
         let behind = weft_flags_wait(&list, Int32(localSize), Int32(localRank), epoch, timeout)
@@ -325,19 +342,10 @@ public final class FusedResidualNorm {
     /// thread polls (single-threaded reduction, non-blocking flag checks).
     private func sharedMemoryStateMachine(_ op: Operation, args: Arguments) -> () -> Bool {
         var state = 0
-        var deadline = Date.distantFuture
         let sources = peerPartials
         return { [self] in
-            func behind(_ flags: [UnsafeMutablePointer<UInt64>]) -> Int32 {
-                var list = flags.map { Optional($0) }
-                return weft_flags_behind(&list, Int32(localSize), Int32(localRank), op.epoch)
-            }
-            func timedOut(_ peer: Int32, _ what: String) -> Bool {
-                if deadline == .distantFuture { deadline = Date().addingTimeInterval(timeout) }
-                guard Date() > deadline else { return false }
-                op.error = CommError.peerTimeout(rank: Int(peer), seconds: timeout, collective: what)
-                return true
-            }
+            func behind(_ flags: [UnsafeMutablePointer<UInt64>]) -> Int32 { peerBehind(flags, epoch: op.epoch) }
+            func timedOut(_ peer: Int32, _ what: String) -> Bool { op.giveUp(waitingFor: peer, timeout: timeout, what: what) }
             switch state {
             case 0:
                 weft_flag_publish(readyFlags[localRank], op.epoch)
@@ -349,7 +357,7 @@ public final class FusedResidualNorm {
                 let mine = shard(of: op.rows)
                 if !mine.isEmpty { reduceRows(mine, sources: sources, args: args) }
                 weft_flag_publish(doneFlags[localRank], op.epoch)
-                deadline = .distantFuture
+                op.deadline = .distantFuture
                 state = 2
                 fallthrough
             default:
@@ -426,7 +434,6 @@ extension FusedResidualNorm {
     func hierarchicalStateMachine(_ op: Operation, args: Arguments) -> () -> Bool {
         var state = 0
         var request: MPI_Request? = CMPI_REQUEST_NULL()
-        var deadline = Date.distantFuture
         let h = hidden
         let local = Self.block(op.rows, parts: localSize, index: localRank)
         let block = (local.count + nodeCount - 1) / nodeCount
@@ -434,16 +441,8 @@ extension FusedResidualNorm {
         let cross = crossComm
         let sources = peerPartials
         return { [self] in
-            func behind(_ flags: [UnsafeMutablePointer<UInt64>]) -> Int32 {
-                var list = flags.map { Optional($0) }
-                return weft_flags_behind(&list, Int32(localSize), Int32(localRank), op.epoch)
-            }
-            func timedOut(_ peer: Int32, _ what: String) -> Bool {
-                if deadline == .distantFuture { deadline = Date().addingTimeInterval(timeout) }
-                guard Date() > deadline else { return false }
-                op.error = CommError.peerTimeout(rank: Int(peer), seconds: timeout, collective: what)
-                return true
-            }
+            func behind(_ flags: [UnsafeMutablePointer<UInt64>]) -> Int32 { peerBehind(flags, epoch: op.epoch) }
+            func timedOut(_ peer: Int32, _ what: String) -> Bool { op.giveUp(waitingFor: peer, timeout: timeout, what: what) }
             do {
                 switch state {
                 case 0:
@@ -453,7 +452,7 @@ extension FusedResidualNorm {
                 case 1:
                     let peer = behind(readyFlags)
                     if peer >= 0 { return timedOut(peer, "the hierarchical all-reduce (partials ready on the node)") }
-                    deadline = .distantFuture
+                    op.deadline = .distantFuture
                     if block > 0 {
                         var pointers = sources.map { $0! + local.lowerBound * h }
                         pointers.withUnsafeMutableBufferPointer { list in
