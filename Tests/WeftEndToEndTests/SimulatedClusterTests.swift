@@ -1,0 +1,102 @@
+import Foundation
+import XCTest
+
+/// Two hosts as network namespaces on this machine (Scripts/simcluster): ranks
+/// on different hosts are different nodes to Open MPI and talk over TCP, so
+/// `weft logits` runs the real inter-node path; afterwards nothing is left.
+final class SimulatedClusterTests: XCTestCase {
+    static let script = MPIRun.fixture.deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Scripts/simcluster").path
+
+    override func setUpWithError() throws {
+        guard getuid() == 0 else { throw XCTSkip("network namespaces need root") }
+        let probe = try shell(["ip", "netns", "list"])
+        guard probe.status == 0 else { throw XCTSkip("ip netns is not available: \(probe.output)") }
+    }
+
+    func shell(_ arguments: [String], timeout: TimeInterval = 240) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.filter { key, _ in
+            !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains { key.hasPrefix($0) }
+        }.merging(["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"]) { $1 }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let collector = MPIRun.DataCollector(pipe.fileHandleForReading)
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        return (process.terminationStatus, collector.finish())
+    }
+
+    func assertNothingLeft(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let namespaces = try shell(["ip", "netns", "list"]).output
+        XCTAssertFalse(namespaces.contains("\(name)h"), "namespaces left: \(namespaces)", file: file, line: line)
+        let links = try shell(["ip", "-o", "link", "show"]).output
+        XCTAssertFalse(links.contains("\(name)br") || links.contains("\(name)v0"), "links left: \(links)", file: file, line: line)
+        let processes = try shell(["sh", "-c", "pgrep -c -x orted || true"]).output
+        XCTAssertEqual(processes.trimmingCharacters(in: .whitespacesAndNewlines), "0", "orted left running", file: file, line: line)
+    }
+
+    func testLogitsAcrossTwoHostsMatchReference() throws {
+        let reference = TensorParallelTests.reference.logits_cases[2]
+        for mode in [["--comm-mode", "fused"], ["--comm-mode", "overlap", "--split", "20"], ["--comm-mode", "baseline"]] {
+            let outcome = try shell([Self.script, "run", "--hosts", "2", "--rate", "1gbit", "--name", "wtest", "--",
+                                     MPIRun.weft.path, "logits", "--model", MPIRun.fixture.path, "--threads", "1", "--json",
+                                     "--comm-transport", "mpi",
+                                     "--tokens", reference.tokens.map(String.init).joined(separator: ",")] + mode)
+            XCTAssertEqual(outcome.status, 0, "\(mode): \(outcome.output)")
+            let json = outcome.output.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? ""
+            let output = try JSONDecoder().decode(TensorParallelTests.LogitsOutput.self, from: Data(json.utf8))
+            let scale = reference.logits.flatMap { $0 }.map(abs).max()!
+            let worst = zip(output.logits.flatMap { $0 }, reference.logits.flatMap { $0 }).map { abs($0 - $1) }.max()!
+            XCTAssertLessThanOrEqual(worst, 1e-4 * scale, "\(mode)")
+            try assertNothingLeft("wtest")
+        }
+    }
+
+    /// Two simulated hosts with two ranks each: the hierarchical path for real.
+    func testHierarchicalAcrossTwoHostsOfTwoRanks() throws {
+        let reference = TensorParallelTests.reference.logits_cases[2]
+        let outcome = try shell([Self.script, "run", "--hosts", "2", "--slots", "2", "--name", "wtest", "--mca", "rmaps_base_oversubscribe", "1", "--",
+                                 MPIRun.weft.path, "logits", "--model", MPIRun.fixture.path, "--threads", "1", "--json",
+                                 "--comm-mode", "overlap", "--split", "14",
+                                 "--tokens", reference.tokens.map(String.init).joined(separator: ",")])
+        XCTAssertEqual(outcome.status, 0, outcome.output)
+        let json = outcome.output.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? ""
+        let output = try JSONDecoder().decode(TensorParallelTests.LogitsOutput.self, from: Data(json.utf8))
+        let scale = reference.logits.flatMap { $0 }.map(abs).max()!
+        let worst = zip(output.logits.flatMap { $0 }, reference.logits.flatMap { $0 }).map { abs($0 - $1) }.max()!
+        XCTAssertLessThanOrEqual(worst, 1e-4 * scale)
+        try assertNothingLeft("wtest")
+    }
+
+    func testFailingRunLeavesNothingBehind() throws {
+        let outcome = try shell([Self.script, "run", "--hosts", "2", "--name", "wtest", "--",
+                                 MPIRun.weft.path, "logits", "--model", "/nonexistent", "--tokens", "1,2"])
+        XCTAssertNotEqual(outcome.status, 0)
+        XCTAssertTrue(outcome.output.contains("no such model folder"), outcome.output)
+        try assertNothingLeft("wtest")
+    }
+
+    func testNameInUseIsRefused() throws {
+        XCTAssertEqual(try shell(["ip", "netns", "add", "wtesth0"]).status, 0)
+        defer { _ = try? shell(["ip", "netns", "del", "wtesth0"]) }
+        let outcome = try shell([Self.script, "run", "--hosts", "2", "--name", "wtest", "--", "true"])
+        XCTAssertNotEqual(outcome.status, 0)
+        XCTAssertTrue(outcome.output.contains("wtesth0 already exists"), outcome.output)
+        // Only the pre-existing namespace remains; nothing of the refused cluster.
+        let links = try shell(["ip", "-o", "link", "show"]).output
+        XCTAssertFalse(links.contains("wtestbr"), links)
+    }
+
+    func testBadArgumentsAreRefused() throws {
+        let outcome = try shell([Self.script, "run", "--hosts", "0", "--", "true"])
+        XCTAssertEqual(outcome.status, 2)
+        XCTAssertTrue(outcome.output.contains("--hosts must be 1..200"), outcome.output)
+    }
+}
