@@ -1,0 +1,62 @@
+import Foundation
+import XCTest
+
+/// Every bench subcommand runs on the tiny model under mpirun and prints
+/// parseable output holding every requested row (timings are not checked).
+final class BenchSmokeTests: XCTestCase {
+    func json(_ outcome: MPIRun.Outcome, file: StaticString = #filePath, line: UInt = #line) throws -> Any {
+        XCTAssertEqual(outcome.rankExits.values.filter { $0 != 0 }.count, 0, outcome.stderr, file: file, line: line)
+        let text = outcome.stdout.split(separator: "\n").first { $0.hasPrefix("[") || $0.hasPrefix("{") }.map(String.init) ?? ""
+        return try JSONSerialization.jsonObject(with: Data(text.utf8))
+    }
+
+    func testEndToEnd() throws {
+        let out = try json(MPIRun.run(ranks: 2, ["bench", "e2e", "--model", MPIRun.fixture.path, "--threads", "1",
+                                                 "-p", "16", "-n", "4", "-r", "1", "-o", "json"])) as! [String: Any]
+        let results = out["results"] as! [[String: Any]]
+        XCTAssertEqual(results.map { $0["test"] as! String }, ["pp16", "tg4"])
+        XCTAssertTrue(results.allSatisfy { ($0["tokens_per_second_mean"] as! Double) > 0 })
+        XCTAssertEqual((out["memory"] as! [[String: Any]]).count, 2, "one memory row per rank")
+        let csv = try MPIRun.run(ranks: 0, ["bench", "e2e", "--model", MPIRun.fixture.path, "-p", "8", "-n", "2", "-r", "1", "-o", "csv"])
+        XCTAssertEqual(csv.stdout.split(separator: "\n").count, 3, csv.stdout)
+    }
+
+    func testPrefillModes() throws {
+        let rows = try json(MPIRun.run(ranks: 2, ["bench", "prefill", "--model", MPIRun.fixture.path, "--threads", "1",
+                                                  "--tokens", "8,20", "--modes", "baseline,fused,overlap,auto,nocomm", "-r", "1", "--json"])) as! [[String: Any]]
+        XCTAssertEqual(rows.count, 10)
+        for count in [8, 20] {
+            XCTAssertEqual(Set(rows.filter { $0["tokens"] as! Int == count }.map { $0["mode"] as! String }),
+                           ["baseline", "fused", "overlap", "auto", "nocomm"])
+        }
+    }
+
+    func testCollectiveSizes() throws {
+        let rows = try json(MPIRun.run(ranks: 2, ["bench", "collective", "--sizes", "16K..256K", "--hidden", "256",
+                                                  "--repetitions", "2", "--threads", "1", "--json"])) as! [[String: Any]]
+        // 16K, 64K, 256K × (allreduce, shm, mpi, memcpy).
+        XCTAssertEqual(rows.count, 12)
+        XCTAssertEqual(Set(rows.map { $0["bytes"] as! Int }), [16384, 65536, 262144])
+    }
+
+    func testSplitReport() throws {
+        let rows = try json(MPIRun.run(ranks: 2, ["bench", "split", "--model", MPIRun.fixture.path, "--threads", "1",
+                                                  "--tokens", "12,30", "-r", "1", "--json"])) as! [[String: Any]]
+        XCTAssertEqual(rows.map { $0["tokens"] as! Int }, [12, 30])
+        for row in rows {
+            let split = row["split"] as! Int
+            XCTAssertTrue(split > 0 && split < row["tokens"] as! Int)
+            XCTAssertNotNil(row["measured_a_ms"] as? Double)
+        }
+    }
+
+    func testBadBenchInputIsRefused() throws {
+        let unknown = try MPIRun.run(ranks: 0, ["bench", "prefill", "--model", MPIRun.fixture.path, "--modes", "fast"])
+        XCTAssertTrue(unknown.stderr.contains("unknown mode \"fast\""), unknown.stderr)
+        let tooFew = try MPIRun.run(ranks: 2, ["bench", "prefill", "--model", MPIRun.fixture.path, "--tokens", "1", "--threads", "1"])
+        XCTAssertTrue(tooFew.stderr.contains("at least the number of ranks"), tooFew.stderr)
+        for (rank, code) in tooFew.rankExits { XCTAssertNotEqual(code, 0, "rank \(rank)") }
+        let shape = try MPIRun.run(ranks: 0, ["bench", "e2e", "--random-weights", "/nonexistent.json", "-p", "4", "-n", "1"])
+        XCTAssertTrue(shape.stderr.contains("/nonexistent.json"), shape.stderr)
+    }
+}
