@@ -84,10 +84,18 @@ struct BenchEndToEnd: ParsableCommand {
                            tokens_per_second_mean: mean, tokens_per_second_stddev: variance.squareRoot(),
                            samples: samples, gflops_per_thread: gflops)
             }
+            /// A progress line on stderr (rank 0), rewritten in place.
+            func progress(_ test: String, _ repetition: Int) {
+                guard communicator.isRoot else { return }
+                let label = repetition == 0 ? "warm-up" : "run \(repetition)/\(repetitions)"
+                FileHandle.standardError.write(Data("\r\(test): \(label)   ".utf8))
+                if test.hasPrefix("tg") && repetition == repetitions { FileHandle.standardError.write(Data("\n".utf8)) }
+            }
             let prompt = (0..<max(promptTokens, 1)).map { ($0 * 7919 + 13) % config.vocabularySize }
             if promptTokens > 0 {
                 var samples: [Double] = []
                 for repetition in 0...repetitions {
+                    progress("pp\(promptTokens)", repetition)
                     let sequence = engine.newSequence()
                     var batch = FlatBatch()
                     batch.append(sequence: sequence, tokens: prompt.map { Int32($0) }, firstPosition: 0, logits: .last)
@@ -107,6 +115,7 @@ struct BenchEndToEnd: ParsableCommand {
             if generatedTokens > 0 {
                 var samples: [Double] = []
                 for repetition in 0...repetitions {
+                    progress("tg\(generatedTokens)", repetition)
                     let sequence = engine.newSequence()
                     var batch = FlatBatch()
                     batch.append(sequence: sequence, tokens: [Int32(prompt[0])], firstPosition: 0, logits: .last)

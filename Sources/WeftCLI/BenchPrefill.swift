@@ -26,6 +26,9 @@ struct BenchPrefill: ParsableCommand {
     @Flag(help: "Print JSON rows instead of a table.")
     var json = false
 
+    @Option(help: "Also write the latency-against-tokens chart (one line per mode) to this SVG file.")
+    var plot: String?
+
     func parsedModes() throws -> [CommMode] {
         try modes.split(separator: ",").map { name in
             guard let mode = CommMode(rawValue: String(name)) else {
@@ -76,6 +79,9 @@ struct BenchPrefill: ParsableCommand {
                     }
                     var times: [Double] = []
                     for repetition in 0...repetitions {
+                        if communicator.isRoot && !json {
+                            FileHandle.standardError.write(Data("\r\(count) tokens \(mode.rawValue): run \(repetition + 1)/\(repetitions + 1)…".utf8))
+                        }
                         try communicator.barrier()
                         let start = DispatchTime.now().uptimeNanoseconds
                         _ = try engine.model.forward(batch, mode: concrete, split: split)
@@ -86,7 +92,7 @@ struct BenchPrefill: ParsableCommand {
                     let median = times.sorted()[times.count / 2]
                     medians[mode] = median
                     if communicator.isRoot && !json {
-                        FileHandle.standardError.write(Data("\(count) tokens \(mode.rawValue): \(String(format: "%.1f", median)) ms\n".utf8))
+                        FileHandle.standardError.write(Data("\r\(count) tokens \(mode.rawValue): \(String(format: "%.1f", median)) ms      \n".utf8))
                     }
                     rows.append(Row(tokens: count, mode: mode.rawValue, split: split, median_ms: median, speedup_vs_baseline: nil, overlap_efficiency: nil))
                 }
@@ -103,6 +109,16 @@ struct BenchPrefill: ParsableCommand {
                 }
             }
             guard communicator.isRoot else { return }
+            if let plot {
+                let chart = SVGPlot(title: "Prefill latency per mode (\(communicator.size) ranks)", xLabel: "prompt tokens",
+                                    yLabel: "median latency (ms)",
+                                    series: modes.map { mode in
+                                        (mode.rawValue, rows.filter { $0.mode == mode.rawValue }.map { (Double($0.tokens), $0.median_ms) })
+                                    })
+                do { try chart.render().write(toFile: plot, atomically: true, encoding: .utf8) } catch {
+                    throw RuntimeError.invalidOption("--plot", "cannot write \(plot): \(error.localizedDescription)")
+                }
+            }
             if json { Output.write(try jsonString(rows) + "\n"); return }
             Output.write("| tokens | mode | split | median ms | speedup vs baseline | share of baseline comm hidden |\n|---:|---|---:|---:|---:|---:|\n")
             for r in rows {

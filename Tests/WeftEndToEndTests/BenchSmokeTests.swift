@@ -22,8 +22,14 @@ final class BenchSmokeTests: XCTestCase {
     }
 
     func testPrefillModes() throws {
+        let plot = FileManager.default.temporaryDirectory.appendingPathComponent("weft-plot-\(UUID().uuidString).svg")
+        defer { try? FileManager.default.removeItem(at: plot) }
         let rows = try json(MPIRun.run(ranks: 2, ["bench", "prefill", "--model", MPIRun.fixture.path, "--threads", "1",
-                                                  "--tokens", "8,20", "--modes", "baseline,fused,overlap,auto,nocomm", "-r", "1", "--json"])) as! [[String: Any]]
+                                                  "--tokens", "8,20", "--modes", "baseline,fused,overlap,auto,nocomm", "-r", "1", "--json",
+                                                  "--plot", plot.path])) as! [[String: Any]]
+        let svg = try String(contentsOf: plot, encoding: .utf8)
+        XCTAssertTrue(svg.hasPrefix("<svg"))
+        XCTAssertEqual(svg.components(separatedBy: "<polyline").count - 1, 5, "one line per mode")
         XCTAssertEqual(rows.count, 10)
         for count in [8, 20] {
             XCTAssertEqual(Set(rows.filter { $0["tokens"] as! Int == count }.map { $0["mode"] as! String }),
