@@ -34,6 +34,8 @@ let package = Package(
         .target(name: "WeftTensor", dependencies: ["CKernels", "CNuma", "COpenBLAS"]),
         .target(name: "WeftComm", dependencies: ["CMPI", "CKernels", "WeftTensor"]),
         .target(name: "WeftTokenizer"),
+        // Hugging Face chat templates (the Jinja subset real templates use).
+        .target(name: "WeftChatTemplate"),
         .target(name: "WeftModel", dependencies: ["WeftTensor", "WeftComm", "CKernels"]),
         .target(name: "WeftRuntime", dependencies: ["CKernels", "WeftModel", "WeftTokenizer", "WeftComm", "WeftTensor"]),
         .executableTarget(name: "WeftCLI", dependencies: [
@@ -43,6 +45,7 @@ let package = Package(
 
         .testTarget(name: "WeftKernelTests", dependencies: ["CKernels"]),
         .testTarget(name: "WeftTokenizerTests", dependencies: ["WeftTokenizer"]),
+        .testTarget(name: "WeftChatTemplateTests", dependencies: ["WeftChatTemplate"]),
         .testTarget(name: "WeftModelTests", dependencies: ["WeftModel", "WeftComm", "WeftTensor"]),
         .testTarget(name: "WeftRuntimeTests", dependencies: ["WeftRuntime"]),
         .testTarget(name: "WeftEndToEndTests", dependencies: ["WeftModel"]),

@@ -40,7 +40,11 @@ public final class FusedResidualNorm {
     /// Where this rank's row-parallel GEMM writes partial sums, [capacity × hidden].
     public private(set) var partials: UnsafeMutablePointer<Float>!
     /// Normalized rows of every shard, [capacity × hidden], local to this rank.
-    public private(set) var normed: FloatBuffer!
+    /// Normalized rows of every shard, [capacity × hidden]: with shared memory
+    /// one array in the window that every rank writes its shard into and reads
+    /// whole (no copy); otherwise a local buffer.
+    public private(set) var normed: UnsafeMutablePointer<Float>!
+    private var localNormed: FloatBuffer?
 
     private var epoch: UInt64 = 0
     // Node topology: the ranks sharing memory with this one, and the ranks of
@@ -174,13 +178,21 @@ public final class FusedResidualNorm {
             gatherStage = FloatBuffer(count: padded / size * hidden)
             receiveStage = FloatBuffer(count: padded * hidden)
         }
-        normed = FloatBuffer(count: newCapacity * hidden)
+        if transport != .sharedMemory {
+            localNormed = FloatBuffer(count: newCapacity * hidden)
+            normed = localNormed!.pointer
+        }
         capacity = newCapacity
     }
 
     private func allocateWindow(rows: Int) throws {
         releaseWindow()
         let bytes = FusedResidualNorm.flagBytes + 2 * rows * hidden * MemoryLayout<Float>.stride
+        // Shared memory: local rank 0's segment also holds the normalized-rows
+        // array all ranks share. Its pages are first touched by the ranks that
+        // write each shard, so each shard lands on its writer's NUMA node.
+        let sharedBytes = transport == .sharedMemory ? rows * hidden * MemoryLayout<Float>.stride : 0
+        let mine = bytes + (localRank == 0 ? sharedBytes : 0)
         let size = self.localSize, node = self.nodeComm
         let (win, bases) = try communicator.thread.run { () throws -> (MPI_Win, [UnsafeMutableRawPointer]) in
             var base: UnsafeMutableRawPointer? = nil
@@ -189,7 +201,7 @@ public final class FusedResidualNorm {
             var info: MPI_Info? = nil
             MPI_Info_create(&info)
             MPI_Info_set(info, "alloc_shared_noncontig", "true")
-            try check(MPI_Win_allocate_shared(MPI_Aint(bytes), 1, info, node, &base, &win), "MPI_Win_allocate_shared")
+            try check(MPI_Win_allocate_shared(MPI_Aint(mine), 1, info, node, &base, &win), "MPI_Win_allocate_shared")
             MPI_Info_free(&info)
             var bases: [UnsafeMutableRawPointer] = []
             for peer in 0..<size {
@@ -210,6 +222,9 @@ public final class FusedResidualNorm {
         peerPartials = floats.map { UnsafePointer($0) }
         peerNormed = floats.map { $0 + rows * hidden }
         partials = floats[localRank]
+        if transport == .sharedMemory {
+            normed = (bases[0] + bytes).assumingMemoryBound(to: Float.self)
+        }
         epoch = 0
         // Everyone has zeroed its flags before anyone uses them.
         try communicator.barrier()
@@ -302,26 +317,18 @@ public final class FusedResidualNorm {
             }
         }
         weft_flag_publish(doneFlags[localRank], epoch)
+        // Once every rank is done, all rows are in the shared array: nothing to copy.
         try waitFlags(doneFlags, epoch: epoch, what: "the fused all-reduce (rows normalized)")
-        let out = normed.pointer, peers = peerNormed
-        pool.run { t, n in
-            for peer in 0..<self.localSize where peer % n == t {
-                let rowsOfPeer = self.published(of: rows, localPeer: peer)
-                guard !rowsOfPeer.isEmpty else { continue }
-                let offset = rowsOfPeer.lowerBound * self.hidden
-                (out + offset).update(from: peers[peer] + offset, count: rowsOfPeer.count * self.hidden)
-            }
-        }
     }
 
-    /// Sums all ranks' partials of `rows`, adds the residual, normalizes into our segment.
+    /// Sums all ranks' partials of `rows`, adds the residual, normalizes into the shared array.
     private func reduceRows(_ rows: Range<Int>, sources: [UnsafePointer<Float>?], args: Arguments) {
         let h = hidden, offset = rows.lowerBound * h
         var pointers = sources.map { $0! + offset }
         pointers.withUnsafeMutableBufferPointer { list in
             list.withMemoryRebound(to: UnsafePointer<Float>?.self) { rebound in
                 weft_reduce_add_rmsnorm(rebound.baseAddress, Int32(localSize), h, args.residual + offset, h, args.weight,
-                                        peerNormed[localRank] + offset, h, Int32(rows.count), Int32(h), args.eps)
+                                        normed + offset, h, Int32(rows.count), Int32(h), args.eps)
             }
         }
     }
@@ -363,12 +370,6 @@ public final class FusedResidualNorm {
             default:
                 let peer = behind(doneFlags)
                 if peer >= 0 { return timedOut(peer, "the fused all-reduce (rows normalized)") }
-                for p in 0..<localSize {
-                    let rowsOfPeer = published(of: op.rows, localPeer: p)
-                    guard !rowsOfPeer.isEmpty else { continue }
-                    let offset = rowsOfPeer.lowerBound * hidden
-                    (normed.pointer + offset).update(from: peerNormed[p] + offset, count: rowsOfPeer.count * hidden)
-                }
                 return true
             }
         }
@@ -413,7 +414,7 @@ public final class FusedResidualNorm {
                     var flag: Int32 = 0
                     try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
                     guard flag != 0 else { return false }
-                    (normed.pointer + rows.lowerBound * h).update(from: receive, count: rows.count * h)
+                    (normed + rows.lowerBound * h).update(from: receive, count: rows.count * h)
                     return true
                 }
             } catch {
@@ -499,7 +500,7 @@ extension FusedResidualNorm {
                         let rowsOfPeer = published(of: op.rows, localPeer: p)
                         guard !rowsOfPeer.isEmpty else { continue }
                         let offset = rowsOfPeer.lowerBound * h
-                        (normed.pointer + offset).update(from: peerNormed[p] + offset, count: rowsOfPeer.count * h)
+                        (normed + offset).update(from: peerNormed[p] + offset, count: rowsOfPeer.count * h)
                     }
                     return true
                 }

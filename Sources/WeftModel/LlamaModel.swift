@@ -175,7 +175,7 @@ public final class LlamaModel {
             eps = Float(model.config.rmsNormEps)
             if mode == .fused || mode == .overlap, let collective = model.collective {
                 partials = collective.partials
-                normed = collective.normed.pointer
+                normed = collective.normed
             } else {
                 partials = ws.projected.pointer
                 normed = ws.normed.pointer
