@@ -21,22 +21,25 @@ struct Weft: ParsableCommand {
         do {
             command = try parseAsRoot()
         } catch {
-            let code = exitCode(for: error)
-            if launcherRank == 0 {
-                let message = fullMessage(for: error)
-                if code == .success { print(message) } else { FileHandle.standardError.write(Data((message + "\n").utf8)) }
-            }
-            Foundation.exit(code.rawValue)
+            report(error)
         }
         do {
             var mutable = command
             try mutable.run()
         } catch {
-            // Commands report their own errors through `Session`; anything
-            // reaching here is outside a session (before MPI was started).
-            if launcherRank == 0 { FileHandle.standardError.write(Data("error: \(error)\n".utf8)) }
-            Foundation.exit(1)
+            // Commands report their own errors through `Session`; what reaches
+            // here comes before MPI starts (help, usage errors found late).
+            report(error)
         }
+    }
+
+    static func report(_ error: Error) -> Never {
+        let code = exitCode(for: error)
+        if launcherRank == 0 {
+            let message = fullMessage(for: error)
+            if code == .success { print(message) } else { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+        }
+        Foundation.exit(code.rawValue)
     }
 
     /// This process's rank as the launcher announced it (before MPI starts).
