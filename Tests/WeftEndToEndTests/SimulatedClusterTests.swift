@@ -12,6 +12,7 @@ final class SimulatedClusterTests: XCTestCase {
         guard getuid() == 0 else { throw XCTSkip("network namespaces need root") }
         let probe = try shell(["ip", "netns", "list"])
         guard probe.status == 0 else { throw XCTSkip("ip netns is not available: \(probe.output)") }
+        guard try shell(["tc", "-V"]).status == 0 else { throw XCTSkip("tc (iproute2) is not available") }
     }
 
     func shell(_ arguments: [String], timeout: TimeInterval = 240) throws -> (status: Int32, output: String) {
