@@ -42,7 +42,9 @@ final class SimulatedClusterTests: XCTestCase {
         // Killed daemons are reaped asynchronously (by mpirun, then init): give them a few seconds.
         var running = ""
         for _ in 0..<50 {
-            running = try shell(["sh", "-c", "pgrep -a -x orted || true"]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+            // The test process's own MPI singleton daemon (--singleton-died-pipe) is not the cluster's.
+            running = try shell(["sh", "-c", "pgrep -a -x orted | grep -v -- --singleton-died-pipe || true"]).output
+                .trimmingCharacters(in: .whitespacesAndNewlines)
             if running.isEmpty { break }
             usleep(100_000)
         }
