@@ -311,7 +311,7 @@ public final class FusedResidualNorm {
         if !mine.isEmpty {
             let sources = peerPartials
             pool.run { t, n in
-                let part = TensorParallelPlan_evenSplit(mine.count, n, t)
+                let part = evenSplit(mine.count, parts: n, index: t)
                 guard !part.isEmpty else { return }
                 self.reduceRows(mine.lowerBound + part.lowerBound ..< mine.lowerBound + part.upperBound, sources: sources, args: args)
             }
@@ -510,14 +510,6 @@ extension FusedResidualNorm {
             }
         }
     }
-}
-
-/// `TensorParallelPlan.evenSplit` lives in WeftModel; the communicator needs the same arithmetic.
-@inline(__always)
-func TensorParallelPlan_evenSplit(_ total: Int, _ parts: Int, _ index: Int) -> Range<Int> {
-    let base = total / parts, extra = total % parts
-    let begin = index * base + min(index, extra)
-    return begin ..< begin + base + (index < extra ? 1 : 0)
 }
 
 extension Communicator {

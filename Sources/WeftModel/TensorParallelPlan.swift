@@ -1,3 +1,5 @@
+import WeftTensor
+
 /// How one model is split across `size` ranks, Megatron style:
 /// q/k/v and gate/up by output rows (attention by heads, KV heads following
 /// the query heads that use them), o and down by input columns, embedding and
@@ -39,9 +41,7 @@ public struct TensorParallelPlan: Sendable, Equatable {
     /// The part `index` of `total` items split into `parts` near-equal ranges
     /// (earlier parts take the remainder).
     public static func evenSplit(_ total: Int, parts: Int, index: Int) -> Range<Int> {
-        let base = total / parts, extra = total % parts
-        let begin = index * base + min(index, extra)
-        return begin ..< begin + base + (index < extra ? 1 : 0)
+        WeftTensor.evenSplit(total, parts: parts, index: index)
     }
 
     static func divisors(_ n: Int) -> [Int] { (1...n).filter { n % $0 == 0 } }

@@ -232,11 +232,7 @@ public final class Engine {
         defer { model.cache.release(sequence: sequence) }
         var batch = FlatBatch()
         batch.append(sequence: sequence, tokens: tokens.map { Int32($0) }, firstPosition: 0, logits: .all)
-        let local = try forwardLocal(batch)
-        let full = try model.gatherLogits(local, rowCount: tokens.count)
-        guard isRoot else { return [] }
-        let v = config.vocabularySize
-        return (0..<tokens.count).map { Array(full[$0 * v ..< ($0 + 1) * v]) }
+        return try forward(batch)
     }
 
     /// Generates up to `maxNewTokens` tokens after `prompt`, stopping at an
