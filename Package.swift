@@ -4,16 +4,25 @@ import PackageDescription
 // Layers, bottom to top (each its own module):
 //   CKernels (C)  →  WeftTensor (buffers, NUMA, thread pool)  →  WeftComm (MPI)
 //   →  WeftModel (config, safetensors, Llama layers, KV cache) + WeftTokenizer
-//   →  WeftRuntime (flattened batches, engine, sampling)  →  weft (CLI)
+//   →  WeftRuntime (flattened batches, engine, sampling, batch scheduler,
+//      the embeddable serving engine)  →  WeftServer (OpenAI-compatible HTTP)
+//   →  weft (CLI)
 let package = Package(
     name: "Weft",
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "weft", targets: ["WeftCLI"]),
         .library(name: "Weft", targets: ["WeftRuntime"]),
+        .library(name: "WeftServer", targets: ["WeftServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // System libraries. MPI's handles are macros over global symbols, so
@@ -38,9 +47,20 @@ let package = Package(
         .target(name: "WeftChatTemplate"),
         .target(name: "WeftModel", dependencies: ["WeftTensor", "WeftComm", "CKernels"]),
         .target(name: "WeftRuntime", dependencies: ["CKernels", "WeftModel", "WeftTokenizer", "WeftComm", "WeftTensor"]),
+        // OpenAI-compatible HTTP surface over the serving engine (rank 0).
+        .target(name: "WeftServer", dependencies: [
+            "WeftRuntime", "WeftTokenizer", "WeftChatTemplate",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .executableTarget(name: "WeftCLI", dependencies: [
-            "WeftRuntime",
+            "WeftRuntime", "WeftServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "WeftKernelTests", dependencies: ["CKernels"]),

@@ -115,7 +115,10 @@ final class CommThread: @unchecked Sendable {
                 idleRounds = 0
             } else {
                 idleRounds += 1
-                if idleRounds > 64 { usleep(idleRounds > 1024 ? 50 : 5) } else { sched_yield() }
+                // After about a second without progress (an idle server rank
+                // waiting for the next step plan) poll only every millisecond.
+                if idleRounds > 20_000 { usleep(1000) }
+                else if idleRounds > 64 { usleep(idleRounds > 1024 ? 50 : 5) } else { sched_yield() }
             }
         }
     }

@@ -120,6 +120,48 @@ public final class Communicator {
         }
     }
 
+    /// Broadcasts like `broadcast(_:root:)`, for a receiver that may wait a
+    /// long time (a serving rank idle between requests): the length travels in
+    /// an `MPI_Ibcast` the comm thread tests with growing sleeps, instead of a
+    /// blocking `MPI_Bcast` that Open MPI would spin on at 100 % of a core.
+    /// Every rank must call this (not `broadcast`) for the same message.
+    public func broadcastWhenReady(_ values: inout [Int32], root: Int = 0) throws {
+        guard size > 1 else { return }
+        let comm = self.comm
+        let header = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+        defer { header.deallocate() }
+        header.pointee = Int64(values.count)
+        let headerPointer = SendablePointer(header)
+        final class Box: @unchecked Sendable { var error: Error? }
+        let box = Box()
+        var request: MPI_Request? = CMPI_REQUEST_NULL()
+        var started = false
+        let work = thread.submit {
+            do {
+                if !started {
+                    started = true
+                    try check(MPI_Ibcast(headerPointer.raw, 1, CMPI_INT64(), Int32(root), comm, &request), "MPI_Ibcast")
+                }
+                var flag: Int32 = 0
+                try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
+                return flag != 0
+            } catch {
+                box.error = error
+                return true
+            }
+        }
+        thread.wait(work)
+        if let error = box.error { throw error }
+        let count = Int(header.pointee)
+        guard count > 0 else { values = []; return }
+        let input = rank == root ? values : [Int32](repeating: 0, count: count)
+        values = try thread.run { () throws -> [Int32] in
+            var values = input
+            try check(MPI_Bcast(&values, Int32(count), CMPI_INT32(), Int32(root), comm), "MPI_Bcast")
+            return values
+        }
+    }
+
     public func broadcast(_ string: inout String, root: Int = 0) throws {
         guard size > 1 else { return }
         var bytes = Array(string.utf8).map { Int32($0) }

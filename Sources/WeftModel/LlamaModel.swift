@@ -34,6 +34,15 @@ public final class LlamaModel {
     /// The fused reduce + residual + norm collective (nil: baseline only).
     public let collective: FusedResidualNorm?
     var workspace: Workspace?
+    /// Seconds the compute thread has spent inside or waiting for the
+    /// per-layer reductions (exposed communication: overlap hides the rest).
+    public private(set) var communicationSeconds = 0.0
+
+    func timedCommunication<T>(_ body: () throws -> T) rethrows -> T {
+        let start = DispatchTime.now().uptimeNanoseconds
+        defer { communicationSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9 }
+        return try body()
+    }
 
     /// Local widths.
     var localHeads: Int { plan.heads.count }
@@ -208,13 +217,15 @@ public final class LlamaModel {
             let offset = rows.lowerBound * h, count = Int32(rows.count)
             switch mode {
             case .baseline:
-                try model.communicator.allReduceSum(partials + offset, count: rows.count * h)
+                try model.timedCommunication { try model.communicator.allReduceSum(partials + offset, count: rows.count * h) }
                 weft_op_add_rmsnorm(model.pool.raw, residual + offset, h, partials + offset, h, weight.pointer, normed + offset, h, count, Int32(h), eps)
             case .nocomm:
                 // Timing ideal only: the reduction is skipped (results are wrong for N > 1).
                 weft_op_add_rmsnorm(model.pool.raw, residual + offset, h, partials + offset, h, weight.pointer, normed + offset, h, count, Int32(h), eps)
             default:
-                try model.collective!.run(rows: rows, residual: residual, weight: weight.pointer, eps: eps, pool: model.pool)
+                try model.timedCommunication {
+                    try model.collective!.run(rows: rows, residual: residual, weight: weight.pointer, eps: eps, pool: model.pool)
+                }
             }
         }
 
@@ -222,7 +233,9 @@ public final class LlamaModel {
             model.collective!.begin(rows: rows, residual: residual, weight: weight.pointer, eps: eps)
         }
 
-        func finish(_ operation: FusedResidualNorm.Operation) throws { try model.collective!.finish(operation) }
+        func finish(_ operation: FusedResidualNorm.Operation) throws {
+            try model.timedCommunication { try model.collective!.finish(operation) }
+        }
 
         /// Attention of `rows` (their keys and values join the cache first, so
         /// a later range of the same sequence sees them), o_proj into `partials`.

@@ -1,0 +1,167 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Synchronization
+import WeftComm
+import WeftRuntime
+import WeftServer
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve the model over an OpenAI-compatible HTTP API (rank 0 listens; every rank computes).",
+        discussion: """
+        Run as `mpirun -np N weft serve --model DIR`. Endpoints: POST /v1/completions, \
+        POST /v1/chat/completions (both with stream: true), GET /v1/models, GET /health, \
+        GET /metrics, POST /tokenize, POST /detokenize. SIGTERM or SIGINT to the ranks \
+        (or to mpirun, which forwards it) drains in-flight requests for --drain-timeout \
+        seconds, then every rank exits 0; mpirun kills ranks 1 s after forwarding unless \
+        started with --mca odls_base_sigkill_timeout SECONDS.
+        """)
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(help: "Address to listen on (default: loopback only).")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0: any free port; the chosen one is printed).")
+    var port = 8000
+
+    @Option(help: "Require `Authorization: Bearer KEY` on /v1/*, /tokenize and /detokenize (default: $WEFT_API_KEY if set).")
+    var apiKey: String?
+
+    @Option(help: "Model name clients send and /v1/models lists (default: the model folder's name).")
+    var servedModelName: String?
+
+    @Option(help: "Most sequences in the running batch.")
+    var maxNumSeqs = 16
+
+    @Option(help: "Most tokens per step (decodes plus prompt chunks).")
+    var maxBatchTokens = 256
+
+    @Option(help: "Longest prompt + completion (default: the model's max_position_embeddings, at most 4096).")
+    var maxModelLen: Int?
+
+    @Option(help: "Requests that may wait for a slot before new ones get 503.")
+    var maxQueue = 256
+
+    @Option(help: "KV cache blocks (default: enough for --max-num-seqs sequences of --max-model-len).")
+    var kvBlocks: Int?
+
+    @Option(help: "Largest request body, bytes.")
+    var maxBodyBytes = 4 << 20
+
+    @Option(help: "Seconds in-flight requests may finish after SIGTERM/SIGINT before they are cancelled.")
+    var drainTimeout: Double = 5
+
+    func validate() throws {
+        if !(0...65535).contains(port) { throw ValidationError("--port must be 0...65535, got \(port)") }
+        if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1, got \(maxNumSeqs)") }
+        if maxBatchTokens < 1 { throw ValidationError("--max-batch-tokens must be at least 1, got \(maxBatchTokens)") }
+        if let maxModelLen, maxModelLen < 2 { throw ValidationError("--max-model-len must be at least 2, got \(maxModelLen)") }
+        if maxQueue < 0 { throw ValidationError("--max-queue must be >= 0, got \(maxQueue)") }
+        if let kvBlocks, kvBlocks < 1 { throw ValidationError("--kv-blocks must be at least 1, got \(kvBlocks)") }
+        if maxBodyBytes < 1024 { throw ValidationError("--max-body-bytes must be at least 1024, got \(maxBodyBytes)") }
+        if !(drainTimeout >= 0) { throw ValidationError("--drain-timeout must be >= 0, got \(drainTimeout)") }
+        if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
+        _ = try options.parsedMode(allowing: options.allowedModes)
+    }
+
+    func run() throws {
+        var serving = ServingConfiguration(engine: try options.engineConfiguration())
+        serving.maxRunningSequences = maxNumSeqs
+        serving.maxBatchTokens = maxBatchTokens
+        serving.maxModelLength = maxModelLen
+        serving.maxQueuedRequests = maxQueue
+        serving.kvBlocks = kvBlocks
+        let modelName = servedModelName
+            ?? options.model.map { URL(fileURLWithPath: $0).standardizedFileURL.lastPathComponent }
+            ?? URL(fileURLWithPath: options.randomWeights!).deletingPathExtension().lastPathComponent
+        var server = ServerConfiguration(modelName: modelName)
+        server.host = host
+        server.port = port
+        server.apiKey = apiKey ?? ProcessInfo.processInfo.environment["WEFT_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        server.maxBodyBytes = maxBodyBytes
+        server.drainSeconds = drainTimeout
+        let serverConfiguration = server
+
+        Session.run { communicator in
+            guard communicator.isRoot else {
+                // Rank 0 decides when to stop and tells every rank through the
+                // step plans; a signal here must not end this rank on its own.
+                signal(SIGTERM, SIG_IGN)
+                signal(SIGINT, SIG_IGN)
+                let engine = try ServingEngine(configuration: serving, communicator: communicator)
+                try communicator.agree { }   // rank 0's start-up check
+                try engine.run()
+                return
+            }
+            var logger = Logger(label: "weft.server")
+            logger.logLevel = .warning
+            let http = OpenAIServer(configuration: serverConfiguration, logger: logger)
+            let running = HTTPServerRun(http)
+            // Listen before loading (so /health answers 503 while loading);
+            // a port in use fails every rank after the load.
+            let listening = running.waitUntilListening()
+            let engine = try ServingEngine(configuration: serving, communicator: communicator)
+            try communicator.agree {
+                if let error = listening.error {
+                    throw RuntimeError.invalidOption("--port", "cannot listen on \(host):\(port): \(error)")
+                }
+            }
+            http.attach(engine)
+            Output.write("weft: serving \(modelName) on http://\(host):\(listening.port) (\(communicator.size) rank\(communicator.size == 1 ? "" : "s"), loaded in \(String(format: "%.1f", engine.loadSeconds)) s)\n")
+            do {
+                try engine.run()
+            } catch {
+                // Let clients receive their error events before the job ends.
+                http.stop()
+                running.wait(seconds: 3)
+                throw error
+            }
+            http.stop()
+            running.wait(seconds: 30)
+            Output.write("weft: stopped\n")
+        }
+    }
+}
+
+/// The HTTP server running on Swift concurrency threads while the calling
+/// thread runs the engine loop.
+final class HTTPServerRun: Sendable {
+    struct Listening: Sendable {
+        var port = 0
+        var error: String?
+    }
+
+    private let listening = Mutex<Listening?>(nil)
+    private let started = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(_ server: OpenAIServer) {
+        Task.detached { [self] in
+            do {
+                try await server.run { port in
+                    self.listening.withLock { $0 = Listening(port: port) }
+                    self.started.signal()
+                }
+            } catch {
+                let first = listening.withLock { state -> Bool in
+                    guard state == nil else { return false }
+                    state = Listening(error: String(describing: error))
+                    return true
+                }
+                if first { started.signal() }
+            }
+            finished.signal()
+        }
+    }
+
+    func waitUntilListening() -> Listening {
+        started.wait()
+        return listening.withLock { $0 ?? Listening(error: "the server did not start") }
+    }
+
+    func wait(seconds: Double) {
+        _ = finished.wait(timeout: .now() + seconds)
+    }
+}

@@ -1,0 +1,438 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import Logging
+import ServiceLifecycle
+import Synchronization
+import WeftChatTemplate
+import WeftRuntime
+import WeftTokenizer
+
+/// Where and how the HTTP server listens.
+public struct ServerConfiguration: Sendable {
+    /// Address to bind; loopback unless told otherwise.
+    public var host = "127.0.0.1"
+    /// Port; 0 picks a free one (reported through `onListening`).
+    public var port = 8000
+    /// When set, /v1/*, /tokenize and /detokenize need `Authorization: Bearer <key>`.
+    public var apiKey: String?
+    /// Largest request body accepted, bytes.
+    public var maxBodyBytes = 4 << 20
+    /// The model name clients use (`model` field, /v1/models).
+    public var modelName: String
+    /// On SIGTERM/SIGINT: seconds in-flight requests may run before they are cancelled.
+    public var drainSeconds: Double = 5
+
+    public init(modelName: String) {
+        self.modelName = modelName
+    }
+}
+
+/// OpenAI-compatible HTTP front end of a `ServingEngine`, on rank 0.
+///
+/// The server listens before the model is loaded (`/health` answers 503
+/// until `attach` hands it the engine). SIGTERM or SIGINT stop it gracefully:
+/// new requests get 503, in-flight ones may finish for `drainSeconds`, then
+/// the engine is shut down on every rank and `run` returns.
+public final class OpenAIServer: Sendable {
+    public let configuration: ServerConfiguration
+    let metrics = ServerMetrics()
+    private let state = Mutex<State>(State())
+    private let logger: Logger
+
+    struct State {
+        var engine: ServingEngine?
+        var template: ChatTemplate?
+        var templateError: String?
+        var shutdownRequested = false
+        var group: ServiceGroup?
+    }
+
+    public init(configuration: ServerConfiguration, logger: Logger = Logger(label: "weft.server")) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Makes the server ready: requests now go to `engine`.
+    public func attach(_ engine: ServingEngine) {
+        var template: ChatTemplate?
+        var templateError: String?
+        if let source = engine.tokenizer?.chatTemplate {
+            do { template = try ChatTemplate(source) } catch { templateError = "the model's chat_template does not parse: \(error)" }
+        }
+        let shutdown = state.withLock { state in
+            state.engine = engine
+            state.template = template
+            state.templateError = templateError
+            return state.shutdownRequested
+        }
+        if shutdown { engine.shutdown(drain: 0) }
+    }
+
+    /// Asks the server to stop (as SIGTERM does).
+    public func stop() {
+        let group = state.withLock { state -> ServiceGroup? in
+            state.shutdownRequested = true
+            return state.group
+        }
+        if let group { Task { await group.triggerGracefulShutdown() } }
+    }
+
+    /// Serves until SIGTERM/SIGINT or `stop()`. `onListening` receives the port.
+    public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        let router = Router()
+        addRoutes(to: router)
+        let app = Application(router: router,
+                              configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "weft"),
+                              onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
+                              logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: EngineDrain(server: self))],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let stopNow = state.withLock { state -> Bool in
+            state.group = group
+            return state.shutdownRequested
+        }
+        if stopNow { await group.triggerGracefulShutdown() }
+        try await group.run()
+    }
+
+    /// Shut down before the HTTP server (services stop in reverse order): the
+    /// engine drains while the server still answers (new requests get 503).
+    struct EngineDrain: Service {
+        let server: OpenAIServer
+        func run() async throws {
+            try? await gracefulShutdown()
+            await server.drainEngine()
+        }
+    }
+
+    func drainEngine() async {
+        let engine = state.withLock { state -> ServingEngine? in
+            state.shutdownRequested = true
+            return state.engine
+        }
+        guard let engine else { return }   // still loading: `attach` shuts it down
+        engine.shutdown(drain: configuration.drainSeconds)
+        while !engine.hasStopped { try? await Task.sleep(for: .milliseconds(20)) }
+    }
+
+    // MARK: Routes
+
+    private func addRoutes(to router: Router<BasicRequestContext>) {
+        router.get("/health") { [self] _, _ -> Response in
+            let (engine, stopping) = state.withLock { ($0.engine, $0.shutdownRequested) }
+            guard let engine, !engine.hasStopped, !stopping else {
+                return Response(status: .serviceUnavailable, headers: [.contentType: "text/plain"],
+                                body: .init(byteBuffer: ByteBuffer(string: stopping ? "shutting down\n" : "loading\n")))
+            }
+            return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
+        }
+        router.get("/metrics") { [self] _, _ -> Response in
+            let engine = state.withLock { $0.engine }
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(engine: engine))))
+        }
+        router.get("/v1/models") { [self] request, _ -> Response in
+            await handle("models", request) { engine, _ in
+                JSON.response(ModelList(data: [.init(id: configuration.modelName, created: Int(Date().timeIntervalSince1970),
+                                                     max_model_len: engine.maxModelLength)]))
+            }
+        }
+        router.post("/v1/completions") { [self] request, context -> Response in
+            await handle("completions", request) { engine, body in try await completions(engine, body) }
+        }
+        router.post("/v1/chat/completions") { [self] request, context -> Response in
+            await handle("chat_completions", request) { engine, body in try await chatCompletions(engine, body) }
+        }
+        router.post("/tokenize") { [self] request, context -> Response in
+            await handle("tokenize", request) { engine, body in try tokenize(engine, body) }
+        }
+        router.post("/detokenize") { [self] request, context -> Response in
+            await handle("detokenize", request) { engine, body in try detokenize(engine, body) }
+        }
+    }
+
+    /// Common steps of every API request: authentication, readiness, the
+    /// body (size-limited), and turning any error into an OpenAI error object.
+    private func handle(_ endpoint: String, _ request: Request,
+                        _ body: (ServingEngine, Data) async throws -> Response) async -> Response {
+        let response: Response
+        do {
+            if let key = configuration.apiKey {
+                let given = request.headers[.authorization] ?? ""
+                guard constantTimeEqual(given, "Bearer \(key)") else { throw APIError.unauthorized() }
+            }
+            let engine = try state.withLock { state -> ServingEngine in
+                if state.shutdownRequested { throw APIError.unavailable("the server is shutting down", retryAfter: 5) }
+                guard let engine = state.engine else { throw APIError.unavailable("the model is still loading", retryAfter: 5) }
+                return engine
+            }
+            if engine.hasStopped { throw APIError.unavailable("the engine has stopped", retryAfter: 5) }
+            if let length = request.headers[.contentLength].flatMap(Int.init), length > configuration.maxBodyBytes {
+                throw APIError.bodyTooLarge(limit: configuration.maxBodyBytes)
+            }
+            var data = Data()
+            if request.method == .post {
+                do {
+                    data = Data(buffer: try await request.body.collect(upTo: configuration.maxBodyBytes))
+                } catch is NIOTooManyBytesError {
+                    throw APIError.bodyTooLarge(limit: configuration.maxBodyBytes)
+                }
+            }
+            response = try await body(engine, data)
+        } catch let error as APIError {
+            response = error.response()
+        } catch let error as ServingError {
+            response = APIError(error).response()
+        } catch {
+            response = APIError.internalError(String(describing: error)).response()
+        }
+        metrics.countRequest(endpoint: endpoint, status: Int(response.status.code))
+        return response
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
+        guard !data.isEmpty else { throw APIError.badRequest("the request body is empty: send a JSON object") }
+        do { return try JSONDecoder().decode(type, from: data) } catch { throw APIError(decoding: error) }
+    }
+
+    // MARK: Completions
+
+    private func completions(_ engine: ServingEngine, _ data: Data) async throws -> Response {
+        let fields = try decode(SamplingFields.self, data)
+        let input = try decode(CompletionRequest.self, data)
+        let prompt: [Int]
+        switch input.prompt {
+        case .tokens(let tokens): prompt = tokens
+        case .text(let text):
+            guard let tokenizer = engine.tokenizer else {
+                throw APIError.badRequest("this model has no tokenizer: send the prompt as token ids", param: "prompt")
+            }
+            guard !text.isEmpty else { throw APIError.badRequest("prompt is empty", param: "prompt") }
+            prompt = tokenizer.encode(text)
+        }
+        let request = try generationRequest(fields, prompt: prompt, engine: engine, defaultMaxTokens: 16)
+        let id = "cmpl-\(UUID().uuidString.lowercased())"
+        let created = Int(Date().timeIntervalSince1970)
+        let model = configuration.modelName
+        let returnIDs = fields.return_token_ids == true
+        let generation = try engine.submit(request)
+        let arrival = ContinuousClock.now
+        if fields.stream == true {
+            let includeUsage = fields.stream_options?.include_usage == true
+            return streamResponse(engine: engine, generation: generation, arrival: arrival) { output in
+                CompletionResponse(id: id, created: created, model: model,
+                                   choices: [CompletionChoice(text: output.text, finish_reason: output.finishReason?.rawValue,
+                                                              token_ids: returnIDs ? [output.token] : nil)])
+            } finalChunks: { last in
+                guard includeUsage, let last else { return [] }
+                return [CompletionResponse(id: id, created: created, model: model, choices: [],
+                                           usage: Usage(prompt: last.promptTokenCount, completion: last.completionTokenCount))]
+            }
+        }
+        let (text, tokens, last) = try await collect(generation, arrival: arrival)
+        return JSON.response(CompletionResponse(
+            id: id, created: created, model: model,
+            choices: [CompletionChoice(text: text, finish_reason: last.finishReason?.rawValue, token_ids: returnIDs ? tokens : nil)],
+            usage: Usage(prompt: prompt.count, completion: tokens.count),
+            prompt_token_ids: returnIDs ? prompt : nil))
+    }
+
+    private func chatCompletions(_ engine: ServingEngine, _ data: Data) async throws -> Response {
+        let fields = try decode(SamplingFields.self, data)
+        let chat = try decode(ChatRequest.self, data)
+        let (_, prompt) = try renderChat(engine, chat.messages, addGenerationPrompt: chat.add_generation_prompt ?? true)
+        let request = try generationRequest(fields, prompt: prompt, engine: engine, defaultMaxTokens: nil)
+        let id = "chatcmpl-\(UUID().uuidString.lowercased())"
+        let created = Int(Date().timeIntervalSince1970)
+        let model = configuration.modelName
+        let returnIDs = fields.return_token_ids == true
+        let generation = try engine.submit(request)
+        let arrival = ContinuousClock.now
+        if fields.stream == true {
+            let includeUsage = fields.stream_options?.include_usage == true
+            let first = ChatResponse(id: id, object: "chat.completion.chunk", created: created, model: model,
+                                     choices: [ChatChoice(delta: AssistantMessage(role: "assistant", content: ""))])
+            return streamResponse(engine: engine, generation: generation, arrival: arrival, firstChunk: first) { output in
+                ChatResponse(id: id, object: "chat.completion.chunk", created: created, model: model,
+                             choices: [ChatChoice(delta: AssistantMessage(content: output.text), finish_reason: output.finishReason?.rawValue,
+                                                  token_ids: returnIDs ? [output.token] : nil)])
+            } finalChunks: { last in
+                guard includeUsage, let last else { return [] }
+                return [ChatResponse(id: id, object: "chat.completion.chunk", created: created, model: model, choices: [],
+                                     usage: Usage(prompt: last.promptTokenCount, completion: last.completionTokenCount))]
+            }
+        }
+        let (text, tokens, last) = try await collect(generation, arrival: arrival)
+        return JSON.response(ChatResponse(
+            id: id, object: "chat.completion", created: created, model: model,
+            choices: [ChatChoice(message: AssistantMessage(role: "assistant", content: text),
+                                 finish_reason: last.finishReason?.rawValue, token_ids: returnIDs ? tokens : nil)],
+            usage: Usage(prompt: prompt.count, completion: tokens.count),
+            prompt_token_ids: returnIDs ? prompt : nil))
+    }
+
+    /// Renders messages with the model's chat template; returns the text and its tokens.
+    func renderChat(_ engine: ServingEngine, _ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> (String, [Int]) {
+        guard !messages.isEmpty else { throw APIError.badRequest("messages is empty: give at least one message", param: "messages") }
+        guard let tokenizer = engine.tokenizer else {
+            throw APIError.badRequest("this model has no tokenizer, so no chat template: use /v1/completions with token ids", param: "messages")
+        }
+        let (template, problem) = state.withLock { ($0.template, $0.templateError) }
+        guard let template else {
+            throw APIError.badRequest(problem ?? "this model's tokenizer_config.json has no chat_template: use /v1/completions", param: "messages")
+        }
+        let values: [[String: TemplateValue]] = messages.map { message in
+            ["role": .string(message.role), "content": message.content.map(TemplateValue.string) ?? .null]
+        }
+        let text: String
+        do {
+            text = try template.render(messages: values, addGenerationPrompt: addGenerationPrompt,
+                                       bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken)
+        } catch let error as ChatTemplateError where error.isRaisedByTemplate {
+            throw APIError.badRequest("messages: \(error.message)", param: "messages")
+        } catch {
+            throw APIError.internalError("chat template failed: \(error)")
+        }
+        // As transformers' apply_chat_template: the template writes any special
+        // tokens itself, so none are added.
+        return (text, tokenizer.encode(text, addSpecialTokens: false))
+    }
+
+    /// The engine request from the sampling fields, with OpenAI's defaults
+    /// (temperature 1, top_p 1) and refusals of what Weft does not do.
+    private func generationRequest(_ fields: SamplingFields, prompt: [Int], engine: ServingEngine,
+                                   defaultMaxTokens: Int?) throws -> GenerationRequest {
+        if let model = fields.model, model != configuration.modelName {
+            throw APIError.modelNotFound(model, served: configuration.modelName)
+        }
+        if let n = fields.n, n != 1 { throw APIError.badRequest("n must be 1 (one choice per request), got \(n)", param: "n") }
+        if let logprobs = fields.logprobs, !logprobs.isNull && !logprobs.isFalse {
+            throw APIError.badRequest("logprobs are not supported", param: "logprobs")
+        }
+        if fields.echo == true { throw APIError.badRequest("echo is not supported", param: "echo") }
+        if let stops = fields.stop?.strings, stops.count > 4 {
+            throw APIError.badRequest("stop takes at most 4 strings, got \(stops.count)", param: "stop")
+        }
+        guard !prompt.isEmpty else { throw APIError.badRequest("prompt is empty", param: "prompt") }
+        let maxTokens = fields.max_completion_tokens ?? fields.max_tokens ?? defaultMaxTokens ?? max(engine.maxModelLength - prompt.count, 1)
+        var request = GenerationRequest(prompt: prompt, maxTokens: maxTokens)
+        request.temperature = fields.temperature ?? 1
+        request.topP = fields.top_p ?? 1
+        // vLLM's -1 means "all tokens", as 0 does here.
+        request.topK = fields.top_k == -1 ? 0 : (fields.top_k ?? 0)
+        request.seed = fields.seed.map { UInt64(bitPattern: Int64($0)) }
+        request.stop = fields.stop?.strings ?? []
+        request.stopTokenIDs = fields.stop_token_ids ?? []
+        request.ignoreEOS = fields.ignore_eos ?? false
+        try engine.validate(request)
+        return request
+    }
+
+    /// Waits for the whole generation (non-streaming responses).
+    private func collect(_ generation: ServingEngine.Generation, arrival: ContinuousClock.Instant) async throws
+        -> (String, [Int], GenerationOutput) {
+        var text = "", tokens: [Int] = [], last: GenerationOutput?
+        var previous = arrival
+        for try await output in generation.outputs {
+            let now = ContinuousClock.now
+            if last == nil { metrics.recordFirstToken(after: now - arrival) } else { metrics.recordInterToken(now - previous) }
+            previous = now
+            text += output.text
+            tokens.append(output.token)
+            last = output
+        }
+        guard let last else { throw APIError.internalError("the request ended without output") }
+        return (text, tokens, last)
+    }
+
+    /// A server-sent-events response: one `data:` chunk per output, optional
+    /// final chunks (usage), then `data: [DONE]`. An engine error mid-stream
+    /// becomes an error event; a client that goes away cancels the request.
+    private func streamResponse<Chunk: Encodable & Sendable>(
+        engine: ServingEngine, generation: ServingEngine.Generation, arrival: ContinuousClock.Instant,
+        firstChunk: Chunk? = nil, chunk: @escaping @Sendable (GenerationOutput) -> Chunk,
+        finalChunks: @escaping @Sendable (GenerationOutput?) -> [Chunk]
+    ) -> Response {
+        let metrics = self.metrics
+        let body = ResponseBody { writer in
+            func send(_ bytes: [UInt8]) async throws {
+                do {
+                    try await writer.write(ByteBuffer(bytes: Array("data: ".utf8) + bytes + Array("\n\n".utf8)))
+                } catch {
+                    engine.cancel(id: generation.id)   // the client went away
+                    throw error
+                }
+            }
+            if let firstChunk { try await send(JSON.encode(firstChunk)) }
+            var last: GenerationOutput?
+            var previous = arrival
+            var iterator = generation.outputs.makeAsyncIterator()
+            while true {
+                let output: GenerationOutput?
+                do {
+                    output = try await iterator.next()
+                } catch {
+                    let apiError = (error as? ServingError).map(APIError.init) ?? APIError.internalError(String(describing: error))
+                    try await send(JSON.encode(apiError.body))
+                    break
+                }
+                guard let output else { break }
+                let now = ContinuousClock.now
+                if last == nil { metrics.recordFirstToken(after: now - arrival) } else { metrics.recordInterToken(now - previous) }
+                previous = now
+                last = output
+                try await send(JSON.encode(chunk(output)))
+            }
+            for final in finalChunks(last) { try await send(JSON.encode(final)) }
+            try await send(Array("[DONE]".utf8))
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
+    }
+
+    // MARK: Tokenizer endpoints
+
+    struct TokenizeResponse: Encodable {
+        var tokens: [Int]
+        var count: Int
+        var max_model_len: Int
+        /// The rendered chat prompt (when `messages` was given).
+        var prompt: String?
+    }
+
+    private func tokenize(_ engine: ServingEngine, _ data: Data) throws -> Response {
+        let input = try decode(TokenizeRequest.self, data)
+        guard let tokenizer = engine.tokenizer else { throw APIError.badRequest("this model has no tokenizer") }
+        if let messages = input.messages {
+            guard input.prompt == nil else { throw APIError.badRequest("give either prompt or messages, not both", param: "prompt") }
+            let (text, tokens) = try renderChat(engine, messages, addGenerationPrompt: input.add_generation_prompt ?? true)
+            return JSON.response(TokenizeResponse(tokens: tokens, count: tokens.count, max_model_len: engine.maxModelLength, prompt: text))
+        }
+        guard let prompt = input.prompt else { throw APIError.badRequest("missing required field 'prompt' (or 'messages')", param: "prompt") }
+        let tokens = tokenizer.encode(prompt, addSpecialTokens: input.add_special_tokens ?? true)
+        return JSON.response(TokenizeResponse(tokens: tokens, count: tokens.count, max_model_len: engine.maxModelLength))
+    }
+
+    struct DetokenizeResponse: Encodable { var prompt: String }
+
+    private func detokenize(_ engine: ServingEngine, _ data: Data) throws -> Response {
+        let input = try decode(DetokenizeRequest.self, data)
+        guard let tokenizer = engine.tokenizer else { throw APIError.badRequest("this model has no tokenizer") }
+        let vocabulary = engine.modelConfig.vocabularySize
+        if let bad = input.tokens.first(where: { $0 < 0 || $0 >= vocabulary }) {
+            throw APIError.badRequest("token id \(bad) is out of range: the vocabulary has \(vocabulary) ids (0...\(vocabulary - 1))", param: "tokens")
+        }
+        return JSON.response(DetokenizeResponse(prompt: tokenizer.decode(input.tokens, skipSpecialTokens: false)))
+    }
+}
+
+/// Compares secrets without an early exit that would leak their prefix length.
+func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    var difference = UInt8(x.count == y.count ? 0 : 1)
+    for i in 0..<max(x.count, y.count) {
+        difference |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+    }
+    return difference == 0
+}
