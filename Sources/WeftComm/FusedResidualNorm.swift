@@ -131,6 +131,11 @@ public final class FusedResidualNorm {
 
     deinit { releaseWindow() }
 
+    /// Frees the shared window now (a collective: every rank must call it at
+    /// the same point). For owners whose last reference may go away on some
+    /// other thread after MPI has been finalized.
+    public func close() { releaseWindow() }
+
     /// Part `index` of `rows` cut into `parts` blocks of ⌈count/parts⌉ rows.
     static func block(_ rows: Range<Int>, parts: Int, index: Int) -> Range<Int> {
         let size = (rows.count + parts - 1) / parts

@@ -284,4 +284,8 @@ public final class Engine {
     }
 
     public func release(sequence: Int) { model.cache.release(sequence: sequence) }
+
+    /// Frees what needs MPI (the collective's shared window) now, on every
+    /// rank together, rather than whenever the last reference goes away.
+    public func close() { model.collective?.close() }
 }

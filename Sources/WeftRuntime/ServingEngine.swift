@@ -329,6 +329,10 @@ public final class ServingEngine: @unchecked Sendable {
     public func run() throws {
         do {
             if isRoot { try runRoot() } else { try runFollower() }
+            // Every rank is here after the same stop plan: release MPI
+            // resources together now (the engine object may outlive MPI on
+            // rank 0, where the HTTP server still holds it).
+            engine.close()
         } catch {
             failAll(String(describing: error))
             throw error
@@ -426,22 +430,23 @@ public final class ServingEngine: @unchecked Sendable {
 
     /// Samples each sequence's next token and sends the outputs.
     private func sample(_ rows: [[Float]], batch: FlatBatch) {
-        var rowIndex = 0
-        var generated = 0
-        for span in batch.spans where span.logits != .none {
-            let row = rows[rowIndex]
-            rowIndex += 1
+        let spans = batch.spans.filter { $0.logits != .none }
+        var outputs: [(RequestState, GenerationOutput)] = []
+        for (span, row) in zip(spans, rows) {
             guard let state = live[span.sequence] else { continue }
             let token = state.sampler.sample(row[...])
             scheduler.append(token: Int32(token), to: state.id)
-            generated += 1
-            let output = state.accept(token)
+            outputs.append((state, state.accept(token)))
+        }
+        // Counted before the outputs go out, so a client that has its last
+        // token also sees it in the statistics.
+        condition.lock()
+        stats.generatedTokens += outputs.count
+        condition.unlock()
+        for (state, output) in outputs {
             state.continuation.yield(output)
             if output.finishReason != nil { end(state.id) }
         }
-        condition.lock()
-        stats.generatedTokens += generated
-        condition.unlock()
     }
 
     /// Ends a request: frees its slot (and its blocks on every rank in the

@@ -133,7 +133,7 @@ struct APIError: Error, CustomStringConvertible {
 enum JSON {
     static func encode<T: Encodable>(_ value: T) -> [UInt8] {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return (try? Array(encoder.encode(value))) ?? Array(#"{"error":{"message":"encoding failed","type":"server_error"}}"#.utf8)
     }
 

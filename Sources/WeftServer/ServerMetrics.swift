@@ -18,6 +18,7 @@ final class ServerMetrics: Sendable {
     private let kvBlocksInUse: Gauge
     private let kvBlocksTotal: Gauge
     private let stepSeconds: Gauge
+    private let steps: Gauge
     private let communicationSeconds: Gauge
     private let communicationShare: Gauge
     /// Token totals already added to the counters (counters only go up).
@@ -35,6 +36,7 @@ final class ServerMetrics: Sendable {
         runningBatch = registry.makeGauge(name: "weft_running_sequences", help: "Sequences in the running batch.")
         kvBlocksInUse = registry.makeGauge(name: "weft_kv_blocks_in_use", help: "KV cache blocks holding sequences (rank 0; every rank holds the same).")
         kvBlocksTotal = registry.makeGauge(name: "weft_kv_blocks_total", help: "KV cache blocks.")
+        steps = registry.makeGauge(name: "weft_steps_total", help: "Model steps run (each a flattened batch on every rank).")
         stepSeconds = registry.makeGauge(name: "weft_step_seconds_total", help: "Seconds spent in model steps.")
         communicationSeconds = registry.makeGauge(name: "weft_step_communication_seconds_total",
                                                   help: "Seconds of model steps spent in, or waiting for, the per-layer reductions (communication not hidden by overlap).")
@@ -67,6 +69,7 @@ final class ServerMetrics: Sendable {
             kvBlocksInUse.set(Double(stats.kvBlocksInUse))
             kvBlocksTotal.set(Double(stats.kvBlocksTotal))
             stepSeconds.set(stats.stepSeconds)
+            steps.set(Double(stats.steps))
             communicationSeconds.set(stats.communicationSeconds)
             communicationShare.set(stats.stepSeconds > 0 ? stats.communicationSeconds / stats.stepSeconds : 0)
             countedTokens.withLock { counted in

@@ -1,0 +1,297 @@
+import Foundation
+import XCTest
+
+/// `mpirun -np 2 weft serve` on loopback with the fixture model, driven over HTTP.
+final class ServeTests: XCTestCase {
+    struct ChatCase: Decodable {
+        struct Message: Decodable { let role: String; let content: String }
+        let messages: [Message]
+        let add_generation_prompt: Bool
+        let rendered: String
+    }
+    struct Reference: Decodable {
+        struct GreedyCase: Decodable { let prompt_tokens: [Int]; let continuation: [Int]; let top1_top2_margin: [Float] }
+        let greedy_cases: [GreedyCase]
+        let chat_cases: [ChatCase]
+    }
+    static let reference: Reference = try! JSONDecoder().decode(
+        Reference.self, from: Data(contentsOf: MPIRun.fixture.appendingPathComponent("reference.json")))
+
+    /// Token ids of a non-streaming completion.
+    func complete(_ client: HTTPClient, prompt: [Int], maxTokens: Int, extra: [String: Any] = [:], headers: [String: String] = [:],
+                  file: StaticString = #filePath, line: UInt = #line) throws -> (tokens: [Int], text: String) {
+        var body: [String: Any] = ["prompt": prompt, "max_tokens": maxTokens, "temperature": 0, "return_token_ids": true]
+        body.merge(extra) { $1 }
+        let response = try client.postJSON("/v1/completions", body, headers: headers)
+        XCTAssertEqual(response.status, 200, response.text, file: file, line: line)
+        let json = try response.json()
+        let choice = (json["choices"] as? [[String: Any]])?.first ?? [:]
+        let usage = json["usage"] as? [String: Any] ?? [:]
+        let tokens = choice["token_ids"] as? [Int] ?? []
+        XCTAssertEqual(usage["completion_tokens"] as? Int, tokens.count, file: file, line: line)
+        XCTAssertEqual(usage["prompt_tokens"] as? Int, prompt.count, file: file, line: line)
+        return (tokens, choice["text"] as? String ?? "")
+    }
+
+    /// Token ids and text of a streamed completion; checks the SSE framing.
+    func stream(_ client: HTTPClient, prompt: [Int], maxTokens: Int,
+                file: StaticString = #filePath, line: UInt = #line) throws -> (tokens: [Int], text: String) {
+        let stream = try client.openStream("/v1/completions", ["prompt": prompt, "max_tokens": maxTokens, "temperature": 0,
+                                                               "stream": true, "return_token_ids": true,
+                                                               "stream_options": ["include_usage": true]])
+        XCTAssertEqual(stream.status, 200, file: file, line: line)
+        XCTAssertEqual(stream.headers["content-type"], "text/event-stream", file: file, line: line)
+        var tokens: [Int] = [], text = "", sawDone = false, usage: [String: Any]?, finish: String?
+        while let event = try stream.nextEvent() {
+            if event == "[DONE]" { sawDone = true; break }
+            let json = try JSONSerialization.jsonObject(with: Data(event.utf8)) as! [String: Any]
+            XCTAssertNil(json["error"], event, file: file, line: line)
+            if let choice = (json["choices"] as? [[String: Any]])?.first {
+                tokens += choice["token_ids"] as? [Int] ?? []
+                text += choice["text"] as? String ?? ""
+                if let reason = choice["finish_reason"] as? String { finish = reason }
+            }
+            if let u = json["usage"] as? [String: Any] { usage = u }
+        }
+        XCTAssertTrue(sawDone, "stream ended without [DONE]", file: file, line: line)
+        XCTAssertNotNil(finish, file: file, line: line)
+        XCTAssertEqual(usage?["completion_tokens"] as? Int, tokens.count, file: file, line: line)
+        return (tokens, text)
+    }
+
+    func testGreedyCompletionsEqualGenerateStreamedAndNot() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        for (index, reference) in Self.reference.greedy_cases.enumerated() {
+            let n = reference.continuation.count
+            let generate = try MPIRun.run(ranks: 2, ["generate", "--model", MPIRun.fixture.path, "--threads", "1", "--json",
+                                                     "--tokens", reference.prompt_tokens.map(String.init).joined(separator: ","),
+                                                     "--max-tokens", String(n)])
+            XCTAssertEqual(generate.status, 0, generate.stderr)
+            let expected = try JSONSerialization.jsonObject(with: Data(generate.stdout.utf8)) as! [String: Any]
+            let expectedTokens = expected["completion_tokens"] as! [Int]
+            let plain = try complete(server.client, prompt: reference.prompt_tokens, maxTokens: n)
+            let streamed = try stream(server.client, prompt: reference.prompt_tokens, maxTokens: n)
+            XCTAssertEqual(plain.tokens, expectedTokens, "case \(index): completion vs weft generate")
+            XCTAssertEqual(streamed.tokens, expectedTokens, "case \(index): streamed completion vs weft generate")
+            XCTAssertEqual(plain.text, expected["text"] as? String)
+            XCTAssertEqual(streamed.text, plain.text)
+            // And Hugging Face's continuation, up to the first near-tie.
+            for (step, token) in reference.continuation.enumerated() where step < plain.tokens.count {
+                guard reference.top1_top2_margin[step] > 1e-3 else { break }
+                XCTAssertEqual(plain.tokens[step], token, "case \(index) step \(step) vs transformers")
+            }
+        }
+    }
+
+    func testChatPromptsRenderAsTheReference() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        for (index, chat) in Self.reference.chat_cases.enumerated() {
+            let messages = chat.messages.map { ["role": $0.role, "content": $0.content] }
+            let rendered = try server.client.postJSON("/tokenize", ["messages": messages, "add_generation_prompt": chat.add_generation_prompt])
+            XCTAssertEqual(rendered.status, 200, rendered.text)
+            let json = try rendered.json()
+            XCTAssertEqual(json["prompt"] as? String, chat.rendered, "chat case \(index)")
+            let tokens = json["tokens"] as? [Int] ?? []
+            // The chat completion runs on exactly that prompt.
+            let response = try server.client.postJSON("/v1/chat/completions", ["messages": messages, "max_tokens": 4, "temperature": 0,
+                                                                              "return_token_ids": true])
+            XCTAssertEqual(response.status, 200, response.text)
+            let body = try response.json()
+            XCTAssertEqual(body["prompt_token_ids"] as? [Int], tokens)
+            XCTAssertEqual(body["object"] as? String, "chat.completion")
+            let message = ((body["choices"] as? [[String: Any]])?.first?["message"]) as? [String: Any]
+            XCTAssertEqual(message?["role"] as? String, "assistant")
+            // Same tokens as a plain completion of the rendered prompt.
+            let plain = try complete(server.client, prompt: tokens, maxTokens: 4)
+            XCTAssertEqual(((body["choices"] as? [[String: Any]])?.first?["token_ids"]) as? [Int], plain.tokens)
+        }
+        // Streaming chat: a role chunk, content chunks, [DONE].
+        let stream = try server.client.openStream("/v1/chat/completions", ["messages": [["role": "user", "content": "Hello!"]],
+                                                                          "max_tokens": 3, "stream": true])
+        let events = try stream.allEvents()
+        XCTAssertEqual(events.last, "[DONE]")
+        let first = try JSONSerialization.jsonObject(with: Data(events[0].utf8)) as! [String: Any]
+        XCTAssertEqual(first["object"] as? String, "chat.completion.chunk")
+        XCTAssertEqual((((first["choices"] as? [[String: Any]])?.first?["delta"]) as? [String: Any])?["role"] as? String, "assistant")
+        XCTAssertEqual(events.count, 1 + 3 + 1)
+    }
+
+    func testSixteenConcurrentStreamsGiveTheSameTokensAsOneAtATime() throws {
+        let server = try ServerProcess(["--max-num-seqs", "16", "--max-batch-tokens", "64"])
+        defer { server.stop() }
+        let base = Self.reference.greedy_cases[0].prompt_tokens
+        let prompts = (0..<16).map { i in base + Array(repeating: 100 + i * 13, count: 1 + i % 5) }
+        let maxTokens = 12
+        // One at a time first.
+        var expected: [[Int]] = []
+        for prompt in prompts { expected.append(try complete(server.client, prompt: prompt, maxTokens: maxTokens).tokens) }
+        let stepsBefore = try XCTUnwrap(try server.metric("weft_steps_total"))
+        // Then all 16 at once, streaming.
+        final class Results: @unchecked Sendable {
+            let lock = NSLock()
+            var tokens: [Int: [Int]] = [:]
+            var errors: [String] = []
+        }
+        let results = Results()
+        let client = server.client
+        let start = DispatchSemaphore(value: 0)
+        let group = DispatchGroup()
+        for (i, prompt) in prompts.enumerated() {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                start.wait()
+                do {
+                    let stream = try client.openStream("/v1/completions", ["prompt": prompt, "max_tokens": maxTokens, "temperature": 0,
+                                                                           "stream": true, "return_token_ids": true])
+                    var tokens: [Int] = []
+                    while let event = try stream.nextEvent(), event != "[DONE]" {
+                        let json = try JSONSerialization.jsonObject(with: Data(event.utf8)) as! [String: Any]
+                        tokens += ((json["choices"] as? [[String: Any]])?.first?["token_ids"] as? [Int]) ?? []
+                    }
+                    results.lock.lock(); results.tokens[i] = tokens; results.lock.unlock()
+                } catch {
+                    results.lock.lock(); results.errors.append("request \(i): \(error)"); results.lock.unlock()
+                }
+            }
+        }
+        for _ in prompts { start.signal() }
+        XCTAssertEqual(group.wait(timeout: .now() + 300), .success)
+        XCTAssertEqual(results.errors, [])
+        for i in prompts.indices {
+            XCTAssertEqual(results.tokens[i], expected[i], "request \(i) differs when batched")
+        }
+        // They ran as one batch: far fewer steps than tokens (one at a time, each token is a step).
+        let steps = try XCTUnwrap(try server.metric("weft_steps_total")) - stepsBefore
+        XCTAssertLessThan(steps, Double(prompts.count * maxTokens / 2))
+        XCTAssertEqual(try server.metric("weft_generation_tokens_total"), Double(2 * prompts.count * maxTokens))
+    }
+
+    func testCancelledStreamFreesItsKVBlocks() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        XCTAssertEqual(try server.metric("weft_kv_blocks_in_use"), 0)
+        let stream = try server.client.openStream("/v1/completions", ["prompt": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "max_tokens": 1500,
+                                                                     "temperature": 0, "stream": true, "ignore_eos": true])
+        for _ in 0..<3 { XCTAssertNotNil(try stream.nextEvent()) }
+        XCTAssertGreaterThan(try XCTUnwrap(try server.metric("weft_kv_blocks_in_use")), 0)
+        XCTAssertEqual(try server.metric("weft_running_sequences"), 1)
+        stream.close()
+        var blocks: Double? = -1
+        for _ in 0..<200 {
+            blocks = try server.metric("weft_kv_blocks_in_use")
+            if blocks == 0 { break }
+            usleep(50_000)
+        }
+        XCTAssertEqual(blocks, 0, "KV blocks still in use after the client disconnected")
+        XCTAssertEqual(try server.metric("weft_running_sequences"), 0)
+        // Every rank freed them: the full cache is usable again by one sequence of maximal length.
+        let long = try complete(server.client, prompt: [1, 2, 3], maxTokens: 8)
+        XCTAssertEqual(long.tokens.count, 8)
+    }
+
+    func testBadInputGetsOpenAIErrorsAndTheServerKeepsServing() throws {
+        let server = try ServerProcess(["--api-key", "sesame", "--max-body-bytes", "4096", "--max-model-len", "64"])
+        defer { server.stop() }
+        let auth = ["Authorization": "Bearer sesame"]
+        let client = server.client
+        func check(_ body: Data?, _ status: Int, param: String? = nil, contains: String, path: String = "/v1/completions",
+                   headers: [String: String]? = nil, line: UInt = #line) throws {
+            let response = try client.send("POST", path, headers: (headers ?? auth).merging(["Content-Type": "application/json"]) { $1 }, body: body)
+            XCTAssertEqual(response.status, status, response.text, line: line)
+            let error = try response.json()["error"] as? [String: Any]
+            XCTAssertNotNil(error?["type"] as? String, response.text, line: line)
+            let message = error?["message"] as? String ?? ""
+            XCTAssertTrue(message.contains(contains), "\(message) should mention \(contains)", line: line)
+            XCTAssertFalse(message.contains("\n"), "one line: \(message)", line: line)
+            if let param { XCTAssertEqual(error?["param"] as? String, param, line: line) }
+        }
+        func json(_ object: Any) -> Data { try! JSONSerialization.data(withJSONObject: object) }
+        let model = server.marker
+        try check(Data("{not json".utf8), 400, contains: "not valid JSON")
+        try check(nil, 400, contains: "empty")
+        try check(json(["max_tokens": 4]), 400, param: "prompt", contains: "prompt")
+        try check(json(["prompt": [1, 2], "max_tokens": "four"]), 400, param: "max_tokens", contains: "max_tokens")
+        try check(json(["prompt": 12]), 400, param: "prompt", contains: "prompt")
+        try check(json(["prompt": [1, 2], "model": "gpt-4"]), 404, param: "model", contains: "gpt-4")
+        try check(json(["prompt": "", "model": model]), 400, param: "prompt", contains: "empty")
+        try check(json(["prompt": [Int]()]), 400, param: "prompt", contains: "empty")
+        try check(json(["prompt": Array(repeating: 5, count: 80)]), 400, param: "prompt", contains: "context")
+        try check(json(["prompt": [1, 2], "max_tokens": 0]), 400, param: "max_tokens", contains: "max_tokens")
+        try check(json(["prompt": [1, 2], "max_tokens": 100]), 400, param: "max_tokens", contains: "context")
+        try check(json(["prompt": [1, 2], "temperature": 3]), 400, param: "temperature", contains: "temperature")
+        try check(json(["prompt": [1, 2], "top_p": 0]), 400, param: "top_p", contains: "top_p")
+        try check(json(["prompt": [1, 999_999]]), 400, param: "prompt", contains: "999999")
+        try check(json(["prompt": [1, -1]]), 400, param: "prompt", contains: "-1")
+        try check(json(["prompt": [1, 2], "n": 3]), 400, param: "n", contains: "n must be 1")
+        try check(json(["messages": [] as [Any]]), 400, param: "messages", contains: "messages", path: "/v1/chat/completions")
+        try check(json(["messages": [["content": "hi"]]]), 400, param: "messages[0].role", contains: "role", path: "/v1/chat/completions")
+        try check(json(["tokens": [1, 5_000_000]]), 400, param: "tokens", contains: "5000000", path: "/detokenize")
+        try check(Data(repeating: 0x20, count: 10_000), 413, contains: "4096")
+        try check(json(["prompt": [1, 2]]), 401, contains: "API key", headers: [:])
+        try check(json(["prompt": [1, 2]]), 401, contains: "API key", headers: ["Authorization": "Bearer wrong"])
+        // A streaming request with a bad field gets the error as JSON, not a stream.
+        try check(json(["prompt": [1, 2], "stream": true, "max_tokens": -5]), 400, param: "max_tokens", contains: "max_tokens")
+        // Open endpoints need no key; the model list names the served model.
+        XCTAssertEqual(try client.send("GET", "/health").status, 200)
+        XCTAssertEqual(try client.send("GET", "/v1/models").status, 401)
+        let models = try client.send("GET", "/v1/models", headers: auth).json()
+        XCTAssertEqual(((models["data"] as? [[String: Any]])?.first?["id"]) as? String, model)
+        // Every rank is still in step: a request after all that gives the right tokens.
+        let tokens = try complete(client, prompt: Self.reference.greedy_cases[0].prompt_tokens, maxTokens: 4, extra: [:],
+                                  headers: auth)
+        XCTAssertEqual(tokens.tokens, Array(Self.reference.greedy_cases[0].continuation.prefix(4)))
+        // Errors were counted by status.
+        let metrics = try client.send("GET", "/metrics").text
+        XCTAssertTrue(metrics.contains(#"weft_requests_total{endpoint="completions",status="400"}"#), metrics)
+    }
+
+    func testFullQueueAnswers503AndSIGTERMStopsEveryRankCleanly() throws {
+        let server = try ServerProcess(["--max-num-seqs", "1", "--max-queue", "0", "--drain-timeout", "0.5"])
+        let stream = try server.client.openStream("/v1/completions", ["prompt": [1, 2, 3], "max_tokens": 1500, "temperature": 0,
+                                                                     "stream": true, "ignore_eos": true])
+        XCTAssertNotNil(try stream.nextEvent())
+        let refused = try server.client.postJSON("/v1/completions", ["prompt": [1, 2], "max_tokens": 2])
+        XCTAssertEqual(refused.status, 503, refused.text)
+        XCTAssertNotNil(refused.headers["retry-after"])
+        // SIGTERM: the in-flight stream is cancelled after the drain time with
+        // an error event, and every rank exits 0.
+        server.signalRanks(SIGTERM)
+        var last: String?
+        while let event = try stream.nextEvent() { last = event; if event == "[DONE]" { break } }
+        let exit = server.waitForExit()
+        XCTAssertFalse(exit.timedOut)
+        XCTAssertEqual(exit.status, 0, server.stderr)
+        XCTAssertEqual(exit.rankExits, [0: 0, 1: 0], server.stderr)
+        XCTAssertEqual(last, "[DONE]")
+        XCTAssertTrue(server.stdout.contains("weft: stopped"), server.stdout)
+        XCTAssertEqual(server.rankPIDs(), [:], "a rank outlived the job")
+    }
+
+    func testADeadRankFailsTheServerFast() throws {
+        let server = try ServerProcess()
+        let stream = try server.client.openStream("/v1/completions", ["prompt": [1, 2, 3], "max_tokens": 1500, "temperature": 0,
+                                                                     "stream": true, "ignore_eos": true])
+        XCTAssertNotNil(try stream.nextEvent())
+        let pids = server.rankPIDs()
+        XCTAssertEqual(pids.count, 2)
+        kill(pids[1]!, SIGKILL)
+        // The client's stream ends (an error event or a closed connection), never hangs.
+        var ended = false
+        do {
+            while let event = try stream.nextEvent() { if event == "[DONE]" { break } }
+            ended = true
+        } catch HTTPClientError.timeout {
+            XCTFail("the stream hung after a rank died")
+        } catch {
+            ended = true
+        }
+        XCTAssertTrue(ended)
+        let exit = server.waitForExit(timeout: 60)
+        XCTAssertFalse(exit.timedOut, "the job hung after a rank died")
+        XCTAssertNotEqual(exit.status, 0)
+        XCTAssertEqual(server.rankPIDs(), [:], "a rank outlived the job")
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import XCTest
+
+/// A real `mpirun -np N weft serve` on loopback, as users start it: each
+/// rank runs in a wrapper that reports its exit code, the port is chosen by
+/// the server (`--port 0`) and read from its first line.
+final class ServerProcess {
+    let process = Process()
+    let port: Int
+    let marker = "weft-test-\(UUID().uuidString.prefix(8))"
+    private let out: MPIRun.DataCollector
+    private let err: MPIRun.DataCollector
+    private(set) var stdout = ""
+    private(set) var stderr = ""
+    var client: HTTPClient { HTTPClient(port: port) }
+
+    init(ranks: Int = 2, _ extra: [String] = [], model: String = MPIRun.fixture.path) throws {
+        let wrapper = "\"$0\" \"$@\"; code=$?; echo \"weft-rank-exit ${OMPI_COMM_WORLD_RANK:-0} $code\" >&2; exit $code"
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-q", "--mca", "btl", "self,vader",
+                             "-np", String(ranks), "/bin/sh", "-c", wrapper, MPIRun.weft.path,
+                             "serve", "--model", model, "--threads", "1", "--port", "0",
+                             "--served-model-name", marker] + extra
+        var environment = ProcessInfo.processInfo.environment.filter { key, _ in
+            !["OMPI_", "PMIX_", "ORTE_", "OPAL_", "PRTE_"].contains { key.hasPrefix($0) }
+        }
+        environment["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+        process.environment = environment
+        let outPipe = Pipe(), errPipe = Pipe()
+        process.standardOutput = outPipe
+        process.standardError = errPipe
+        // The first line names the port; read it before handing the pipe to the collector.
+        try process.run()
+        let handle = outPipe.fileHandleForReading
+        var firstLine = Data()
+        let deadline = Date().addingTimeInterval(120)
+        while !firstLine.contains(UInt8(ascii: "\n")) {
+            guard Date() < deadline else { break }
+            let byte = handle.readData(ofLength: 1)
+            if byte.isEmpty { break }
+            firstLine.append(byte)
+        }
+        out = MPIRun.DataCollector(handle)
+        err = MPIRun.DataCollector(errPipe.fileHandleForReading)
+        let line = String(decoding: firstLine, as: UTF8.self)
+        guard let range = line.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression),
+              let port = Int(line[range].split(separator: ":").last!) else {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw HTTPClientError.malformed("the server did not start: \(line) \(err.finish())")
+        }
+        self.port = port
+    }
+
+    /// Process ids of the ranks (the weft processes, not their wrappers), by rank.
+    func rankPIDs() -> [Int: Int32] {
+        var result: [Int: Int32] = [:]
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for entry in entries {
+            guard let pid = Int32(entry),
+                  let command = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(entry)/cmdline")) else { continue }
+            let parts = command.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard parts.first == MPIRun.weft.path, parts.contains(marker),
+                  let environ = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(entry)/environ")) else { continue }
+            for variable in environ.split(separator: 0) {
+                let text = String(decoding: variable, as: UTF8.self)
+                if text.hasPrefix("OMPI_COMM_WORLD_RANK="), let rank = Int(text.dropFirst(21)) { result[rank] = pid }
+            }
+        }
+        return result
+    }
+
+    /// Sends `signal` to every rank (as `kill` of the job's processes does).
+    func signalRanks(_ signal: Int32) {
+        for pid in rankPIDs().values { kill(pid, signal) }
+    }
+
+    struct Exit {
+        var status: Int32
+        var rankExits: [Int: Int32]
+        var timedOut: Bool
+    }
+
+    /// Waits for mpirun to end (killing the job after `timeout`).
+    @discardableResult
+    func waitForExit(timeout: Double = 60) -> Exit {
+        let deadline = Date().addingTimeInterval(timeout)
+        var timedOut = false
+        while process.isRunning {
+            if Date() > deadline {
+                timedOut = true
+                for pid in rankPIDs().values { kill(pid, SIGKILL) }
+                process.terminate()
+                break
+            }
+            usleep(20_000)
+        }
+        process.waitUntilExit()
+        stdout = out.finish()
+        stderr = err.finish()
+        var exits: [Int: Int32] = [:]
+        for line in stderr.split(separator: "\n") where line.hasPrefix("weft-rank-exit ") {
+            let parts = line.split(separator: " ")
+            if parts.count == 3, let rank = Int(parts[1]), let code = Int32(parts[2]) { exits[rank] = code }
+        }
+        return Exit(status: process.terminationStatus, rankExits: exits, timedOut: timedOut)
+    }
+
+    /// Stops the server with SIGTERM and checks every rank exited 0.
+    func stop(file: StaticString = #filePath, line: UInt = #line) {
+        guard process.isRunning else { return }
+        signalRanks(SIGTERM)
+        let exit = waitForExit()
+        XCTAssertFalse(exit.timedOut, "server did not stop on SIGTERM", file: file, line: line)
+        XCTAssertEqual(exit.status, 0, "mpirun: \(stderr)", file: file, line: line)
+    }
+
+    deinit {
+        if process.isRunning {
+            for pid in rankPIDs().values { kill(pid, SIGKILL) }
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+
+    /// A number from /metrics (first sample of `name`, labels included in `name` if any).
+    func metric(_ name: String) throws -> Double? {
+        let text = try client.send("GET", "/metrics").text
+        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") || line.hasPrefix(name + "{") {
+            if let value = line.split(separator: " ").last.flatMap({ Double($0) }) { return value }
+        }
+        return nil
+    }
+}
