@@ -133,29 +133,29 @@ public final class OpenAIServer: Sendable {
                             body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(engine: engine))))
         }
         router.get("/v1/models") { [self] request, _ -> Response in
-            await handle("models", request) { engine, _ in
+            await handle("models", request) { engine, _, _ in
                 JSON.response(ModelList(data: [.init(id: configuration.modelName, created: Int(Date().timeIntervalSince1970),
                                                      max_model_len: engine.maxModelLength)]))
             }
         }
         router.post("/v1/completions") { [self] request, context -> Response in
-            await handle("completions", request) { engine, body in try await completions(engine, body) }
+            await handle("completions", request) { engine, body, watch in try await completions(engine, body, watch) }
         }
         router.post("/v1/chat/completions") { [self] request, context -> Response in
-            await handle("chat_completions", request) { engine, body in try await chatCompletions(engine, body) }
+            await handle("chat_completions", request) { engine, body, watch in try await chatCompletions(engine, body, watch) }
         }
         router.post("/tokenize") { [self] request, context -> Response in
-            await handle("tokenize", request) { engine, body in try tokenize(engine, body) }
+            await handle("tokenize", request) { engine, body, _ in try tokenize(engine, body) }
         }
         router.post("/detokenize") { [self] request, context -> Response in
-            await handle("detokenize", request) { engine, body in try detokenize(engine, body) }
+            await handle("detokenize", request) { engine, body, _ in try detokenize(engine, body) }
         }
     }
 
     /// Common steps of every API request: authentication, readiness, the
     /// body (size-limited), and turning any error into an OpenAI error object.
     private func handle(_ endpoint: String, _ request: Request,
-                        _ body: (ServingEngine, Data) async throws -> Response) async -> Response {
+                        _ body: (ServingEngine, Data, DisconnectWatch) async throws -> Response) async -> Response {
         let response: Response
         do {
             if let key = configuration.apiKey {
@@ -171,15 +171,27 @@ public final class OpenAIServer: Sendable {
             if let length = request.headers[.contentLength].flatMap(Int.init), length > configuration.maxBodyBytes {
                 throw APIError.bodyTooLarge(limit: configuration.maxBodyBytes)
             }
-            var data = Data()
-            if request.method == .post {
+            let limit = configuration.maxBodyBytes
+            func read(_ body: RequestBody) async throws -> Data {
                 do {
-                    data = Data(buffer: try await request.body.collect(upTo: configuration.maxBodyBytes))
+                    return Data(buffer: try await body.collect(upTo: limit))
                 } catch is NIOTooManyBytesError {
-                    throw APIError.bodyTooLarge(limit: configuration.maxBodyBytes)
+                    throw APIError.bodyTooLarge(limit: limit)
                 }
             }
-            response = try await body(engine, data)
+            let watch = DisconnectWatch()
+            if request.method == .post {
+                // The connection is watched while the handler runs, so a
+                // client that leaves before its (non-streamed) answer cancels
+                // its request; streamed answers notice when a write fails.
+                response = try await request.body.consumeWithInboundCloseHandler { requestBody in
+                    try await body(engine, try await read(requestBody), watch)
+                } onInboundClosed: {
+                    watch.close()
+                }
+            } else {
+                response = try await body(engine, Data(), watch)
+            }
         } catch let error as APIError {
             response = error.response()
         } catch let error as ServingError {
@@ -198,7 +210,7 @@ public final class OpenAIServer: Sendable {
 
     // MARK: Completions
 
-    private func completions(_ engine: ServingEngine, _ data: Data) async throws -> Response {
+    private func completions(_ engine: ServingEngine, _ data: Data, _ watch: DisconnectWatch) async throws -> Response {
         let fields = try decode(SamplingFields.self, data)
         let input = try decode(CompletionRequest.self, data)
         let prompt: [Int]
@@ -230,6 +242,7 @@ public final class OpenAIServer: Sendable {
                                            usage: Usage(prompt: last.promptTokenCount, completion: last.completionTokenCount))]
             }
         }
+        watch.onClose { engine.cancel(id: generation.id) }
         let (text, tokens, last) = try await collect(generation, arrival: arrival)
         return JSON.response(CompletionResponse(
             id: id, created: created, model: model,
@@ -238,7 +251,7 @@ public final class OpenAIServer: Sendable {
             prompt_token_ids: returnIDs ? prompt : nil))
     }
 
-    private func chatCompletions(_ engine: ServingEngine, _ data: Data) async throws -> Response {
+    private func chatCompletions(_ engine: ServingEngine, _ data: Data, _ watch: DisconnectWatch) async throws -> Response {
         let fields = try decode(SamplingFields.self, data)
         let chat = try decode(ChatRequest.self, data)
         let (_, prompt) = try renderChat(engine, chat.messages, addGenerationPrompt: chat.add_generation_prompt ?? true)
@@ -263,6 +276,7 @@ public final class OpenAIServer: Sendable {
                                      usage: Usage(prompt: last.promptTokenCount, completion: last.completionTokenCount))]
             }
         }
+        watch.onClose { engine.cancel(id: generation.id) }
         let (text, tokens, last) = try await collect(generation, arrival: arrival)
         return JSON.response(ChatResponse(
             id: id, object: "chat.completion", created: created, model: model,
@@ -342,7 +356,7 @@ public final class OpenAIServer: Sendable {
             tokens.append(output.token)
             last = output
         }
-        guard let last else { throw APIError.internalError("the request ended without output") }
+        guard let last else { throw APIError(status: .init(code: 499), message: "the client closed the connection", type: "invalid_request_error", param: nil, code: "client_closed") }
         return (text, tokens, last)
     }
 
@@ -424,6 +438,29 @@ public final class OpenAIServer: Sendable {
             throw APIError.badRequest("token id \(bad) is out of range: the vocabulary has \(vocabulary) ids (0...\(vocabulary - 1))", param: "tokens")
         }
         return JSON.response(DetokenizeResponse(prompt: tokenizer.decode(input.tokens, skipSpecialTokens: false)))
+    }
+}
+
+/// Runs an action when the client's connection closes (at most once; at
+/// once if it closed before the action was set).
+final class DisconnectWatch: Sendable {
+    private let state = Mutex<(closed: Bool, action: (@Sendable () -> Void)?)>((false, nil))
+
+    func onClose(_ action: @escaping @Sendable () -> Void) {
+        let closed = state.withLock { state -> Bool in
+            if !state.closed { state.action = action }
+            return state.closed
+        }
+        if closed { action() }
+    }
+
+    func close() {
+        let action = state.withLock { state -> (@Sendable () -> Void)? in
+            state.closed = true
+            defer { state.action = nil }
+            return state.action
+        }
+        action?()
     }
 }
 

@@ -229,7 +229,7 @@ final class SSEStream {
 // MARK: - The socket
 
 /// One TCP connection to 127.0.0.1 with a read buffer and HTTP/1.1 response framing.
-private final class HTTPSocketConnection {
+final class HTTPSocketConnection {
     private var fd: Int32 = -1
     private let timeout: Double
     private var buffer: [UInt8] = []

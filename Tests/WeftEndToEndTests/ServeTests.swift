@@ -169,27 +169,112 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(try server.metric("weft_generation_tokens_total"), Double(2 * prompts.count * maxTokens))
     }
 
-    func testCancelledStreamFreesItsKVBlocks() throws {
-        let server = try ServerProcess()
+    /// Polls /metrics until `name` reaches `value` (at most 10 s).
+    func waitForMetric(_ server: ServerProcess, _ name: String, _ value: Double, line: UInt = #line) throws {
+        var current: Double?
+        for _ in 0..<200 {
+            current = try server.metric(name)
+            if current == value { return }
+            usleep(50_000)
+        }
+        let shown = current.map { "\($0)" } ?? "absent"
+        XCTFail("\(name) is \(shown), expected \(value)", line: line)
+    }
+
+    func testDisconnectedClientsFreeTheirKVBlocksOnEveryRank() throws {
+        // 4 blocks of 16 positions: one request of 8 + 55 tokens takes the whole cache.
+        let server = try ServerProcess(["--kv-blocks", "4", "--kv-block-size", "16", "--max-model-len", "64"])
         defer { server.stop() }
+        let prompt = Array(1...8)
+        let whole: [String: Any] = ["prompt": prompt, "max_tokens": 55, "temperature": 0, "ignore_eos": true]
         XCTAssertEqual(try server.metric("weft_kv_blocks_in_use"), 0)
-        let stream = try server.client.openStream("/v1/completions", ["prompt": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "max_tokens": 1500,
-                                                                     "temperature": 0, "stream": true, "ignore_eos": true])
+        XCTAssertEqual(try server.metric("weft_kv_blocks_total"), 4)
+
+        // A streaming client that goes away mid-stream.
+        let stream = try server.client.openStream("/v1/completions", whole.merging(["stream": true]) { $1 })
         for _ in 0..<3 { XCTAssertNotNil(try stream.nextEvent()) }
         XCTAssertGreaterThan(try XCTUnwrap(try server.metric("weft_kv_blocks_in_use")), 0)
         XCTAssertEqual(try server.metric("weft_running_sequences"), 1)
         stream.close()
-        var blocks: Double? = -1
-        for _ in 0..<200 {
-            blocks = try server.metric("weft_kv_blocks_in_use")
-            if blocks == 0 { break }
-            usleep(50_000)
+        try waitForMetric(server, "weft_kv_blocks_in_use", 0)
+        try waitForMetric(server, "weft_running_sequences", 0)
+
+        // A non-streaming client that goes away while it waits.
+        let body = try JSONSerialization.data(withJSONObject: whole)
+        let connection = try HTTPSocketConnection(port: server.port, timeout: 30)
+        var head = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        head += "Content-Length: \(body.count)\r\n\r\n"
+        try connection.exchange(Data(head.utf8) + body) { }
+        try waitForMetric(server, "weft_running_sequences", 1)
+        connection.close()
+        try waitForMetric(server, "weft_running_sequences", 0)
+        try waitForMetric(server, "weft_kv_blocks_in_use", 0)
+
+        // Every rank freed the blocks: a request needing the whole cache runs
+        // (a rank still holding blocks would fail to reserve them).
+        let full = try complete(server.client, prompt: prompt, maxTokens: 55, extra: ["ignore_eos": true])
+        XCTAssertEqual(full.tokens.count, 55)
+    }
+
+    func testRequestsWaitWhenKVMemoryIsShortAndStillGetTheirTokens() throws {
+        // Two requests of 3 blocks each, 4 blocks in all: the second waits for the first.
+        let server = try ServerProcess(["--kv-blocks", "4", "--kv-block-size", "16", "--max-model-len", "64"])
+        defer { server.stop() }
+        let prompts = [Array(1...8), Array(20...27)]
+        let expected = try prompts.map { try complete(server.client, prompt: $0, maxTokens: 30, extra: ["ignore_eos": true]).tokens }
+        let first = try server.client.openStream("/v1/completions", ["prompt": prompts[0], "max_tokens": 30, "temperature": 0,
+                                                                    "stream": true, "ignore_eos": true, "return_token_ids": true])
+        XCTAssertNotNil(try first.nextEvent())
+        let second = try server.client.openStream("/v1/completions", ["prompt": prompts[1], "max_tokens": 30, "temperature": 0,
+                                                                     "stream": true, "ignore_eos": true, "return_token_ids": true])
+        try waitForMetric(server, "weft_queue_depth", 1)
+        XCTAssertEqual(try server.metric("weft_running_sequences"), 1)
+        for (stream, tokens) in zip([first, second], expected) {
+            var got: [Int] = []
+            while let event = try stream.nextEvent(), event != "[DONE]" {
+                let json = try JSONSerialization.jsonObject(with: Data(event.utf8)) as! [String: Any]
+                got += ((json["choices"] as? [[String: Any]])?.first?["token_ids"] as? [Int]) ?? []
+            }
+            if stream === first { XCTAssertEqual(got, Array(tokens.dropFirst())) } else { XCTAssertEqual(got, tokens) }
         }
-        XCTAssertEqual(blocks, 0, "KV blocks still in use after the client disconnected")
-        XCTAssertEqual(try server.metric("weft_running_sequences"), 0)
-        // Every rank freed them: the full cache is usable again by one sequence of maximal length.
-        let long = try complete(server.client, prompt: [1, 2, 3], maxTokens: 8)
-        XCTAssertEqual(long.tokens.count, 8)
+        try waitForMetric(server, "weft_queue_depth", 0)
+    }
+
+    func testSeedTopKAndStopStrings() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let prompt = Self.reference.greedy_cases[0].prompt_tokens
+        let sampled = { (seed: Int) in try self.complete(server.client, prompt: prompt, maxTokens: 16,
+                                                         extra: ["temperature": 1.0, "seed": seed, "ignore_eos": true]).tokens }
+        let a = try sampled(7), b = try sampled(7), c = try sampled(8)
+        XCTAssertEqual(a, b, "same seed, same tokens")
+        XCTAssertNotEqual(a, c, "another seed, other tokens")
+        // top_k 1 is greedy whatever the temperature.
+        let greedy = try complete(server.client, prompt: prompt, maxTokens: 8)
+        XCTAssertEqual(try complete(server.client, prompt: prompt, maxTokens: 8, extra: ["temperature": 1.5, "top_k": 1, "seed": 3]).tokens,
+                       greedy.tokens)
+        // A stop string ends the text before it, streamed or not.
+        let cut = greedy.text.index(greedy.text.startIndex, offsetBy: greedy.text.count / 2)
+        let stop = String(greedy.text[cut...].prefix(3))
+        let before = String(greedy.text[..<greedy.text.range(of: stop)!.lowerBound])
+        let response = try server.client.postJSON("/v1/completions", ["prompt": prompt, "max_tokens": 8, "temperature": 0, "stop": [stop, "zzzz"]])
+        let choice = try XCTUnwrap((try response.json()["choices"] as? [[String: Any]])?.first)
+        XCTAssertEqual(choice["text"] as? String, before)
+        XCTAssertEqual(choice["finish_reason"] as? String, "stop")
+        let events = try server.client.openStream("/v1/completions", ["prompt": prompt, "max_tokens": 8, "temperature": 0, "stop": stop,
+                                                                     "stream": true]).allEvents()
+        var text = "", finish: String?
+        for event in events where event != "[DONE]" {
+            let json = try JSONSerialization.jsonObject(with: Data(event.utf8)) as! [String: Any]
+            let choice = (json["choices"] as? [[String: Any]])?.first
+            text += choice?["text"] as? String ?? ""
+            finish = choice?["finish_reason"] as? String ?? finish
+        }
+        XCTAssertEqual(text, before)
+        XCTAssertEqual(finish, "stop")
+        // Without stop strings: finish_reason length.
+        XCTAssertEqual(((try server.client.postJSON("/v1/completions", ["prompt": prompt, "max_tokens": 3, "temperature": 0]).json()["choices"]
+                         as? [[String: Any]])?.first?["finish_reason"]) as? String, "length")
     }
 
     func testBadInputGetsOpenAIErrorsAndTheServerKeepsServing() throws {
