@@ -102,6 +102,9 @@ struct Serve: ParsableCommand {
             // Listen before loading (so /health answers 503 while loading);
             // a port in use fails every rank after the load.
             let listening = running.waitUntilListening()
+            if listening.error == nil {
+                Output.write("weft: listening on http://\(host):\(listening.port) (loading \(modelName); /health answers 503 until ready)\n")
+            }
             let engine = try ServingEngine(configuration: serving, communicator: communicator)
             try communicator.agree {
                 if let error = listening.error {
@@ -109,7 +112,7 @@ struct Serve: ParsableCommand {
                 }
             }
             http.attach(engine)
-            Output.write("weft: serving \(modelName) on http://\(host):\(listening.port) (\(communicator.size) rank\(communicator.size == 1 ? "" : "s"), loaded in \(String(format: "%.1f", engine.loadSeconds)) s)\n")
+            Output.write("weft: ready: serving \(modelName) on http://\(host):\(listening.port) (\(communicator.size) rank\(communicator.size == 1 ? "" : "s"), loaded in \(String(format: "%.1f", engine.loadSeconds)) s)\n")
             do {
                 try engine.run()
             } catch {

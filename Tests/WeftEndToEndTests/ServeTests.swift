@@ -355,6 +355,36 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(server.rankPIDs(), [:], "a rank outlived the job")
     }
 
+    func testHealthIs503WhileLoadingAndTokenPromptsWorkWithoutATokenizer() throws {
+        // Random weights of a shape with a large vocabulary take a few seconds to
+        // make in a debug build; the server listens meanwhile.
+        let shape = FileManager.default.temporaryDirectory.appendingPathComponent("weft-serve-shape-\(UUID().uuidString).json")
+        try Data(#"""
+        {"architectures": ["LlamaForCausalLM"], "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 8000, "rms_norm_eps": 1e-5,
+         "max_position_embeddings": 256, "tie_word_embeddings": false}
+        """#.utf8).write(to: shape)
+        defer { try? FileManager.default.removeItem(at: shape) }
+        let server = try ServerProcess(["--random-weights", shape.path], model: nil, waitUntilReady: false)
+        defer { server.stop() }
+        let loading = try server.client.send("GET", "/health")
+        XCTAssertEqual(loading.status, 503, "expected 503 while the model loads")
+        let early = try server.client.postJSON("/v1/completions", ["prompt": [1, 2], "max_tokens": 2])
+        XCTAssertEqual(early.status, 503)
+        XCTAssertNotNil(early.headers["retry-after"])
+        var status = 0
+        for _ in 0..<1200 {
+            status = try server.client.send("GET", "/health").status
+            if status == 200 { break }
+            usleep(100_000)
+        }
+        XCTAssertEqual(status, 200)
+        XCTAssertEqual(try complete(server.client, prompt: [1, 2, 3], maxTokens: 3, extra: ["ignore_eos": true]).tokens.count, 3)
+        let text = try server.client.postJSON("/v1/completions", ["prompt": "Hello", "max_tokens": 2])
+        XCTAssertEqual(text.status, 400)
+        XCTAssertTrue(text.text.contains("token ids"), text.text)
+    }
+
     func testADeadRankFailsTheServerFast() throws {
         let server = try ServerProcess()
         let stream = try server.client.openStream("/v1/completions", ["prompt": [1, 2, 3], "max_tokens": 1500, "temperature": 0,

@@ -14,12 +14,14 @@ final class ServerProcess {
     private(set) var stderr = ""
     var client: HTTPClient { HTTPClient(port: port) }
 
-    init(ranks: Int = 2, _ extra: [String] = [], model: String = MPIRun.fixture.path) throws {
+    /// `model` nil: `extra` names the weights (e.g. --random-weights).
+    /// With `waitUntilReady`, returns once /health answers 200 (else as soon as it listens).
+    init(ranks: Int = 2, _ extra: [String] = [], model: String? = MPIRun.fixture.path, waitUntilReady: Bool = true) throws {
         let wrapper = "\"$0\" \"$@\"; code=$?; echo \"weft-rank-exit ${OMPI_COMM_WORLD_RANK:-0} $code\" >&2; exit $code"
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-q", "--mca", "btl", "self,vader",
                              "-np", String(ranks), "/bin/sh", "-c", wrapper, MPIRun.weft.path,
-                             "serve", "--model", model, "--threads", "1", "--port", "0",
+                             "serve"] + (model.map { ["--model", $0] } ?? []) + ["--threads", "1", "--port", "0",
                              "--served-model-name", marker] + extra
         var environment = ProcessInfo.processInfo.environment.filter { key, _ in
             !["OMPI_", "PMIX_", "ORTE_", "OPAL_", "PRTE_"].contains { key.hasPrefix($0) }
@@ -50,6 +52,13 @@ final class ServerProcess {
             throw HTTPClientError.malformed("the server did not start: \(line) \(err.finish())")
         }
         self.port = port
+        guard waitUntilReady else { return }
+        for _ in 0..<1200 {
+            if (try? HTTPClient(port: port, timeout: 10).send("GET", "/health").status) == 200 { return }
+            guard process.isRunning else { break }
+            usleep(50_000)
+        }
+        throw HTTPClientError.malformed("the server did not become ready")
     }
 
     /// Process ids of the ranks (the weft processes, not their wrappers), by rank.
