@@ -12,7 +12,10 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "weft", targets: ["WeftCLI"]),
-        .library(name: "Weft", targets: ["WeftRuntime"]),
+        .executable(name: "weft-embedding-example", targets: ["WeftEmbeddingExample"]),
+        // The embeddable engine: WeftRuntime's ServingEngine, with the
+        // communicator, model and tokenizer types its API uses.
+        .library(name: "Weft", targets: ["WeftRuntime", "WeftComm", "WeftModel", "WeftTokenizer"]),
         .library(name: "WeftServer", targets: ["WeftServer"]),
     ],
     dependencies: [
@@ -56,6 +59,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        // Docs/Embedding.md's example app (built and run by the tests).
+        .executableTarget(name: "WeftEmbeddingExample", dependencies: [
+            "WeftRuntime", "WeftComm",
+            .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .executableTarget(name: "WeftCLI", dependencies: [
             "WeftRuntime", "WeftServer",

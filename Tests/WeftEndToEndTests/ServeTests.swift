@@ -410,3 +410,29 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(server.rankPIDs(), [:], "a rank outlived the job")
     }
 }
+
+/// Docs/Embedding.md's app: the code in the document is the example target's
+/// source, and the example, run under mpirun, serves what `weft generate` does.
+final class EmbeddingExampleTests: XCTestCase {
+    static let root = MPIRun.fixture.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    func testTheDocumentShowsTheExampleSource() throws {
+        let source = try String(contentsOf: Self.root.appendingPathComponent("Sources/WeftEmbeddingExample/main.swift"), encoding: .utf8)
+        let document = try String(contentsOf: Self.root.appendingPathComponent("Docs/Embedding.md"), encoding: .utf8)
+        XCTAssertTrue(document.contains("```swift\n" + source + "```"), "Docs/Embedding.md must include Sources/WeftEmbeddingExample/main.swift verbatim")
+    }
+
+    func testTheExampleAppServesUnderMPIRun() throws {
+        let example = MPIRun.weft.deletingLastPathComponent().appendingPathComponent("weft-embedding-example")
+        let server = try ServerProcess(executable: example, ranks: 2, marker: nil, waitUntilReady: false,
+                                       arguments: [MPIRun.fixture.path, "0"])
+        let response = try server.client.send("POST", "/generate", body: Data("Hello world".utf8))
+        XCTAssertEqual(response.status, 200, response.text)
+        let generate = try MPIRun.run(ranks: 2, ["generate", "--model", MPIRun.fixture.path, "--threads", "1", "--json",
+                                                 "--prompt", "Hello world", "--max-tokens", "32"])
+        let expected = try JSONSerialization.jsonObject(with: Data(generate.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(response.text, expected["text"] as? String)
+        XCTAssertEqual(try server.client.send("POST", "/generate", body: Data()).status, 400)
+        server.stop()
+    }
+}

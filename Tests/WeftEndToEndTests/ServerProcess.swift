@@ -7,7 +7,9 @@ import XCTest
 final class ServerProcess {
     let process = Process()
     let port: Int
-    let marker = "weft-test-\(UUID().uuidString.prefix(8))"
+    let executable: URL
+    /// An argument that tells this job's processes from others.
+    let marker: String
     private let out: MPIRun.DataCollector
     private let err: MPIRun.DataCollector
     private(set) var stdout = ""
@@ -16,13 +18,21 @@ final class ServerProcess {
 
     /// `model` nil: `extra` names the weights (e.g. --random-weights).
     /// With `waitUntilReady`, returns once /health answers 200 (else as soon as it listens).
-    init(ranks: Int = 2, _ extra: [String] = [], model: String? = MPIRun.fixture.path, waitUntilReady: Bool = true) throws {
+    convenience init(ranks: Int = 2, _ extra: [String] = [], model: String? = MPIRun.fixture.path, waitUntilReady: Bool = true) throws {
+        let marker = "weft-test-\(UUID().uuidString.prefix(8))"
+        try self.init(executable: MPIRun.weft, ranks: ranks, marker: marker, waitUntilReady: waitUntilReady,
+                      arguments: ["serve"] + (model.map { ["--model", $0] } ?? []) + ["--threads", "1", "--port", "0",
+                                                                                   "--served-model-name", marker] + extra)
+    }
+
+    /// Any program that prints `http://127.0.0.1:PORT` in its first line.
+    init(executable: URL, ranks: Int, marker: String?, waitUntilReady: Bool, arguments: [String]) throws {
+        self.executable = executable
+        self.marker = marker ?? executable.path
         let wrapper = "\"$0\" \"$@\"; code=$?; echo \"weft-rank-exit ${OMPI_COMM_WORLD_RANK:-0} $code\" >&2; exit $code"
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-q", "--mca", "btl", "self,vader",
-                             "-np", String(ranks), "/bin/sh", "-c", wrapper, MPIRun.weft.path,
-                             "serve"] + (model.map { ["--model", $0] } ?? []) + ["--threads", "1", "--port", "0",
-                             "--served-model-name", marker] + extra
+                             "-np", String(ranks), "/bin/sh", "-c", wrapper, executable.path] + arguments
         var environment = ProcessInfo.processInfo.environment.filter { key, _ in
             !["OMPI_", "PMIX_", "ORTE_", "OPAL_", "PRTE_"].contains { key.hasPrefix($0) }
         }
@@ -34,21 +44,29 @@ final class ServerProcess {
         // The first line names the port; read it before handing the pipe to the collector.
         try process.run()
         let handle = outPipe.fileHandleForReading
-        var firstLine = Data()
-        let deadline = Date().addingTimeInterval(120)
-        while !firstLine.contains(UInt8(ascii: "\n")) {
-            guard Date() < deadline else { break }
-            let byte = handle.readData(ofLength: 1)
-            if byte.isEmpty { break }
-            firstLine.append(byte)
+        final class LineReader: @unchecked Sendable {
+            var line = Data()
+            let done = DispatchSemaphore(value: 0)
+        }
+        let reader = LineReader()
+        Thread.detachNewThread {
+            while !reader.line.contains(UInt8(ascii: "\n")) {
+                let byte = handle.readData(ofLength: 1)
+                if byte.isEmpty { break }
+                reader.line.append(byte)
+            }
+            reader.done.signal()
+        }
+        let arrived = reader.done.wait(timeout: .now() + 120) == .success
+        if !arrived {
+            ServerProcess.killJob(process, executable: executable, marker: self.marker)   // the reader thread ends when the pipe closes
         }
         out = MPIRun.DataCollector(handle)
         err = MPIRun.DataCollector(errPipe.fileHandleForReading)
-        let line = String(decoding: firstLine, as: UTF8.self)
+        let line = arrived ? String(decoding: reader.line, as: UTF8.self) : ""
         guard let range = line.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression),
               let port = Int(line[range].split(separator: ":").last!) else {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            ServerProcess.killJob(process, executable: executable, marker: self.marker)
             throw HTTPClientError.malformed("the server did not start: \(line) \(err.finish())")
         }
         self.port = port
@@ -58,18 +76,28 @@ final class ServerProcess {
             guard process.isRunning else { break }
             usleep(50_000)
         }
+        ServerProcess.killJob(process, executable: executable, marker: self.marker)
         throw HTTPClientError.malformed("the server did not become ready")
     }
 
+    /// Ends the job at once (a failed start: no object will exist to clean up).
+    private static func killJob(_ process: Process, executable: URL, marker: String) {
+        for pid in rankPIDs(executable: executable, marker: marker).values { kill(pid, SIGKILL) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+    }
+
     /// Process ids of the ranks (the weft processes, not their wrappers), by rank.
-    func rankPIDs() -> [Int: Int32] {
+    func rankPIDs() -> [Int: Int32] { ServerProcess.rankPIDs(executable: executable, marker: marker) }
+
+    static func rankPIDs(executable: URL, marker: String) -> [Int: Int32] {
         var result: [Int: Int32] = [:]
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for entry in entries {
             guard let pid = Int32(entry),
                   let command = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(entry)/cmdline")) else { continue }
             let parts = command.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            guard parts.first == MPIRun.weft.path, parts.contains(marker),
+            guard parts.first == executable.path, parts.contains(marker),
                   let environ = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(entry)/environ")) else { continue }
             for variable in environ.split(separator: 0) {
                 let text = String(decoding: variable, as: UTF8.self)
