@@ -12,8 +12,8 @@ reports throughput and latency:
 Every request is POST /v1/completions with stream, stream_options.include_usage,
 temperature 0 and ignore_eos, so each one generates exactly --max-tokens tokens
 on a server that honours ignore_eos. Time to first token (TTFT) runs from
-sending the request to the first chunk with text; inter-token latency (ITL) is
-the gap between successive chunks with text. Generated tokens come from the
+sending the request to the first chunk with text or token ids; inter-token
+latency (ITL) is the gap between successive such chunks. Generated tokens come from the
 final usage.completion_tokens (else the number of chunks with text).
 Percentiles are nearest-rank.
 
@@ -102,7 +102,7 @@ def chunk_has_text(event):
     for choice in event.get("choices") or []:
         if not isinstance(choice, dict):
             continue
-        if choice.get("text"):
+        if choice.get("text") or choice.get("token_ids"):
             return True
         delta = choice.get("delta")
         if isinstance(delta, dict) and delta.get("content"):
@@ -120,6 +120,9 @@ def run_request(target, args, model, r):
         "stream": True,
         "stream_options": {"include_usage": True},
         "ignore_eos": True,
+        # vLLM's extension: token ids per chunk, so tokens count even when they
+        # complete no text (random-weight models have no tokenizer).
+        "return_token_ids": True,
     }).encode()
     result = {"request": r, "ok": False, "status": None, "error": None, "ttft_ms": None,
               "itl_ms": [], "completion_tokens": 0, "content_chunks": 0, "duration_ms": None}

@@ -24,6 +24,12 @@ public struct BatchScheduler: Sendable {
         public var kvBlocks: Int
         public var kvBlockSize: Int
 
+        /// Whether a request could ever be admitted (its worst case fits the whole cache).
+        public func fits(promptTokens: Int, maxNewTokens: Int) -> Bool {
+            let length = promptTokens + max(maxNewTokens - 1, 0)
+            return (length + kvBlockSize - 1) / kvBlockSize <= kvBlocks
+        }
+
         public init(maxRunning: Int, maxBatchTokens: Int, kvBlocks: Int, kvBlockSize: Int) {
             self.maxRunning = maxRunning
             self.maxBatchTokens = maxBatchTokens
@@ -70,8 +76,7 @@ public struct BatchScheduler: Sendable {
 
     /// Whether a request could ever be admitted (its worst case fits the whole cache).
     public func fits(promptTokens: Int, maxNewTokens: Int) -> Bool {
-        let length = promptTokens + max(maxNewTokens - 1, 0)
-        return (length + limits.kvBlockSize - 1) / limits.kvBlockSize <= limits.kvBlocks
+        limits.fits(promptTokens: promptTokens, maxNewTokens: maxNewTokens)
     }
 
     /// Queues a request. `id` is its KV cache sequence id (unique while it lives).

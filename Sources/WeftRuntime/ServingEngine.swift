@@ -147,6 +147,8 @@ public final class ServingEngine: @unchecked Sendable {
     private var stats = ServingStats()
     private var nextID = 0
 
+    private let limits: BatchScheduler.Limits
+
     // Owned by the engine thread (rank 0).
     private var scheduler: BatchScheduler
     private var live: [Int: RequestState] = [:]
@@ -183,9 +185,9 @@ public final class ServingEngine: @unchecked Sendable {
         maxModelLength = min(length, engine.config.maxPositionEmbeddings)
         kvBlocks = blocks
         eosTokenIDs = Set(engine.config.eosTokenIDs + (engine.tokenizer?.eosTokenIDs ?? []))
-        scheduler = BatchScheduler(limits: .init(maxRunning: configuration.maxRunningSequences,
-                                                 maxBatchTokens: configuration.maxBatchTokens,
-                                                 kvBlocks: blocks, kvBlockSize: blockSize))
+        limits = BatchScheduler.Limits(maxRunning: configuration.maxRunningSequences, maxBatchTokens: configuration.maxBatchTokens,
+                                       kvBlocks: blocks, kvBlockSize: blockSize)
+        scheduler = BatchScheduler(limits: limits)
         stats.kvBlocksTotal = blocks
         if let configurationLength = configuration.maxModelLength, let modelMax, configurationLength > modelMax {
             throw RuntimeError.invalidOption("--max-model-len", "\(configurationLength) exceeds the model's max_position_embeddings \(modelMax)")
@@ -241,7 +243,9 @@ public final class ServingEngine: @unchecked Sendable {
         if let bad = request.stopTokenIDs.first(where: { $0 < 0 || $0 >= vocabulary }) {
             throw ServingError.invalidRequest(parameter: "stop_token_ids", message: "stop token id \(bad) is out of range (0...\(vocabulary - 1))")
         }
-        guard scheduler.fits(promptTokens: request.prompt.count, maxNewTokens: request.maxTokens) else {
+        // `limits`, not `scheduler`: this runs on callers' threads while the
+        // engine thread mutates the scheduler.
+        guard limits.fits(promptTokens: request.prompt.count, maxNewTokens: request.maxTokens) else {
             throw ServingError.invalidRequest(parameter: "max_tokens", message: "prompt + max_tokens needs more KV cache than this server has (\(kvBlocks) blocks)")
         }
     }
@@ -257,7 +261,9 @@ public final class ServingEngine: @unchecked Sendable {
     /// throws `ServingError` if the engine stops first. Cancelling the task
     /// that iterates, or `cancel(id)`, ends the request.
     public func submit(_ request: GenerationRequest) throws -> Generation {
-        precondition(isRoot, "submit requests on rank 0")
+        guard isRoot else {
+            throw ServingError.invalidRequest(parameter: nil, message: "requests are submitted on rank 0 (this is rank \(communicator.rank))")
+        }
         try validate(request)
         let (stream, continuation) = AsyncThrowingStream<GenerationOutput, Error>.makeStream()
         condition.lock()
