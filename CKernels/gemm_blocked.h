@@ -30,6 +30,10 @@
 
 #define WEFT_GEMM_NR 32          // rows per packed weight panel (weft_gemm_nr())
 #define WEFT_GEMM_MAX_MR 16      // largest micro-kernel row count of any ISA
+#define WEFT_GEMM_FEW_GROUPS 4   // up to this many row groups: the chunked decode-batch order
+#ifndef WEFT_GEMM_CHUNK_K
+#define WEFT_GEMM_CHUNK_K 64     // K chunk of that order (a 8 KiB slice of a panel)
+#endif
 
 /// Computes y[0:rows, 0:width) (+)= xp . b over kc steps, where xp is a packed
 /// x micro-panel of `rows` rows (element (i, kk) at xp[kk * rows + i]) and b
@@ -84,6 +88,55 @@ static inline void weft_gemm_blocked(const weft_gemm_plan *plan, int m, int n0, 
         }
     }
     int p_first = n0 / NR, p_end = (n1 + NR - 1) / NR;
+    int all_groups = (m + MR - 1) / MR;
+    if (all_groups >= 2 && all_groups <= WEFT_GEMM_FEW_GROUPS && m <= plan->mc) {
+        // A few row groups (a batch of decodes): the weights are the traffic,
+        // and in the order below the first group would stream a whole L2 block
+        // from memory while the others then compute on it with memory idle.
+        // Instead go through each panel in short K chunks, every group in
+        // turn: the chunk the first group pulls in is reused from L1 by the
+        // others while the hardware streams on through the (sequential) panel,
+        // so memory and compute overlap.
+        float *xfull = heap;
+        if (!xfull || (size_t)MC * KC < (size_t)m * k) {
+            free(heap);
+            heap = xfull = malloc(sizeof(float) * (size_t)m * k);
+        }
+        if (xfull) {
+            int base = m / all_groups, extra = m % all_groups;
+            for (int g = 0, row = 0; g < all_groups; g++) {
+                int rows = base + (g < extra);
+                weft_gemm_pack_x(x + (size_t)row * ldx, ldx, rows, k, xfull + (size_t)row * k);
+                row += rows;
+            }
+            for (int p = p_first; p < p_end; p++) {
+                const float *panel = wpacked + (size_t)p * NR * (size_t)k;
+                for (int pc = 0; pc < k; pc += WEFT_GEMM_CHUNK_K) {
+                    int kc = k - pc < WEFT_GEMM_CHUNK_K ? k - pc : WEFT_GEMM_CHUNK_K;
+                    int load_c = accumulate || pc > 0;
+                    for (int g = 0, row = 0; g < all_groups; g++) {
+                        int rows = base + (g < extra);
+                        const float *xp = xfull + (size_t)row * k + (size_t)pc * rows;
+                        float *yrow = y + (size_t)row * ldy;
+                        for (int s = 0; s < NR; s += NRK) {
+                            int col = p * NR + s;
+                            if (col >= n1) break;
+                            int width = n1 - col < NRK ? n1 - col : NRK;
+                            plan->kernel[rows](kc, xp, panel + (size_t)pc * NR + s, yrow + col, ldy, width, load_c);
+                        }
+                        row += rows;
+                    }
+                }
+            }
+            free(heap);
+            return;
+        }
+        // Out of memory: the general order below (with the stack buffer).
+        xbuf = stack_buf;
+        heap = NULL;
+        KC = k < plan->kc ? k : plan->kc;
+        MC = WEFT_GEMM_STACK_FLOATS / KC < MC ? WEFT_GEMM_STACK_FLOATS / KC : MC;
+    }
     for (int i0 = 0; i0 < m; i0 += MC) {
         int mc = m - i0 < MC ? m - i0 : MC;
         int groups = (mc + MR - 1) / MR, base = mc / groups, extra = mc % groups;
