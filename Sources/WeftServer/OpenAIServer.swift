@@ -223,67 +223,94 @@ public final class OpenAIServer: Sendable {
             guard !text.isEmpty else { throw APIError.badRequest("prompt is empty", param: "prompt") }
             prompt = tokenizer.encode(text)
         }
-        let request = try generationRequest(fields, prompt: prompt, engine: engine, defaultMaxTokens: 16)
-        let id = "cmpl-\(UUID().uuidString.lowercased())"
-        let created = Int(Date().timeIntervalSince1970)
-        let model = configuration.modelName
-        let returnIDs = fields.return_token_ids == true
-        let generation = try engine.submit(request)
-        let arrival = ContinuousClock.now
-        if fields.stream == true {
-            let includeUsage = fields.stream_options?.include_usage == true
-            return streamResponse(engine: engine, generation: generation, arrival: arrival) { output in
-                CompletionResponse(id: id, created: created, model: model,
-                                   choices: [CompletionChoice(text: output.text, finish_reason: output.finishReason?.rawValue,
-                                                              token_ids: returnIDs ? [output.token] : nil)])
-            } finalChunks: { last in
-                guard includeUsage, let last else { return [] }
-                return [CompletionResponse(id: id, created: created, model: model, choices: [],
-                                           usage: Usage(prompt: last.promptTokenCount, completion: last.completionTokenCount))]
-            }
+        return try await answer(engine, fields, prompt: prompt, defaultMaxTokens: 16, watch: watch) { context in
+            AnswerShape(
+                chunk: { output in
+                    CompletionResponse(id: context.id, created: context.created, model: context.model,
+                                       choices: [CompletionChoice(text: output.text, finish_reason: output.finishReason?.rawValue,
+                                                                  token_ids: context.returnIDs ? [output.token] : nil)])
+                },
+                usageChunk: { usage in
+                    CompletionResponse(id: context.id, created: context.created, model: context.model, choices: [], usage: usage)
+                },
+                whole: { text, tokens, last in
+                    CompletionResponse(id: context.id, created: context.created, model: context.model,
+                                       choices: [CompletionChoice(text: text, finish_reason: last.finishReason?.rawValue,
+                                                                  token_ids: context.returnIDs ? tokens : nil)],
+                                       usage: Usage(prompt: prompt.count, completion: tokens.count),
+                                       prompt_token_ids: context.returnIDs ? prompt : nil)
+                })
         }
-        watch.onClose { engine.cancel(id: generation.id) }
-        let (text, tokens, last) = try await collect(generation, arrival: arrival)
-        return JSON.response(CompletionResponse(
-            id: id, created: created, model: model,
-            choices: [CompletionChoice(text: text, finish_reason: last.finishReason?.rawValue, token_ids: returnIDs ? tokens : nil)],
-            usage: Usage(prompt: prompt.count, completion: tokens.count),
-            prompt_token_ids: returnIDs ? prompt : nil))
     }
 
     private func chatCompletions(_ engine: ServingEngine, _ data: Data, _ watch: DisconnectWatch) async throws -> Response {
         let fields = try decode(SamplingFields.self, data)
         let chat = try decode(ChatRequest.self, data)
         let (_, prompt) = try renderChat(engine, chat.messages, addGenerationPrompt: chat.add_generation_prompt ?? true)
-        let request = try generationRequest(fields, prompt: prompt, engine: engine, defaultMaxTokens: nil)
-        let id = "chatcmpl-\(UUID().uuidString.lowercased())"
-        let created = Int(Date().timeIntervalSince1970)
-        let model = configuration.modelName
-        let returnIDs = fields.return_token_ids == true
+        return try await answer(engine, fields, prompt: prompt, defaultMaxTokens: nil, watch: watch, idPrefix: "chatcmpl") { context in
+            AnswerShape(
+                firstChunk: ChatResponse(id: context.id, object: "chat.completion.chunk", created: context.created, model: context.model,
+                                         choices: [ChatChoice(delta: AssistantMessage(role: "assistant", content: ""))]),
+                chunk: { output in
+                    ChatResponse(id: context.id, object: "chat.completion.chunk", created: context.created, model: context.model,
+                                 choices: [ChatChoice(delta: AssistantMessage(content: output.text), finish_reason: output.finishReason?.rawValue,
+                                                      token_ids: context.returnIDs ? [output.token] : nil)])
+                },
+                usageChunk: { usage in
+                    ChatResponse(id: context.id, object: "chat.completion.chunk", created: context.created, model: context.model,
+                                 choices: [], usage: usage)
+                },
+                whole: { text, tokens, last in
+                    ChatResponse(id: context.id, object: "chat.completion", created: context.created, model: context.model,
+                                 choices: [ChatChoice(message: AssistantMessage(role: "assistant", content: text),
+                                                      finish_reason: last.finishReason?.rawValue, token_ids: context.returnIDs ? tokens : nil)],
+                                 usage: Usage(prompt: prompt.count, completion: tokens.count),
+                                 prompt_token_ids: context.returnIDs ? prompt : nil)
+                })
+        }
+    }
+
+    /// What a response needs to name itself.
+    struct AnswerContext: Sendable {
+        let id: String
+        let created: Int
+        let model: String
+        let returnIDs: Bool
+    }
+
+    /// How an endpoint shapes its answer: streamed chunks (an optional first
+    /// one, one per output, the usage) or one whole response.
+    struct AnswerShape<Chunk: Encodable & Sendable, Whole: Encodable> {
+        var firstChunk: Chunk? = nil
+        let chunk: @Sendable (GenerationOutput) -> Chunk
+        let usageChunk: @Sendable (Usage) -> Chunk
+        let whole: (String, [Int], GenerationOutput) -> Whole
+    }
+
+    /// The flow both generating endpoints share: the engine request, submit,
+    /// then a server-sent-events stream or one JSON response.
+    private func answer<Chunk: Encodable & Sendable, Whole: Encodable>(
+        _ engine: ServingEngine, _ fields: SamplingFields, prompt: [Int], defaultMaxTokens: Int?, watch: DisconnectWatch,
+        idPrefix: String = "cmpl", shape makeShape: (AnswerContext) -> AnswerShape<Chunk, Whole>
+    ) async throws -> Response {
+        let request = try generationRequest(fields, prompt: prompt, engine: engine, defaultMaxTokens: defaultMaxTokens)
+        let context = AnswerContext(id: "\(idPrefix)-\(UUID().uuidString.lowercased())", created: Int(Date().timeIntervalSince1970),
+                                    model: configuration.modelName, returnIDs: fields.return_token_ids == true)
+        let shape = makeShape(context)
         let generation = try engine.submit(request)
         let arrival = ContinuousClock.now
         if fields.stream == true {
             let includeUsage = fields.stream_options?.include_usage == true
-            let first = ChatResponse(id: id, object: "chat.completion.chunk", created: created, model: model,
-                                     choices: [ChatChoice(delta: AssistantMessage(role: "assistant", content: ""))])
-            return streamResponse(engine: engine, generation: generation, arrival: arrival, firstChunk: first) { output in
-                ChatResponse(id: id, object: "chat.completion.chunk", created: created, model: model,
-                             choices: [ChatChoice(delta: AssistantMessage(content: output.text), finish_reason: output.finishReason?.rawValue,
-                                                  token_ids: returnIDs ? [output.token] : nil)])
-            } finalChunks: { last in
+            let usageChunk = shape.usageChunk
+            return streamResponse(engine: engine, generation: generation, arrival: arrival, firstChunk: shape.firstChunk,
+                                  chunk: shape.chunk) { last in
                 guard includeUsage, let last else { return [] }
-                return [ChatResponse(id: id, object: "chat.completion.chunk", created: created, model: model, choices: [],
-                                     usage: Usage(prompt: last.promptTokenCount, completion: last.completionTokenCount))]
+                return [usageChunk(Usage(prompt: last.promptTokenCount, completion: last.completionTokenCount))]
             }
         }
         watch.onClose { engine.cancel(id: generation.id) }
         let (text, tokens, last) = try await collect(generation, arrival: arrival)
-        return JSON.response(ChatResponse(
-            id: id, object: "chat.completion", created: created, model: model,
-            choices: [ChatChoice(message: AssistantMessage(role: "assistant", content: text),
-                                 finish_reason: last.finishReason?.rawValue, token_ids: returnIDs ? tokens : nil)],
-            usage: Usage(prompt: prompt.count, completion: tokens.count),
-            prompt_token_ids: returnIDs ? prompt : nil))
+        return JSON.response(shape.whole(text, tokens, last))
     }
 
     /// Renders messages with the model's chat template; returns the text and its tokens.

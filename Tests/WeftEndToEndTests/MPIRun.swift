@@ -32,7 +32,7 @@ enum MPIRun {
     static func run(ranks: Int, _ arguments: [String], timeout: TimeInterval = 180,
                     letAllRanksFinish: Bool = true) throws -> Outcome {
         let process = Process()
-        let wrapper = "\"$0\" \"$@\"; code=$?; echo \"weft-rank-exit ${OMPI_COMM_WORLD_RANK:-0} $code\" >&2; exit $code"
+        let wrapper = rankWrapper
         if ranks == 0 {
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
             process.arguments = ["-c", wrapper, weft.path] + arguments
@@ -46,14 +46,7 @@ enum MPIRun {
                                  "-np", String(ranks),
                                  "/bin/sh", "-c", wrapper, weft.path] + arguments
         }
-        // The test process may itself be an MPI singleton (the in-process model
-        // tests initialize MPI), which leaves launcher variables behind; a child
-        // mpirun must not inherit them.
-        var environment = ProcessInfo.processInfo.environment.filter { key, _ in
-            !["OMPI_", "PMIX_", "ORTE_", "OPAL_", "PRTE_"].contains { key.hasPrefix($0) }
-        }
-        environment["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
-        process.environment = environment
+        process.environment = launcherEnvironment()
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -72,13 +65,33 @@ enum MPIRun {
         }
         process.waitUntilExit()
         let stderr = errData.finish()
+        let exits = rankExits(stderr)
+        return Outcome(status: process.terminationStatus, stdout: outData.finish(), stderr: stderr,
+                       rankExits: exits, timedOut: timedOut)
+    }
+
+    /// The shell wrapper each rank runs in: it reports the rank's exit code on stderr.
+    static let rankWrapper = "\"$0\" \"$@\"; code=$?; echo \"weft-rank-exit ${OMPI_COMM_WORLD_RANK:-0} $code\" >&2; exit $code"
+
+    /// Each rank's exit code, from the lines `rankWrapper` printed.
+    static func rankExits(_ stderr: String) -> [Int: Int32] {
         var exits: [Int: Int32] = [:]
         for line in stderr.split(separator: "\n") where line.hasPrefix("weft-rank-exit ") {
             let parts = line.split(separator: " ")
             if parts.count == 3, let rank = Int(parts[1]), let code = Int32(parts[2]) { exits[rank] = code }
         }
-        return Outcome(status: process.terminationStatus, stdout: outData.finish(), stderr: stderr,
-                       rankExits: exits, timedOut: timedOut)
+        return exits
+    }
+
+    /// The environment for a child mpirun. The test process may itself be an
+    /// MPI singleton (the in-process model tests initialize MPI), which leaves
+    /// launcher variables behind; a child mpirun must not inherit them.
+    static func launcherEnvironment() -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment.filter { key, _ in
+            !["OMPI_", "PMIX_", "ORTE_", "OPAL_", "PRTE_"].contains { key.hasPrefix($0) }
+        }
+        environment["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+        return environment
     }
 
     /// Reads a pipe on a background thread so a chatty child never blocks.

@@ -29,15 +29,10 @@ final class ServerProcess {
     init(executable: URL, ranks: Int, marker: String?, waitUntilReady: Bool, arguments: [String]) throws {
         self.executable = executable
         self.marker = marker ?? executable.path
-        let wrapper = "\"$0\" \"$@\"; code=$?; echo \"weft-rank-exit ${OMPI_COMM_WORLD_RANK:-0} $code\" >&2; exit $code"
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-q", "--mca", "btl", "self,vader",
-                             "-np", String(ranks), "/bin/sh", "-c", wrapper, executable.path] + arguments
-        var environment = ProcessInfo.processInfo.environment.filter { key, _ in
-            !["OMPI_", "PMIX_", "ORTE_", "OPAL_", "PRTE_"].contains { key.hasPrefix($0) }
-        }
-        environment["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
-        process.environment = environment
+                             "-np", String(ranks), "/bin/sh", "-c", MPIRun.rankWrapper, executable.path] + arguments
+        process.environment = MPIRun.launcherEnvironment()
         let outPipe = Pipe(), errPipe = Pipe()
         process.standardOutput = outPipe
         process.standardError = errPipe
@@ -135,12 +130,7 @@ final class ServerProcess {
         process.waitUntilExit()
         stdout = out.finish()
         stderr = err.finish()
-        var exits: [Int: Int32] = [:]
-        for line in stderr.split(separator: "\n") where line.hasPrefix("weft-rank-exit ") {
-            let parts = line.split(separator: " ")
-            if parts.count == 3, let rank = Int(parts[1]), let code = Int32(parts[2]) { exits[rank] = code }
-        }
-        return Exit(status: process.terminationStatus, rankExits: exits, timedOut: timedOut)
+        return Exit(status: process.terminationStatus, rankExits: MPIRun.rankExits(stderr), timedOut: timedOut)
     }
 
     /// Stops the server with SIGTERM and checks every rank exited 0.
