@@ -385,6 +385,17 @@ final class ServeTests: XCTestCase {
         XCTAssertTrue(text.text.contains("token ids"), text.text)
     }
 
+    func testSIGINTToRankZeroAloneStopsEveryRank() throws {
+        let server = try ServerProcess()
+        XCTAssertEqual(try complete(server.client, prompt: [1, 2, 3], maxTokens: 2).tokens.count, 2)
+        kill(try XCTUnwrap(server.rankPIDs()[0]), SIGINT)
+        let exit = server.waitForExit()
+        XCTAssertFalse(exit.timedOut)
+        XCTAssertEqual(exit.status, 0, server.stderr)
+        XCTAssertEqual(exit.rankExits, [0: 0, 1: 0], server.stderr)
+        XCTAssertEqual(server.rankPIDs(), [:])
+    }
+
     func testADeadRankFailsTheServerFast() throws {
         let server = try ServerProcess()
         let stream = try server.client.openStream("/v1/completions", ["prompt": [1, 2, 3], "max_tokens": 1500, "temperature": 0,
