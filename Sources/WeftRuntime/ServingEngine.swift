@@ -102,6 +102,8 @@ public struct ServingStats: Sendable {
     public var communicationSeconds = 0.0
     public var promptTokens = 0
     public var generatedTokens = 0
+
+    public init() {}
 }
 
 /// The embeddable serving engine: continuous batching over a tensor-parallel
@@ -175,7 +177,10 @@ public final class ServingEngine: @unchecked Sendable {
         var engineConfiguration = configuration.engine
         // The model's length is known only once its config is read, so size the
         // cache in two passes: peek at the config first (cheap, agreed by Engine).
-        let modelMax = try ServingEngine.peekMaxPositions(configuration.engine.weights)
+        let modelMax = ServingEngine.peekMaxPositions(configuration.engine.weights)
+        if let requested = configuration.maxModelLength, let modelMax, requested > modelMax {
+            throw RuntimeError.invalidOption("--max-model-len", "\(requested) exceeds the model's max_position_embeddings \(modelMax)")
+        }
         let length = min(configuration.maxModelLength ?? min(modelMax ?? 4096, 4096), modelMax ?? Int.max)
         let blockSize = engineConfiguration.kvBlockSize
         let blocks = configuration.kvBlocks ?? configuration.maxRunningSequences * ((length + blockSize - 1) / blockSize)
@@ -189,15 +194,9 @@ public final class ServingEngine: @unchecked Sendable {
                                        kvBlocks: blocks, kvBlockSize: blockSize)
         scheduler = BatchScheduler(limits: limits)
         stats.kvBlocksTotal = blocks
-        if let configurationLength = configuration.maxModelLength, let modelMax, configurationLength > modelMax {
-            throw RuntimeError.invalidOption("--max-model-len", "\(configurationLength) exceeds the model's max_position_embeddings \(modelMax)")
-        }
-        guard scheduler.fits(promptTokens: 1, maxNewTokens: 1) else {
-            throw RuntimeError.invalidOption("--kv-blocks", "\(blocks) blocks cannot hold even one sequence")
-        }
     }
 
-    private static func peekMaxPositions(_ weights: EngineConfiguration.Weights) throws -> Int? {
+    private static func peekMaxPositions(_ weights: EngineConfiguration.Weights) -> Int? {
         let file: URL
         switch weights {
         case .checkpoint(let directory): file = directory.appendingPathComponent("config.json")
