@@ -45,20 +45,8 @@ indirect enum TokenDecoder: Sendable {
             guard start >= 0, stop >= 0 else { throw node.error("start and stop must be non-negative") }
             return .strip(content: scalar, start: start, stop: stop)
         case "Metaspace":
-            let replacement = try node["replacement"].optionalString() ?? "\u{2581}"
-            guard replacement.unicodeScalars.count == 1, let scalar = replacement.unicodeScalars.first else {
-                throw node["replacement"].error("expected a single character")
-            }
-            var scheme: PrependScheme
-            if let name = try node["prepend_scheme"].optionalString() {
-                guard let s = PrependScheme(rawValue: name) else {
-                    throw node["prepend_scheme"].error("expected \"first\", \"always\" or \"never\"")
-                }
-                scheme = s
-            } else {
-                scheme = try node["add_prefix_space"].bool(default: true) ? .always : .never
-            }
-            return .metaspace(replacement: scalar, prependScheme: scheme)
+            let (replacement, scheme) = try parseMetaspace(node)
+            return .metaspace(replacement: replacement, prependScheme: scheme)
         case "Sequence":
             let items = try node["decoders"].array()
             return .sequence(try items.map { item in

@@ -80,6 +80,23 @@ enum PrependScheme: String, Sendable {
     case first, always, never
 }
 
+/// The settings a Metaspace pre-tokenizer and decoder share: the replacement
+/// character (default ▁) and the prepend scheme (`prepend_scheme`, or the
+/// older `add_prefix_space` flag).
+func parseMetaspace(_ node: JSONNode) throws -> (replacement: Unicode.Scalar, scheme: PrependScheme) {
+    let replacement = try node["replacement"].optionalString() ?? "\u{2581}"
+    guard replacement.unicodeScalars.count == 1, let scalar = replacement.unicodeScalars.first else {
+        throw node["replacement"].error("expected a single character")
+    }
+    if let name = try node["prepend_scheme"].optionalString() {
+        guard let scheme = PrependScheme(rawValue: name) else {
+            throw node["prepend_scheme"].error("expected \"first\", \"always\" or \"never\"")
+        }
+        return (scalar, scheme)
+    }
+    return (scalar, try node["add_prefix_space"].bool(default: true) ? .always : .never)
+}
+
 /// The supported pre-tokenizers.
 indirect enum PreTokenizer: Sendable {
     case byteLevel(addPrefixSpace: Bool, useRegex: Bool)
@@ -107,21 +124,9 @@ indirect enum PreTokenizer: Sendable {
                 pattern: try TextPattern.parse(node["pattern"]), behavior: behavior,
                 invert: try node["invert"].bool(default: false))
         case "Metaspace":
-            let replacement = try node["replacement"].optionalString() ?? "\u{2581}"
-            guard replacement.unicodeScalars.count == 1 else {
-                throw node["replacement"].error("expected a single character")
-            }
-            var scheme: PrependScheme
-            if let name = try node["prepend_scheme"].optionalString() {
-                guard let s = PrependScheme(rawValue: name) else {
-                    throw node["prepend_scheme"].error("expected \"first\", \"always\" or \"never\"")
-                }
-                scheme = s
-            } else {
-                scheme = try node["add_prefix_space"].bool(default: true) ? .always : .never
-            }
+            let (replacement, scheme) = try parseMetaspace(node)
             return .metaspace(
-                replacement: Array(replacement.utf8), prependScheme: scheme,
+                replacement: Array(String(replacement).utf8), prependScheme: scheme,
                 split: try node["split"].bool(default: true))
         case "Digits":
             return .digits(individual: try node["individual_digits"].bool(default: false))
