@@ -137,6 +137,13 @@ enum SplitRules {
 
     /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
     static func gpt2(_ table: ScalarTable) -> [Range<Int>] {
+        segments(table) { s, cls, n, i in gpt2Match(s, cls, n, i) }
+    }
+
+    /// Cuts the text into consecutive matches: `match` gives the end of the
+    /// match that starts at i (these patterns match every position).
+    @inline(__always)
+    private static func segments(_ table: ScalarTable, _ match: ([UInt32], [UInt8], Int, Int) -> Int) -> [Range<Int>] {
         let s = table.codes
         let cls = classes(s)
         let n = s.count
@@ -144,7 +151,7 @@ enum SplitRules {
         result.reserveCapacity(n / 3 + 1)
         var i = 0
         while i < n {
-            let end = gpt2Match(s, cls, n, i)
+            let end = match(s, cls, n, i)
             result.append(i..<end)
             i = end
         }
@@ -198,18 +205,7 @@ enum SplitRules {
 
     /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,maxDigits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
     static func llama3(_ table: ScalarTable, maxDigits: Int) -> [Range<Int>] {
-        let s = table.codes
-        let cls = classes(s)
-        let n = s.count
-        var result: [Range<Int>] = []
-        result.reserveCapacity(n / 3 + 1)
-        var i = 0
-        while i < n {
-            let end = llama3Match(s, cls, n, i, maxDigits)
-            result.append(i..<end)
-            i = end
-        }
-        return result
+        segments(table) { s, cls, n, i in llama3Match(s, cls, n, i, maxDigits) }
     }
 
     /// Simple case folding for the letters used by the contraction alternatives.
