@@ -99,18 +99,13 @@ struct BenchEndToEnd: ParsableCommand {
                     let sequence = engine.newSequence()
                     var batch = FlatBatch()
                     batch.append(sequence: sequence, tokens: prompt.map { Int32($0) }, firstPosition: 0, logits: .last)
-                    try communicator.barrier()
-                    let start = DispatchTime.now()
-                    _ = try engine.forwardLocal(batch)
-                    try communicator.barrier()
-                    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+                    let seconds = try secondsAcrossRanks(communicator) { _ = try engine.forwardLocal(batch) }
                     engine.release(sequence: sequence)
                     if repetition > 0 { samples.append(Double(promptTokens) / seconds) }  // first run warms up
                 }
                 // Matrix-multiply work of a prefill on this rank: 2 flops per weight per token.
                 let perToken = 2.0 * Double(engine.model.weights.byteCount / 4)
-                let median = samples.sorted()[samples.count / 2]
-                rows.append(row("pp\(promptTokens)", samples, gflops: perToken / Double(communicator.size) * median / 1e9 / Double(threads)))
+                rows.append(row("pp\(promptTokens)", samples, gflops: perToken / Double(communicator.size) * median(samples) / 1e9 / Double(threads)))
             }
             if generatedTokens > 0 {
                 var samples: [Double] = []
@@ -120,15 +115,13 @@ struct BenchEndToEnd: ParsableCommand {
                     var batch = FlatBatch()
                     batch.append(sequence: sequence, tokens: [Int32(prompt[0])], firstPosition: 0, logits: .last)
                     _ = try engine.forwardLocal(batch)
-                    try communicator.barrier()
-                    let start = DispatchTime.now()
-                    for step in 1...generatedTokens {
-                        var decode = FlatBatch()
-                        decode.append(sequence: sequence, tokens: [Int32(prompt[step % prompt.count])], firstPosition: step, logits: .last)
-                        _ = try engine.forwardLocal(decode)
+                    let seconds = try secondsAcrossRanks(communicator) {
+                        for step in 1...generatedTokens {
+                            var decode = FlatBatch()
+                            decode.append(sequence: sequence, tokens: [Int32(prompt[step % prompt.count])], firstPosition: step, logits: .last)
+                            _ = try engine.forwardLocal(decode)
+                        }
                     }
-                    try communicator.barrier()
-                    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
                     engine.release(sequence: sequence)
                     if repetition > 0 { samples.append(Double(generatedTokens) / seconds) }
                 }

@@ -90,7 +90,7 @@ struct BenchCollective: ParsableCommand {
                     times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e3)
                 }
                 // The slowest rank's median: a collective is as fast as its last rank.
-                let mine = times.sorted()[times.count / 2]
+                let mine = WeftCLI.median(times)
                 return Double(try communicator.allReduceMax(Int(mine * 1000))) / 1000
             }
 

@@ -82,14 +82,11 @@ struct BenchPrefill: ParsableCommand {
                         if communicator.isRoot && !json {
                             FileHandle.standardError.write(Data("\r\(count) tokens \(mode.rawValue): run \(repetition + 1)/\(repetitions + 1)…".utf8))
                         }
-                        try communicator.barrier()
-                        let start = DispatchTime.now().uptimeNanoseconds
-                        _ = try engine.model.forward(batch, mode: concrete, split: split)
-                        try communicator.barrier()
+                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, mode: concrete, split: split) }
                         engine.release(sequence: 0)
-                        if repetition > 0 { times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6) }
+                        if repetition > 0 { times.append(seconds * 1e3) }
                     }
-                    let median = times.sorted()[times.count / 2]
+                    let median = median(times)
                     medians[mode] = median
                     if communicator.isRoot && !json {
                         FileHandle.standardError.write(Data("\r\(count) tokens \(mode.rawValue): \(String(format: "%.1f", median)) ms      \n".utf8))

@@ -59,16 +59,13 @@ struct BenchSplit: ParsableCommand {
                     for (i, piece) in pieces.enumerated() {
                         var batch = FlatBatch()
                         batch.append(sequence: 0, tokens: piece.map { Int32(($0 * 7919 + 11) % v) }, firstPosition: piece.lowerBound, logits: .last)
-                        try communicator.barrier()
-                        let start = DispatchTime.now().uptimeNanoseconds
-                        _ = try engine.model.forward(batch, mode: mode, split: split)
-                        try communicator.barrier()
-                        if i == pieces.count - 1 { elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 }
+                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, mode: mode, split: split) }
+                        if i == pieces.count - 1 { elapsed = seconds * 1e3 }
                     }
                     engine.release(sequence: 0)
                     if repetition > 0 { times.append(elapsed) }
                 }
-                return times.sorted()[times.count / 2]
+                return median(times)
             }
             var rows: [Row] = []
             for count in counts {
