@@ -215,9 +215,7 @@ public final class Engine {
     /// reaches the same verdict without communicating).
     public func validate(tokens: [Int], maxNewTokens: Int = 0) throws {
         guard !tokens.isEmpty else { throw RuntimeError.invalidInput("the prompt is empty: give at least one token") }
-        for token in tokens where token < 0 || token >= config.vocabularySize {
-            throw RuntimeError.invalidInput("token id \(token) is out of range: the vocabulary has \(config.vocabularySize) ids (0...\(config.vocabularySize - 1))")
-        }
+        if let problem = config.vocabularyProblem(tokens) { throw RuntimeError.invalidInput(problem) }
         let limit = min(config.maxPositionEmbeddings, model.cache.blockCount * model.cache.blockSize)
         guard tokens.count + maxNewTokens <= limit else {
             throw RuntimeError.invalidInput("prompt of \(tokens.count) tokens plus \(maxNewTokens) new tokens exceeds the context of \(limit) positions")

@@ -133,7 +133,7 @@ public final class ServingEngine: @unchecked Sendable {
     public var tokenizer: Tokenizer? { engine.tokenizer }
     /// Longest prompt + completion, in tokens.
     public let maxModelLength: Int
-    public let kvBlocks: Int
+    public var kvBlocks: Int { limits.kvBlocks }
 
     private let engine: Engine
     private let eosTokenIDs: Set<Int>
@@ -188,7 +188,6 @@ public final class ServingEngine: @unchecked Sendable {
         engineConfiguration.maxSequenceLength = length
         engine = try Engine(configuration: engineConfiguration, communicator: communicator)
         maxModelLength = min(length, engine.config.maxPositionEmbeddings)
-        kvBlocks = blocks
         eosTokenIDs = Set(engine.config.eosTokenIDs + (engine.tokenizer?.eosTokenIDs ?? []))
         limits = BatchScheduler.Limits(maxRunning: configuration.maxRunningSequences, maxBatchTokens: configuration.maxBatchTokens,
                                        kvBlocks: blocks, kvBlockSize: blockSize)
@@ -214,12 +213,11 @@ public final class ServingEngine: @unchecked Sendable {
 
     /// Checks a request against the model and the engine's limits.
     public func validate(_ request: GenerationRequest) throws {
-        let vocabulary = engine.config.vocabularySize
         guard !request.prompt.isEmpty else {
             throw ServingError.invalidRequest(parameter: "prompt", message: "prompt is empty: give at least one token")
         }
-        if let bad = request.prompt.first(where: { $0 < 0 || $0 >= vocabulary }) {
-            throw ServingError.invalidRequest(parameter: "prompt", message: "token id \(bad) is out of range: the vocabulary has \(vocabulary) ids (0...\(vocabulary - 1))")
+        if let problem = engine.config.vocabularyProblem(request.prompt) {
+            throw ServingError.invalidRequest(parameter: "prompt", message: problem)
         }
         guard request.maxTokens >= 1 else {
             throw ServingError.invalidRequest(parameter: "max_tokens", message: "max_tokens must be at least 1, got \(request.maxTokens)")
@@ -239,8 +237,8 @@ public final class ServingEngine: @unchecked Sendable {
         guard request.topK >= 0 else {
             throw ServingError.invalidRequest(parameter: "top_k", message: "top_k must be >= 0, got \(request.topK)")
         }
-        if let bad = request.stopTokenIDs.first(where: { $0 < 0 || $0 >= vocabulary }) {
-            throw ServingError.invalidRequest(parameter: "stop_token_ids", message: "stop token id \(bad) is out of range (0...\(vocabulary - 1))")
+        if let problem = engine.config.vocabularyProblem(request.stopTokenIDs) {
+            throw ServingError.invalidRequest(parameter: "stop_token_ids", message: "stop_token_ids: \(problem)")
         }
         // `limits`, not `scheduler`: this runs on callers' threads while the
         // engine thread mutates the scheduler.

@@ -60,8 +60,17 @@ struct SamplingFields: Decodable {
     var echo: Bool?
 }
 
+/// A request body is parsed once: the sampling fields first (so their
+/// errors come first, as before), then the endpoint's own.
 struct CompletionRequest: Decodable {
+    var sampling: SamplingFields
     var prompt: PromptInput
+
+    enum CodingKeys: String, CodingKey { case prompt }
+    init(from decoder: Decoder) throws {
+        sampling = try SamplingFields(from: decoder)
+        prompt = try decoder.container(keyedBy: CodingKeys.self).decode(PromptInput.self, forKey: .prompt)
+    }
 }
 
 struct ChatMessage: Decodable {
@@ -91,8 +100,17 @@ struct ChatMessage: Decodable {
 }
 
 struct ChatRequest: Decodable {
+    var sampling: SamplingFields
     var messages: [ChatMessage]
     var add_generation_prompt: Bool?
+
+    enum CodingKeys: String, CodingKey { case messages, add_generation_prompt }
+    init(from decoder: Decoder) throws {
+        sampling = try SamplingFields(from: decoder)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        messages = try container.decode([ChatMessage].self, forKey: .messages)
+        add_generation_prompt = try container.decodeIfPresent(Bool.self, forKey: .add_generation_prompt)
+    }
 }
 
 struct TokenizeRequest: Decodable {

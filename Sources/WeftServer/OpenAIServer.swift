@@ -211,8 +211,8 @@ public final class OpenAIServer: Sendable {
     // MARK: Completions
 
     private func completions(_ engine: ServingEngine, _ data: Data, _ watch: DisconnectWatch) async throws -> Response {
-        let fields = try decode(SamplingFields.self, data)
         let input = try decode(CompletionRequest.self, data)
+        let fields = input.sampling
         let prompt: [Int]
         switch input.prompt {
         case .tokens(let tokens): prompt = tokens
@@ -244,8 +244,8 @@ public final class OpenAIServer: Sendable {
     }
 
     private func chatCompletions(_ engine: ServingEngine, _ data: Data, _ watch: DisconnectWatch) async throws -> Response {
-        let fields = try decode(SamplingFields.self, data)
         let chat = try decode(ChatRequest.self, data)
+        let fields = chat.sampling
         let (_, prompt) = try renderChat(engine, chat.messages, addGenerationPrompt: chat.add_generation_prompt ?? true)
         return try await answer(engine, fields, prompt: prompt, defaultMaxTokens: nil, watch: watch, idPrefix: "chatcmpl") { context in
             AnswerShape(
@@ -355,7 +355,6 @@ public final class OpenAIServer: Sendable {
         if let stops = fields.stop?.strings, stops.count > 4 {
             throw APIError.badRequest("stop takes at most 4 strings, got \(stops.count)", param: "stop")
         }
-        guard !prompt.isEmpty else { throw APIError.badRequest("prompt is empty", param: "prompt") }
         let maxTokens = fields.max_completion_tokens ?? fields.max_tokens ?? defaultMaxTokens ?? max(engine.maxModelLength - prompt.count, 1)
         var request = GenerationRequest(prompt: prompt, maxTokens: maxTokens)
         request.temperature = fields.temperature ?? 1
@@ -460,10 +459,7 @@ public final class OpenAIServer: Sendable {
     private func detokenize(_ engine: ServingEngine, _ data: Data) throws -> Response {
         let input = try decode(DetokenizeRequest.self, data)
         guard let tokenizer = engine.tokenizer else { throw APIError.badRequest("this model has no tokenizer") }
-        let vocabulary = engine.modelConfig.vocabularySize
-        if let bad = input.tokens.first(where: { $0 < 0 || $0 >= vocabulary }) {
-            throw APIError.badRequest("token id \(bad) is out of range: the vocabulary has \(vocabulary) ids (0...\(vocabulary - 1))", param: "tokens")
-        }
+        if let problem = engine.modelConfig.vocabularyProblem(input.tokens) { throw APIError.badRequest(problem, param: "tokens") }
         return JSON.response(DetokenizeResponse(prompt: tokenizer.decode(input.tokens, skipSpecialTokens: false)))
     }
 }
