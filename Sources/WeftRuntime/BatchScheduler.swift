@@ -108,10 +108,6 @@ public struct BatchScheduler: Sendable {
         running[index].generated.append(token)
     }
 
-    public func sequence(_ id: Int) -> Sequence? {
-        running.first { $0.id == id } ?? waiting.first { $0.id == id }
-    }
-
     /// The next step: releases, decodes of running sequences, then prompt
     /// chunks of running and newly admitted sequences under the token budget.
     public mutating func nextStep() -> StepPlan {

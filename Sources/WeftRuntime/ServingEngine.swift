@@ -303,13 +303,6 @@ public final class ServingEngine: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Whether `shutdown` was called or the engine stopped.
-    public var isShuttingDown: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return shutdownDeadline != nil || stopped
-    }
-
     /// Whether `run()` has ended (after a shutdown or a failure).
     public var hasStopped: Bool {
         condition.lock()

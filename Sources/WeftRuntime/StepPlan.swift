@@ -18,8 +18,6 @@ public struct StepPlan: Sendable, Equatable {
         self.stop = stop
     }
 
-    public var isEmpty: Bool { releases.isEmpty && batch.isEmpty && !stop }
-
     /// Wire format: [stop, release count, releases…, batch encoding…].
     public func encoded() -> [Int32] {
         [stop ? 1 : 0, Int32(releases.count)] + releases.map { Int32($0) } + batch.encoded()
