@@ -61,6 +61,49 @@ static inline void weft_gemm_pack_x(const float *x, size_t ldx, int rows, int kc
 
 #define WEFT_GEMM_STACK_FLOATS 8192  // 32 KiB of packed x on the stack; larger blocks use the heap
 
+// A few row groups (a batch of decodes): the weights are the traffic, and in
+// the blocked order the first group would stream a whole L2 block from memory
+// while the others then compute on it with memory idle. Instead x is packed
+// for the full K and each panel is walked in short K chunks, every group in
+// turn: the chunk the first group pulls in is reused from L1 by the others
+// while the hardware streams on through the (sequential) panel, so memory and
+// compute overlap. Returns 0 (having done nothing) if the packing buffer
+// cannot be allocated.
+static inline int weft_gemm_few_groups(const weft_gemm_plan *plan, int m, int n0, int n1, int k,
+                                       const float *x, size_t ldx, const float *wpacked, float *y,
+                                       size_t ldy, int accumulate) {
+    const int NR = WEFT_GEMM_NR, NRK = plan->nrk;
+    int groups = (m + plan->mr - 1) / plan->mr, base = m / groups, extra = m % groups;
+    float *xfull = malloc(sizeof(float) * (size_t)m * k);
+    if (!xfull) return 0;
+    for (int g = 0, row = 0; g < groups; g++) {
+        int rows = base + (g < extra);
+        weft_gemm_pack_x(x + (size_t)row * ldx, ldx, rows, k, xfull + (size_t)row * k);
+        row += rows;
+    }
+    for (int p = n0 / NR, p_end = (n1 + NR - 1) / NR; p < p_end; p++) {
+        const float *panel = wpacked + (size_t)p * NR * (size_t)k;
+        for (int pc = 0; pc < k; pc += WEFT_GEMM_CHUNK_K) {
+            int kc = k - pc < WEFT_GEMM_CHUNK_K ? k - pc : WEFT_GEMM_CHUNK_K;
+            int load_c = accumulate || pc > 0;
+            for (int g = 0, row = 0; g < groups; g++) {
+                int rows = base + (g < extra);
+                const float *xp = xfull + (size_t)row * k + (size_t)pc * rows;
+                float *yrow = y + (size_t)row * ldy;
+                for (int s = 0; s < NR; s += NRK) {
+                    int col = p * NR + s;
+                    if (col >= n1) break;
+                    int width = n1 - col < NRK ? n1 - col : NRK;
+                    plan->kernel[rows](kc, xp, panel + (size_t)pc * NR + s, yrow + col, ldy, width, load_c);
+                }
+                row += rows;
+            }
+        }
+    }
+    free(xfull);
+    return 1;
+}
+
 static inline void weft_gemm_blocked(const weft_gemm_plan *plan, int m, int n0, int n1, int k,
                                      const float *x, size_t ldx, const float *wpacked, float *y,
                                      size_t ldy, int accumulate) {
@@ -71,6 +114,10 @@ static inline void weft_gemm_blocked(const weft_gemm_plan *plan, int m, int n0, 
         return;
     }
     const int NR = WEFT_GEMM_NR, MR = plan->mr, NRK = plan->nrk;
+    int row_groups = (m + MR - 1) / MR;
+    if (row_groups >= 2 && row_groups <= WEFT_GEMM_FEW_GROUPS && m <= plan->mc &&
+        weft_gemm_few_groups(plan, m, n0, n1, k, x, ldx, wpacked, y, ldy, accumulate))
+        return;
     int MC = m < plan->mc ? m : plan->mc;
     // One row group whose kernel covers whole panels (decode): no K blocking,
     // so each panel streams once, front to back. Kernels that cover a panel in
@@ -88,55 +135,6 @@ static inline void weft_gemm_blocked(const weft_gemm_plan *plan, int m, int n0, 
         }
     }
     int p_first = n0 / NR, p_end = (n1 + NR - 1) / NR;
-    int all_groups = (m + MR - 1) / MR;
-    if (all_groups >= 2 && all_groups <= WEFT_GEMM_FEW_GROUPS && m <= plan->mc) {
-        // A few row groups (a batch of decodes): the weights are the traffic,
-        // and in the order below the first group would stream a whole L2 block
-        // from memory while the others then compute on it with memory idle.
-        // Instead go through each panel in short K chunks, every group in
-        // turn: the chunk the first group pulls in is reused from L1 by the
-        // others while the hardware streams on through the (sequential) panel,
-        // so memory and compute overlap.
-        float *xfull = heap;
-        if (!xfull || (size_t)MC * KC < (size_t)m * k) {
-            free(heap);
-            heap = xfull = malloc(sizeof(float) * (size_t)m * k);
-        }
-        if (xfull) {
-            int base = m / all_groups, extra = m % all_groups;
-            for (int g = 0, row = 0; g < all_groups; g++) {
-                int rows = base + (g < extra);
-                weft_gemm_pack_x(x + (size_t)row * ldx, ldx, rows, k, xfull + (size_t)row * k);
-                row += rows;
-            }
-            for (int p = p_first; p < p_end; p++) {
-                const float *panel = wpacked + (size_t)p * NR * (size_t)k;
-                for (int pc = 0; pc < k; pc += WEFT_GEMM_CHUNK_K) {
-                    int kc = k - pc < WEFT_GEMM_CHUNK_K ? k - pc : WEFT_GEMM_CHUNK_K;
-                    int load_c = accumulate || pc > 0;
-                    for (int g = 0, row = 0; g < all_groups; g++) {
-                        int rows = base + (g < extra);
-                        const float *xp = xfull + (size_t)row * k + (size_t)pc * rows;
-                        float *yrow = y + (size_t)row * ldy;
-                        for (int s = 0; s < NR; s += NRK) {
-                            int col = p * NR + s;
-                            if (col >= n1) break;
-                            int width = n1 - col < NRK ? n1 - col : NRK;
-                            plan->kernel[rows](kc, xp, panel + (size_t)pc * NR + s, yrow + col, ldy, width, load_c);
-                        }
-                        row += rows;
-                    }
-                }
-            }
-            free(heap);
-            return;
-        }
-        // Out of memory: the general order below (with the stack buffer).
-        xbuf = stack_buf;
-        heap = NULL;
-        KC = k < plan->kc ? k : plan->kc;
-        MC = WEFT_GEMM_STACK_FLOATS / KC < MC ? WEFT_GEMM_STACK_FLOATS / KC : MC;
-    }
     for (int i0 = 0; i0 < m; i0 += MC) {
         int mc = m - i0 < MC ? m - i0 : MC;
         int groups = (mc + MR - 1) / MR, base = mc / groups, extra = mc % groups;
