@@ -382,37 +382,53 @@ public final class FusedResidualNorm {
 
     // MARK: MPI
 
+    /// Starts `MPI_Ireduce_scatter_block` of the first `rows` rows staged in
+    /// `sendStage`, zero-padded to `parts` equal blocks of `block` rows; each
+    /// rank's summed block lands in `shardStage`.
+    private func startReduceScatter(rows: Int, block: Int, parts: Int, comm: MPI_Comm, request: inout MPI_Request?) throws {
+        let h = hidden, send = sendStage!.pointer
+        (send + rows * h).update(repeating: 0, count: (block * parts - rows) * h)
+        try check(MPI_Ireduce_scatter_block(send, shardStage!.pointer, Int32(block * h), CMPI_FLOAT(), CMPI_SUM(), comm, &request),
+                  "MPI_Ireduce_scatter_block")
+    }
+
+    /// Once the reduce-scatter is done: adds this rank's residual rows of
+    /// `rows` to its summed block, normalizes them into `gatherStage`, and
+    /// starts the all-gather of every rank's normalized block into `receiveStage`.
+    private func normalizeShardAndStartGather(_ rows: Range<Int>, block: Int, args: Arguments, comm: MPI_Comm,
+                                              request: inout MPI_Request?) throws {
+        let h = hidden, gather = gatherStage!.pointer
+        let mine = shard(of: rows)
+        if !mine.isEmpty {
+            var sources: [UnsafePointer<Float>?] = [UnsafePointer(shardStage!.pointer)]
+            weft_reduce_add_rmsnorm(&sources, 1, h, args.residual + mine.lowerBound * h, h, args.weight,
+                                    gather, h, Int32(mine.count), Int32(h), args.eps)
+        }
+        try check(MPI_Iallgather(gather, Int32(block * h), CMPI_FLOAT(), receiveStage!.pointer, Int32(block * h), CMPI_FLOAT(), comm, &request),
+                  "MPI_Iallgather")
+    }
+
     private func mpiStateMachine(_ op: Operation, args: Arguments) -> () -> Bool {
         var state = 0
         var request: MPI_Request? = CMPI_REQUEST_NULL()
         let rows = op.rows, h = hidden, n = size
         let block = (rows.count + n - 1) / n
-        let send = sendStage!.pointer, shardBuffer = shardStage!.pointer, gather = gatherStage!.pointer, receive = receiveStage!.pointer
+        let send = sendStage!.pointer, receive = receiveStage!.pointer
         let comm = communicator.comm
         return { [self] in
             do {
                 switch state {
                 case 0:
                     guard block > 0 else { return true }
-                    // Padded to N equal blocks for MPI_Ireduce_scatter_block.
                     send.update(from: partials + rows.lowerBound * h, count: rows.count * h)
-                    (send + rows.count * h).update(repeating: 0, count: (block * n - rows.count) * h)
-                    try check(MPI_Ireduce_scatter_block(send, shardBuffer, Int32(block * h), CMPI_FLOAT(), CMPI_SUM(), comm, &request),
-                              "MPI_Ireduce_scatter_block")
+                    try startReduceScatter(rows: rows.count, block: block, parts: n, comm: comm, request: &request)
                     state = 1
                     return false
                 case 1:
                     var flag: Int32 = 0
                     try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
                     guard flag != 0 else { return false }
-                    let mine = shard(of: rows)
-                    if !mine.isEmpty {
-                        var sources: [UnsafePointer<Float>?] = [UnsafePointer(shardBuffer)]
-                        weft_reduce_add_rmsnorm(&sources, 1, h, args.residual + mine.lowerBound * h, h, args.weight,
-                                                gather, h, Int32(mine.count), Int32(h), args.eps)
-                    }
-                    try check(MPI_Iallgather(gather, Int32(block * h), CMPI_FLOAT(), receive, Int32(block * h), CMPI_FLOAT(), comm, &request),
-                              "MPI_Iallgather")
+                    try normalizeShardAndStartGather(rows, block: block, args: args, comm: comm, request: &request)
                     state = 2
                     return false
                 default:
@@ -443,7 +459,7 @@ extension FusedResidualNorm {
         let h = hidden
         let local = Self.block(op.rows, parts: localSize, index: localRank)
         let block = (local.count + nodeCount - 1) / nodeCount
-        let send = sendStage!.pointer, shardBuffer = shardStage!.pointer, gather = gatherStage!.pointer, receive = receiveStage!.pointer
+        let send = sendStage!.pointer, receive = receiveStage!.pointer
         let cross = crossComm
         let sources = peerPartials
         return { [self] in
@@ -466,9 +482,7 @@ extension FusedResidualNorm {
                                 weft_sum_rows(rebound.baseAddress, Int32(localSize), h, send, h, Int32(local.count), Int32(h))
                             }
                         }
-                        (send + local.count * h).update(repeating: 0, count: (block * nodeCount - local.count) * h)
-                        try check(MPI_Ireduce_scatter_block(send, shardBuffer, Int32(block * h), CMPI_FLOAT(), CMPI_SUM(), cross, &request),
-                                  "MPI_Ireduce_scatter_block")
+                        try startReduceScatter(rows: local.count, block: block, parts: nodeCount, comm: cross, request: &request)
                     }
                     state = 2
                     return false
@@ -477,14 +491,7 @@ extension FusedResidualNorm {
                         var flag: Int32 = 0
                         try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
                         guard flag != 0 else { return false }
-                        let mine = shard(of: op.rows)
-                        if !mine.isEmpty {
-                            var list: [UnsafePointer<Float>?] = [UnsafePointer(shardBuffer)]
-                            weft_reduce_add_rmsnorm(&list, 1, h, args.residual + mine.lowerBound * h, h, args.weight,
-                                                    gather, h, Int32(mine.count), Int32(h), args.eps)
-                        }
-                        try check(MPI_Iallgather(gather, Int32(block * h), CMPI_FLOAT(), receive, Int32(block * h), CMPI_FLOAT(), cross, &request),
-                                  "MPI_Iallgather")
+                        try normalizeShardAndStartGather(op.rows, block: block, args: args, comm: cross, request: &request)
                     }
                     state = 3
                     return false
