@@ -301,6 +301,8 @@ void weft_gemm_packed_avx2(int m, int n0, int n1, int k, const float *x, size_t 
     weft_gemm_blocked(plan, m, n0, n1, k, x, ldx, wpacked, y, ldy, accumulate);
 }
 
+int weft_gemm_mr_avx2(void) { return AVX2_MR; }
+
 #else  // not x86-64: the scalar references
 
 void weft_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n) { weft_bf16_to_f32_scalar(src, dst, n); }
@@ -309,6 +311,7 @@ void weft_gemm_packed_avx2(int m, int n0, int n1, int k, const float *x, size_t 
                            const float *wpacked, float *y, size_t ldy, int accumulate) {
     weft_gemm_packed_scalar(m, n0, n1, k, x, ldx, wpacked, y, ldy, accumulate);
 }
+int weft_gemm_mr_avx2(void) { return weft_gemm_mr_scalar(); }
 void weft_rmsnorm_avx2(const float *x, size_t ldx, const float *w, float *y, size_t ldy,
                        int rows, int dim, float eps) {
     weft_rmsnorm_scalar(x, ldx, w, y, ldy, rows, dim, eps);

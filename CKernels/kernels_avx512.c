@@ -216,6 +216,8 @@ void weft_gemm_packed_avx512(int m, int n0, int n1, int k, const float *x, size_
     weft_gemm_blocked(&gemm_plan_avx512, m, n0, n1, k, x, ldx, wpacked, y, ldy, accumulate);
 }
 
+int weft_gemm_mr_avx512(void) { return AVX512_MR; }
+
 #else  // not x86-64: the scalar references
 
 void weft_bf16_to_f32_avx512(const uint16_t *src, float *dst, size_t n) { weft_bf16_to_f32_scalar(src, dst, n); }
@@ -224,6 +226,7 @@ void weft_gemm_packed_avx512(int m, int n0, int n1, int k, const float *x, size_
                              const float *wpacked, float *y, size_t ldy, int accumulate) {
     weft_gemm_packed_scalar(m, n0, n1, k, x, ldx, wpacked, y, ldy, accumulate);
 }
+int weft_gemm_mr_avx512(void) { return weft_gemm_mr_scalar(); }
 void weft_rmsnorm_avx512(const float *x, size_t ldx, const float *w, float *y, size_t ldy,
                          int rows, int dim, float eps) {
     weft_rmsnorm_scalar(x, ldx, w, y, ldy, rows, dim, eps);

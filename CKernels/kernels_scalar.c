@@ -59,6 +59,8 @@ void weft_gemm_pack_panel(const float *rows, size_t ldr, int nrows, int k, float
     }
 }
 
+int weft_gemm_mr_scalar(void) { return 1; }  // one row at a time
+
 void weft_gemm_packed_scalar(int m, int n0, int n1, int k, const float *x, size_t ldx,
                              const float *wpacked, float *y, size_t ldy, int accumulate) {
     for (int j0 = n0; j0 < n1; j0 += NR) {

@@ -11,11 +11,11 @@ void weft_gemm_panel_range(int n, int threads, int t, int *p0, int *p1) {
 }
 
 int weft_gemm_row_block(void) {
-    // Mirrors the micro-kernel heights (AVX512_MR, AVX2_MR) of the GEMM paths.
+    // The micro-kernel height of the GEMM path in use, from that path itself.
     switch (weft_isa_current()) {
-    case WEFT_ISA_AVX512: return 14;
-    case WEFT_ISA_AVX2: return 6;
-    default: return 1;
+    case WEFT_ISA_AVX512: return weft_gemm_mr_avx512();
+    case WEFT_ISA_AVX2: return weft_gemm_mr_avx2();
+    default: return weft_gemm_mr_scalar();
     }
 }
 

@@ -68,6 +68,10 @@ void weft_gemm_packed_avx512(int m, int n0, int n1, int k, const float *x, size_
                              const float *wpacked, float *y, size_t ldy, int accumulate);
 void weft_gemm_packed_avx2(int m, int n0, int n1, int k, const float *x, size_t ldx,
                            const float *wpacked, float *y, size_t ldy, int accumulate);
+/// Rows per micro-kernel call of each GEMM path (its MR); see weft_gemm_row_block.
+int weft_gemm_mr_scalar(void);
+int weft_gemm_mr_avx512(void);
+int weft_gemm_mr_avx2(void);
 
 // ------------------------------------------------------- row-wise kernels
 /// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for rows [0, rows).
