@@ -28,5 +28,9 @@ static inline int CMPI_THREAD_MULTIPLE(void) { return MPI_THREAD_MULTIPLE; }
 static inline int CMPI_COMM_TYPE_SHARED(void) { return MPI_COMM_TYPE_SHARED; }
 static inline int CMPI_MAX_PROCESSOR_NAME(void) { return MPI_MAX_PROCESSOR_NAME; }
 static inline MPI_Errhandler CMPI_ERRORS_RETURN(void) { return MPI_ERRORS_RETURN; }
+static inline int CMPI_ANY_SOURCE(void) { return MPI_ANY_SOURCE; }
+// MPI_Status's fields, for the peer monitor's probes.
+static inline int CMPI_status_source(const MPI_Status *s) { return s->MPI_SOURCE; }
+static inline int CMPI_status_tag(const MPI_Status *s) { return s->MPI_TAG; }
 
 #endif

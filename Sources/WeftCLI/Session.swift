@@ -18,6 +18,13 @@ enum Session {
             try body(communicator)
             Communicator.finalize()
             exit(0)
+        } catch let error as CommError where error.isPeerFailure {
+            // A peer is gone or stuck: MPI can no longer end collectively
+            // (MPI_Finalize and MPI_Abort would wait on it or end the ranks
+            // that are still reporting), so every surviving rank says what
+            // it saw and exits on its own; mpirun then ends the rest.
+            FileHandle.standardError.write(Data("error: rank \(communicator.rank): \(error)\n".utf8))
+            exit(1)
         } catch {
             if communicator.size == 1 || isSharedByAllRanks(error) {
                 // Every rank raised this same error: rank 0 reports it once

@@ -22,6 +22,9 @@ final class CommThread: @unchecked Sendable {
     private var pending: [Work] = []
     private var stopping = false
     private var thread: Thread?
+    /// Called on the comm thread between polls and every 20 ms while idle (the
+    /// peer monitor answers other ranks' pings here). Set on the comm thread.
+    var service: (() -> Void)?
 
     init(name: String) {
         let thread = Thread { [unowned self] in self.loop() }
@@ -89,9 +92,18 @@ final class CommThread: @unchecked Sendable {
     private func loop() {
         var active: [Work] = []
         var idleRounds = 0
+        var lastService = DispatchTime.now().uptimeNanoseconds
         while true {
             condition.lock()
-            while active.isEmpty && pending.isEmpty && !stopping { condition.wait() }
+            while active.isEmpty && pending.isEmpty && !stopping {
+                guard let service else { condition.wait(); continue }
+                _ = condition.wait(until: Date().addingTimeInterval(0.02))
+                if active.isEmpty && pending.isEmpty && !stopping {
+                    condition.unlock()
+                    service()
+                    condition.lock()
+                }
+            }
             if stopping && active.isEmpty && pending.isEmpty {
                 condition.unlock()
                 return
@@ -100,6 +112,10 @@ final class CommThread: @unchecked Sendable {
             pending.removeAll()
             condition.unlock()
 
+            if let service {
+                let now = DispatchTime.now().uptimeNanoseconds
+                if now &- lastService > 1_000_000 { service(); lastService = now }
+            }
             var progressed = false
             while let work = active.first, work.step() {
                 active.removeFirst()

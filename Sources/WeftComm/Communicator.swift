@@ -14,6 +14,13 @@ public final class Communicator {
     public let size: Int
     let comm: MPI_Comm
     let thread: CommThread
+    let monitor: PeerMonitor
+    /// Longest wait on a peer, seconds: past it the rank finds out which peer
+    /// is at fault and the wait throws (see `PeerMonitor`). Every rank should
+    /// use the same value.
+    public var peerTimeout: Double = 120 {
+        didSet { if !(peerTimeout > 0) || !peerTimeout.isFinite { peerTimeout = oldValue } }
+    }
 
     /// Starts the comm thread, initializes MPI on it and returns the world
     /// communicator. Works without `mpirun` too (a singleton job of one rank).
@@ -35,21 +42,63 @@ public final class Communicator {
             try check(MPI_Comm_size(CMPI_COMM_WORLD(), &s), "MPI_Comm_size")
             return (CMPI_COMM_WORLD(), Int(r), Int(s))
         }
-        return Communicator(comm: comm, rank: rank, size: size, thread: thread)
+        let monitor = try sharedMonitor(rank: rank, size: size)
+        return Communicator(comm: comm, rank: rank, size: size, thread: thread, monitor: monitor)
+    }
+
+    /// The process's peer monitor, on a duplicate of the world communicator
+    /// (made once: MPI_Comm_dup is itself a collective).
+    private static func sharedMonitor(rank: Int, size: Int) throws -> PeerMonitor {
+        let thread = sharedThread
+        return try thread.run { () throws -> PeerMonitor in
+            if let monitor = monitorState.monitor { return monitor }
+            var control: MPI_Comm? = nil
+            try check(MPI_Comm_dup(CMPI_COMM_WORLD(), &control), "MPI_Comm_dup")
+            let monitor = PeerMonitor(comm: control!, rank: rank, size: size)
+            monitorState.monitor = monitor
+            thread.service = { monitor.service() }
+            return monitor
+        }
+    }
+
+    private final class MonitorState: @unchecked Sendable {
+        var monitor: PeerMonitor?   // comm thread only
+        let lock = NSLock()
+        var peerFailed = false
+    }
+    private static let monitorState = MonitorState()
+
+    /// Records that a peer failed: MPI can no longer be shut down collectively
+    /// (`finalize` and window frees would wait for that peer forever).
+    static func markPeerFailure() {
+        monitorState.lock.lock()
+        monitorState.peerFailed = true
+        monitorState.lock.unlock()
+    }
+
+    /// Whether this process saw a peer fail (then `finalize` skips MPI_Finalize).
+    public static var hasPeerFailure: Bool {
+        monitorState.lock.lock()
+        defer { monitorState.lock.unlock() }
+        return monitorState.peerFailed
     }
 
     /// One comm thread per process: MPI may be initialized only once.
     static let sharedThread = CommThread(name: "weft-comm")
 
-    init(comm: MPI_Comm, rank: Int, size: Int, thread: CommThread) {
+    init(comm: MPI_Comm, rank: Int, size: Int, thread: CommThread, monitor: PeerMonitor) {
         self.comm = comm
         self.rank = rank
         self.size = size
         self.thread = thread
+        self.monitor = monitor
     }
 
     /// Shuts MPI down; call once, on every rank, after the last collective.
+    /// After a peer failed it does nothing (MPI_Finalize would wait for the
+    /// failed peer); the process then just exits.
     public static func finalize() {
+        guard !hasPeerFailure else { return }
         _ = try? sharedThread.run {
             var finalized: Int32 = 0
             MPI_Finalized(&finalized)
@@ -86,65 +135,40 @@ public final class Communicator {
         }) ?? "unknown"
     }
 
-    // MARK: Blocking collectives (run on the comm thread; the caller waits)
+    // MARK: Collectives (run on the comm thread; the caller waits)
+    //
+    // Every collective is a nonblocking MPI call that the comm thread tests
+    // until it completes, so no wait on a peer is unbounded: past
+    // `peerTimeout` seconds the peer monitor finds out which rank is at fault
+    // (see `PeerMonitor`) and the wait throws.
 
-    /// Sums `count` floats element-wise across ranks, in place.
-    public func allReduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) throws {
-        guard size > 1, count > 0 else { return }
-        let comm = self.comm
-        let pointer = SendablePointer(data)
-        try thread.run {
-            try check(MPI_Allreduce(CMPI_IN_PLACE(), pointer.raw, Int32(count), CMPI_FLOAT(), CMPI_SUM(), comm), "MPI_Allreduce")
-        }
-    }
-
-    public func barrier() throws {
-        let comm = self.comm
-        try thread.run { try check(MPI_Barrier(comm), "MPI_Barrier") }
-    }
-
-    /// Broadcasts 32-bit integers from `root` (the receiving array is resized).
-    public func broadcast(_ values: inout [Int32], root: Int = 0) throws {
-        guard size > 1 else { return }
-        let comm = self.comm, isRoot = rank == root
-        let input = values
-        values = try thread.run { () throws -> [Int32] in
-            var values = input
-            var count = Int64(values.count)
-            try check(MPI_Bcast(&count, 1, CMPI_INT64(), Int32(root), comm), "MPI_Bcast")
-            if !isRoot { values = [Int32](repeating: 0, count: Int(count)) }
-            if count > 0 {
-                try check(MPI_Bcast(&values, Int32(count), CMPI_INT32(), Int32(root), comm), "MPI_Bcast")
-            }
-            return values
-        }
-    }
-
-    /// Broadcasts like `broadcast(_:root:)`, for a receiver that may wait a
-    /// long time (a serving rank idle between requests): the length travels in
-    /// an `MPI_Ibcast` the comm thread tests with growing sleeps, instead of a
-    /// blocking `MPI_Bcast` that Open MPI would spin on at 100 % of a core.
-    /// Every rank must call this (not `broadcast`) for the same message.
-    public func broadcastWhenReady(_ values: inout [Int32], root: Int = 0) throws {
-        guard size > 1 else { return }
-        let comm = self.comm
-        let header = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
-        defer { header.deallocate() }
-        header.pointee = Int64(values.count)
-        let headerPointer = SendablePointer(header)
+    /// Starts a nonblocking collective with `start` and waits for it. A
+    /// `patient` wait (a rank idle until the next step plan, ranks loading at
+    /// different speeds) goes on past the timeout while every peer answers.
+    func collective(_ what: String, patient: Bool = false, start: @escaping () throws -> MPI_Request?) throws {
+        let monitor = self.monitor, timeout = peerTimeout
+        let sequence = monitor.enter()
         final class Box: @unchecked Sendable { var error: Error? }
         let box = Box()
         var request: MPI_Request? = CMPI_REQUEST_NULL()
         var started = false
+        var deadline = Date.distantFuture
         let work = thread.submit {
             do {
+                if let failure = monitor.reportedFailure { throw failure }
                 if !started {
                     started = true
-                    try check(MPI_Ibcast(headerPointer.raw, 1, CMPI_INT64(), Int32(root), comm, &request), "MPI_Ibcast")
+                    request = try start()
+                    deadline = Date().addingTimeInterval(timeout)
                 }
                 var flag: Int32 = 0
                 try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
-                return flag != 0
+                if flag != 0 { return true }
+                if Date() > deadline {
+                    try monitor.diagnose(sequence: sequence, what: what, timeout: timeout, patient: patient)
+                    deadline = Date().addingTimeInterval(timeout)
+                }
+                return false
             } catch {
                 box.error = error
                 return true
@@ -152,14 +176,73 @@ public final class Communicator {
         }
         thread.wait(work)
         if let error = box.error { throw error }
+    }
+
+    /// Sums `count` floats element-wise across ranks, in place.
+    public func allReduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard size > 1, count > 0 else { return }
+        guard let count32 = Int32(exactly: count) else { throw CommError.unsupported("all-reduce of \(count) floats exceeds MPI's count range") }
+        let comm = self.comm
+        let pointer = SendablePointer(data)
+        try collective("MPI_Iallreduce") {
+            var request: MPI_Request? = nil
+            try check(MPI_Iallreduce(CMPI_IN_PLACE(), pointer.raw, count32, CMPI_FLOAT(), CMPI_SUM(), comm, &request), "MPI_Iallreduce")
+            return request
+        }
+    }
+
+    public func barrier() throws {
+        guard size > 1 else { return }
+        let comm = self.comm
+        try collective("MPI_Ibarrier") {
+            var request: MPI_Request? = nil
+            try check(MPI_Ibarrier(comm, &request), "MPI_Ibarrier")
+            return request
+        }
+    }
+
+    /// Broadcasts `count` values of `type` at `buffer` from `root`.
+    private func broadcastBuffer(_ buffer: UnsafeMutableRawPointer, count: Int, type: MPI_Datatype, root: Int,
+                                 what: String, patient: Bool = false) throws {
+        guard let count32 = Int32(exactly: count) else { throw CommError.unsupported("broadcast of \(count) values exceeds MPI's count range") }
+        let comm = self.comm
+        let pointer = SendablePointer(buffer.assumingMemoryBound(to: UInt8.self))
+        try collective(what, patient: patient) {
+            var request: MPI_Request? = nil
+            try check(MPI_Ibcast(pointer.raw, count32, type, Int32(root), comm, &request), "MPI_Ibcast")
+            return request
+        }
+    }
+
+    /// Broadcasts 32-bit integers from `root` (the receiving array is resized).
+    /// `patient`: the receivers may wait for the root as long as it answers
+    /// (a serving rank idle until the next step plan).
+    public func broadcast(_ values: inout [Int32], root: Int = 0, patient: Bool = false) throws {
+        guard size > 1 else { return }
+        let header = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+        defer { header.deallocate() }
+        header.pointee = Int64(values.count)
+        try broadcastBuffer(header, count: 1, type: CMPI_INT64(), root: root, what: "the broadcast of a message's length from rank \(root)",
+                            patient: patient)
+        guard header.pointee >= 0, header.pointee <= Int64(Int32.max) else {
+            throw CommError.unsupported("rank \(root) broadcast a message of \(header.pointee) values")
+        }
         let count = Int(header.pointee)
         guard count > 0 else { values = []; return }
-        let input = rank == root ? values : [Int32](repeating: 0, count: count)
-        values = try thread.run { () throws -> [Int32] in
-            var values = input
-            try check(MPI_Bcast(&values, Int32(count), CMPI_INT32(), Int32(root), comm), "MPI_Bcast")
-            return values
-        }
+        if rank != root { values = [Int32](repeating: 0, count: count) }
+        let payload = UnsafeMutablePointer<Int32>.allocate(capacity: count)
+        defer { payload.deallocate() }
+        if rank == root { payload.update(from: values, count: count) }
+        try broadcastBuffer(payload, count: count, type: CMPI_INT32(), root: root, what: "the broadcast of a message from rank \(root)")
+        if rank != root { values = Array(UnsafeBufferPointer(start: payload, count: count)) }
+    }
+
+    /// Broadcasts like `broadcast(_:root:)`, for a receiver that may wait a
+    /// long time (a serving rank idle between requests): the comm thread
+    /// tests the nonblocking broadcast with growing sleeps instead of spinning
+    /// at 100 % of a core, and waits as long as the root answers pings.
+    public func broadcastWhenReady(_ values: inout [Int32], root: Int = 0) throws {
+        try broadcast(&values, root: root, patient: true)
     }
 
     public func broadcast(_ string: inout String, root: Int = 0) throws {
@@ -169,38 +252,60 @@ public final class Communicator {
         if rank != root { string = String(decoding: bytes.map { UInt8(truncatingIfNeeded: $0) }, as: UTF8.self) }
     }
 
-    public func allReduceMin(_ value: Int) throws -> Int { try allReduce(value, CMPI_MIN()) }
-    public func allReduceMax(_ value: Int) throws -> Int { try allReduce(value, CMPI_MAX()) }
+    public func allReduceMin(_ value: Int, patient: Bool = false) throws -> Int { try allReduce(value, CMPI_MIN(), "a minimum", patient: patient) }
+    public func allReduceMax(_ value: Int) throws -> Int { try allReduce(value, CMPI_MAX(), "a maximum", patient: false) }
 
-    private func allReduce(_ value: Int, _ op: MPI_Op) throws -> Int {
+    private func allReduce(_ value: Int, _ op: MPI_Op, _ what: String, patient: Bool) throws -> Int {
+        guard size > 1 else { return value }
         let comm = self.comm
-        return try thread.run {
-            var v = Int64(value), result = Int64(0)
-            try check(MPI_Allreduce(&v, &result, 1, CMPI_INT64(), op, comm), "MPI_Allreduce")
-            return Int(result)
+        let buffer = UnsafeMutablePointer<Int64>.allocate(capacity: 2)
+        defer { buffer.deallocate() }
+        buffer[0] = Int64(value)
+        let pointer = SendablePointer(buffer)
+        try collective("the all-reduce of \(what)", patient: patient) {
+            var request: MPI_Request? = nil
+            try check(MPI_Iallreduce(pointer.raw, pointer.raw + 1, 1, CMPI_INT64(), op, comm, &request), "MPI_Iallreduce")
+            return request
         }
+        return Int(buffer[1])
     }
 
     /// Gathers each rank's `local` floats at `root`, concatenated in rank order
     /// (counts may differ per rank). Returns the concatenation on root, [] elsewhere.
     public func gather(_ local: UnsafePointer<Float>, count: Int, root: Int = 0) throws -> [Float] {
         if size == 1 { return Array(UnsafeBufferPointer(start: local, count: count)) }
+        guard let myCount = Int32(exactly: count) else { throw CommError.unsupported("gather of \(count) floats exceeds MPI's count range") }
         let comm = self.comm, size = self.size, isRoot = rank == root
-        let pointer = SendablePointer(UnsafeMutablePointer(mutating: local))
-        return try thread.run {
-            var myCount = Int32(count)
-            var counts = [Int32](repeating: 0, count: size)
-            try check(MPI_Gather(&myCount, 1, CMPI_INT32(), &counts, 1, CMPI_INT32(), Int32(root), comm), "MPI_Gather")
-            var displacements = [Int32](repeating: 0, count: size)
-            if isRoot { for i in 1..<size { displacements[i] = displacements[i - 1] + counts[i - 1] } }
-            let total = isRoot ? Int(counts.reduce(0, +)) : 0
-            var result = [Float](repeating: 0, count: total)
-            try result.withUnsafeMutableBufferPointer { out in
-                try check(MPI_Gatherv(pointer.raw, myCount, CMPI_FLOAT(), out.baseAddress, &counts, &displacements,
-                                      CMPI_FLOAT(), Int32(root), comm), "MPI_Gatherv")
-            }
-            return result
+        let counts = UnsafeMutablePointer<Int32>.allocate(capacity: size + 1)
+        let displacements = UnsafeMutablePointer<Int32>.allocate(capacity: size)
+        defer { counts.deallocate(); displacements.deallocate() }
+        counts[size] = myCount
+        let countsPointer = SendablePointer(counts)
+        try collective("the gather of counts at rank \(root)") {
+            var request: MPI_Request? = nil
+            try check(MPI_Igather(countsPointer.raw + size, 1, CMPI_INT32(), countsPointer.raw, 1, CMPI_INT32(), Int32(root), comm, &request),
+                      "MPI_Igather")
+            return request
         }
+        var total = 0
+        if isRoot {
+            for i in 0..<size {
+                displacements[i] = Int32(clamping: total)
+                total += Int(counts[i])
+            }
+            guard total <= Int(Int32.max) else { throw CommError.unsupported("gather of \(total) floats exceeds MPI's count range") }
+        }
+        let result = UnsafeMutablePointer<Float>.allocate(capacity: max(total, 1))
+        defer { result.deallocate() }
+        let input = SendablePointer(UnsafeMutablePointer(mutating: local)), output = SendablePointer(result)
+        let displacementsPointer = SendablePointer(displacements)
+        try collective("the gather of rows at rank \(root)") {
+            var request: MPI_Request? = nil
+            try check(MPI_Igatherv(input.raw, myCount, CMPI_FLOAT(), output.raw, countsPointer.raw, displacementsPointer.raw,
+                                   CMPI_FLOAT(), Int32(root), comm, &request), "MPI_Igatherv")
+            return request
+        }
+        return Array(UnsafeBufferPointer(start: result, count: total))
     }
 
     // MARK: Agreeing on failure
@@ -216,7 +321,7 @@ public final class Communicator {
         if size == 1 { return try result.get() }
         let failed: Bool
         if case .failure = result { failed = true } else { failed = false }
-        let firstFailing = try allReduceMin(failed ? rank : size)
+        let firstFailing = try allReduceMin(failed ? rank : size, patient: true)
         if firstFailing == size { return try result.get() }
         var message = ""
         if case .failure(let error) = result, rank == firstFailing { message = String(describing: error) }
@@ -244,6 +349,25 @@ public enum CommError: Error, CustomStringConvertible {
     case failedOnRank(Int, String)
     /// A peer stopped answering inside a collective.
     case peerTimeout(rank: Int, seconds: Double, collective: String)
+    /// Peers that did not answer the peer monitor's ping after a wait ran past the timeout.
+    case peerUnresponsive(ranks: [Int], seconds: Double, collective: String)
+    /// A peer that answers but has not reached the collective this rank waits in.
+    case peerStalled(rank: Int, peerAt: Int64, selfAt: Int64, seconds: Double, collective: String)
+    /// Another rank found a peer failure and told this one.
+    case peerReported(rank: Int, message: String)
+
+    /// Whether the error means a peer is gone or stuck (MPI cannot be shut
+    /// down collectively any more; each rank reports it and exits on its own).
+    public var isPeerFailure: Bool {
+        switch self {
+        case .peerTimeout, .peerUnresponsive, .peerStalled, .peerReported: return true
+        default: return false
+        }
+    }
+
+    private static func seconds(_ value: Double) -> String {
+        value == value.rounded() ? "\(Int(value)) s" : String(format: "%.1f s", value)
+    }
 
     public var description: String {
         switch self {
@@ -255,7 +379,14 @@ public enum CommError: Error, CustomStringConvertible {
         case .unsupported(let message): return message
         case .failedOnRank(_, let message): return message
         case .peerTimeout(let rank, let seconds, let collective):
-            return "rank \(rank) did not reach \(collective) within \(Int(seconds)) s (it may have died); giving up"
+            return "rank \(rank) did not reach \(collective) within \(Self.seconds(seconds)) (it may have died); giving up"
+        case .peerUnresponsive(let ranks, let seconds, let collective):
+            let names = ranks.count == 1 ? "rank \(ranks[0])" : "ranks " + ranks.map(String.init).joined(separator: ", ")
+            return "\(names) stopped responding (waited \(Self.seconds(seconds)) in \(collective), then no answer to a ping: stopped, dead or cut off); giving up"
+        case .peerStalled(let rank, let peerAt, let selfAt, let seconds, let collective):
+            return "rank \(rank) stopped advancing: it answers but is \(selfAt - peerAt) collective(s) behind after \(Self.seconds(seconds)) in \(collective); giving up"
+        case .peerReported(let rank, let message):
+            return "\(message) (reported by rank \(rank))"
         }
     }
 }

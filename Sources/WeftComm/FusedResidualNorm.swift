@@ -53,6 +53,8 @@ public final class FusedResidualNorm {
     let crossComm: MPI_Comm
     public let localRank: Int
     public let localSize: Int
+    /// World rank of each local rank (to name a peer in errors).
+    let nodeRanks: [Int]
     public let nodeIndex: Int
     public let nodeCount: Int
     // Shared memory: the window and every local rank's segment.
@@ -85,8 +87,8 @@ public final class FusedResidualNorm {
         if let ranksPerNode, ranksPerNode < 1 || size % ranksPerNode != 0 {
             throw CommError.unsupported("--ranks-per-node \(ranksPerNode) does not divide the \(size) ranks")
         }
-        let (node, cross, local, localCount, index, nodes, uniform) = try communicator.thread.run {
-            () throws -> (MPI_Comm, MPI_Comm, Int, Int, Int, Int, Bool) in
+        let (node, cross, local, localCount, index, nodes, uniform, worldRanks) = try communicator.thread.run {
+            () throws -> (MPI_Comm, MPI_Comm, Int, Int, Int, Int, Bool, [Int]) in
             var node: MPI_Comm? = nil, cross: MPI_Comm? = nil
             if let ranksPerNode {
                 try check(MPI_Comm_split(CMPI_COMM_WORLD(), Int32(rank / ranksPerNode), Int32(rank), &node), "MPI_Comm_split")
@@ -98,14 +100,23 @@ public final class FusedResidualNorm {
             MPI_Comm_rank(node, &local)
             MPI_Comm_size(node, &localCount)
             try check(MPI_Comm_split(CMPI_COMM_WORLD(), local, Int32(rank), &cross), "MPI_Comm_split")
+            var worldGroup: MPI_Group? = nil, nodeGroup: MPI_Group? = nil
+            MPI_Comm_group(CMPI_COMM_WORLD(), &worldGroup)
+            MPI_Comm_group(node, &nodeGroup)
+            var locals = (0..<localCount).map { Int32($0) }
+            var worlds = [Int32](repeating: 0, count: Int(localCount))
+            try check(MPI_Group_translate_ranks(nodeGroup, localCount, &locals, worldGroup, &worlds), "MPI_Group_translate_ranks")
+            MPI_Group_free(&worldGroup)
+            MPI_Group_free(&nodeGroup)
             var index: Int32 = 0, nodes: Int32 = 0
             MPI_Comm_rank(cross, &index)
             MPI_Comm_size(cross, &nodes)
             var counts: (Int64, Int64) = (Int64(localCount), -Int64(localCount))
             var extremes: (Int64, Int64) = (0, 0)
             try check(MPI_Allreduce(&counts, &extremes, 2, CMPI_INT64(), CMPI_MAX(), CMPI_COMM_WORLD()), "MPI_Allreduce")
-            return (node!, cross!, Int(local), Int(localCount), Int(index), Int(nodes), extremes.0 == -extremes.1)
+            return (node!, cross!, Int(local), Int(localCount), Int(index), Int(nodes), extremes.0 == -extremes.1, worlds.map { Int($0) })
         }
+        nodeRanks = worldRanks
         nodeComm = node
         crossComm = cross
         localRank = local
@@ -237,6 +248,8 @@ public final class FusedResidualNorm {
 
     private func releaseWindow() {
         guard window != nil else { return }
+        // MPI_Win_free is collective: with a failed peer it would never return.
+        guard !Communicator.hasPeerFailure else { window = nil; return }
         var win = window
         _ = try? communicator.thread.run { MPI_Win_free(&win) }
         window = nil
@@ -248,6 +261,8 @@ public final class FusedResidualNorm {
     public final class Operation: @unchecked Sendable {
         let rows: Range<Int>
         let epoch: UInt64
+        /// The peer monitor's number for this collective.
+        let sequence: Int64
         var work: CommThread.Work?
         var error: Error?
         /// When the peer being waited for is declared dead (set on the first wait).
@@ -255,15 +270,28 @@ public final class FusedResidualNorm {
 
         /// Starts the clock on the first call; once a peer has lagged `timeout`
         /// seconds, records the error naming it and returns true (give up).
-        func giveUp(waitingFor peer: Int32, timeout: Double, what: String) -> Bool {
+        func giveUp(waitingFor peer: Int, timeout: Double, what: String) -> Bool {
             if deadline == .distantFuture { deadline = Date().addingTimeInterval(timeout) }
             guard Date() > deadline else { return false }
-            error = CommError.peerTimeout(rank: Int(peer), seconds: timeout, collective: what)
+            error = CommError.peerTimeout(rank: peer, seconds: timeout, collective: what)
             return true
         }
-        init(rows: Range<Int>, epoch: UInt64) {
+
+        /// For a wait on an MPI request (on the comm thread): once it has
+        /// lasted `timeout`, asks the peer monitor which rank is at fault and
+        /// throws its error (or waits another period if no peer is at fault).
+        func checkDeadline(monitor: PeerMonitor, timeout: Double, what: String) throws {
+            if let failure = monitor.reportedFailure { throw failure }
+            if deadline == .distantFuture { deadline = Date().addingTimeInterval(timeout); return }
+            guard Date() > deadline else { return }
+            try monitor.diagnose(sequence: sequence, what: what, timeout: timeout, patient: false)
+            deadline = Date().addingTimeInterval(timeout)
+        }
+
+        init(rows: Range<Int>, epoch: UInt64, sequence: Int64) {
             self.rows = rows
             self.epoch = epoch
+            self.sequence = sequence
         }
     }
 
@@ -277,12 +305,13 @@ public final class FusedResidualNorm {
     /// reduction of this rank's shard over `pool`.
     public func run(rows: Range<Int>, residual: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, eps: Float, pool: ComputePool) throws {
         epoch += 1
+        let sequence = communicator.monitor.enter()
         let args = Arguments(residual: residual, weight: weight, eps: eps)
         switch transport {
         case .sharedMemory:
             try sharedMemoryOperation(rows: rows, epoch: epoch, args: args, pool: pool)
         case .mpi, .hierarchical:
-            let op = Operation(rows: rows, epoch: epoch)
+            let op = Operation(rows: rows, epoch: epoch, sequence: sequence)
             op.work = communicator.thread.submit(transport == .mpi ? mpiStateMachine(op, args: args) : hierarchicalStateMachine(op, args: args))
             try finish(op)
         }
@@ -292,7 +321,7 @@ public final class FusedResidualNorm {
     /// must not touch `rows` of `partials`, `normed` or the residual until `finish`.
     public func begin(rows: Range<Int>, residual: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, eps: Float) -> Operation {
         epoch += 1
-        let op = Operation(rows: rows, epoch: epoch)
+        let op = Operation(rows: rows, epoch: epoch, sequence: communicator.monitor.enter())
         let args = Arguments(residual: residual, weight: weight, eps: eps)
         switch transport {
         case .sharedMemory: op.work = communicator.thread.submit(sharedMemoryStateMachine(op, args: args))
@@ -304,7 +333,16 @@ public final class FusedResidualNorm {
 
     public func finish(_ op: Operation) throws {
         if let work = op.work { communicator.thread.wait(work) }
-        if let error = op.error { throw error }
+        if let error = op.error { throw reported(error) }
+    }
+
+    /// A peer timeout found here is recorded and told to the other ranks, so
+    /// ranks waiting elsewhere stop with the same cause.
+    private func reported(_ error: Error) -> Error {
+        if let error = error as? CommError, case .peerTimeout = error {
+            communicator.monitor.failFromAnyThread(error, thread: communicator.thread)
+        }
+        return error
     }
 
     // MARK: Shared memory
@@ -347,7 +385,7 @@ public final class FusedResidualNorm {
     private func waitFlags(_ flags: [UnsafeMutablePointer<UInt64>], epoch: UInt64, what: String) throws {
         var list = flags.map { Optional($0) }
         let behind = weft_flags_wait(&list, Int32(localSize), Int32(localRank), epoch, timeout)
-        if behind >= 0 { throw CommError.peerTimeout(rank: Int(behind), seconds: timeout, collective: what) }
+        if behind >= 0 { throw reported(CommError.peerTimeout(rank: nodeRanks[Int(behind)], seconds: timeout, collective: what)) }
     }
 
     /// The same steps as `sharedMemoryOperation`, as a state machine the comm
@@ -357,7 +395,7 @@ public final class FusedResidualNorm {
         let sources = peerPartials
         return { [self] in
             func behind(_ flags: [UnsafeMutablePointer<UInt64>]) -> Int32 { peerBehind(flags, epoch: op.epoch) }
-            func timedOut(_ peer: Int32, _ what: String) -> Bool { op.giveUp(waitingFor: peer, timeout: timeout, what: what) }
+            func timedOut(_ peer: Int32, _ what: String) -> Bool { op.giveUp(waitingFor: nodeRanks[Int(peer)], timeout: timeout, what: what) }
             switch state {
             case 0:
                 weft_flag_publish(readyFlags[localRank], op.epoch)
@@ -414,7 +452,7 @@ public final class FusedResidualNorm {
         let rows = op.rows, h = hidden, n = size
         let block = (rows.count + n - 1) / n
         let send = sendStage!.pointer, receive = receiveStage!.pointer
-        let comm = communicator.comm
+        let comm = communicator.comm, monitor = communicator.monitor
         return { [self] in
             do {
                 switch state {
@@ -427,14 +465,21 @@ public final class FusedResidualNorm {
                 case 1:
                     var flag: Int32 = 0
                     try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
-                    guard flag != 0 else { return false }
+                    guard flag != 0 else {
+                        try op.checkDeadline(monitor: monitor, timeout: timeout, what: "the fused all-reduce (MPI reduce-scatter)")
+                        return false
+                    }
+                    op.deadline = .distantFuture
                     try normalizeShardAndStartGather(rows, block: block, args: args, comm: comm, request: &request)
                     state = 2
                     return false
                 default:
                     var flag: Int32 = 0
                     try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
-                    guard flag != 0 else { return false }
+                    guard flag != 0 else {
+                        try op.checkDeadline(monitor: monitor, timeout: timeout, what: "the fused all-reduce (MPI all-gather)")
+                        return false
+                    }
                     (normed + rows.lowerBound * h).update(from: receive, count: rows.count * h)
                     return true
                 }
@@ -460,11 +505,11 @@ extension FusedResidualNorm {
         let local = Self.block(op.rows, parts: localSize, index: localRank)
         let block = (local.count + nodeCount - 1) / nodeCount
         let send = sendStage!.pointer, receive = receiveStage!.pointer
-        let cross = crossComm
+        let cross = crossComm, monitor = communicator.monitor
         let sources = peerPartials
         return { [self] in
             func behind(_ flags: [UnsafeMutablePointer<UInt64>]) -> Int32 { peerBehind(flags, epoch: op.epoch) }
-            func timedOut(_ peer: Int32, _ what: String) -> Bool { op.giveUp(waitingFor: peer, timeout: timeout, what: what) }
+            func timedOut(_ peer: Int32, _ what: String) -> Bool { op.giveUp(waitingFor: nodeRanks[Int(peer)], timeout: timeout, what: what) }
             do {
                 switch state {
                 case 0:
@@ -490,7 +535,11 @@ extension FusedResidualNorm {
                     if block > 0 {
                         var flag: Int32 = 0
                         try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
-                        guard flag != 0 else { return false }
+                        guard flag != 0 else {
+                            try op.checkDeadline(monitor: monitor, timeout: timeout, what: "the hierarchical all-reduce (MPI reduce-scatter between nodes)")
+                            return false
+                        }
+                        op.deadline = .distantFuture
                         try normalizeShardAndStartGather(op.rows, block: block, args: args, comm: cross, request: &request)
                     }
                     state = 3
@@ -499,7 +548,11 @@ extension FusedResidualNorm {
                     if block > 0 {
                         var flag: Int32 = 0
                         try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
-                        guard flag != 0 else { return false }
+                        guard flag != 0 else {
+                            try op.checkDeadline(monitor: monitor, timeout: timeout, what: "the hierarchical all-reduce (MPI all-gather between nodes)")
+                            return false
+                        }
+                        op.deadline = .distantFuture
                         (peerNormed[localRank] + local.lowerBound * h).update(from: receive, count: local.count * h)
                     }
                     weft_flag_publish(doneFlags[localRank], op.epoch)

@@ -32,7 +32,9 @@ public struct EngineConfiguration: Sendable {
     /// Cores of the rank set aside for the comm thread (0: the comm thread
     /// shares the compute cores and sleeps while idle).
     public var commCores: Int = 0
-    /// Seconds a rank waits for a peer inside a collective before failing.
+    /// Seconds a rank waits for a peer (in a collective, for the next step
+    /// plan, or for the others at start-up) before asking whether the peer is
+    /// alive; a peer that does not answer or has stopped advancing fails the job.
     public var commTimeout: Double = 120
     /// Forces overlap mode's cut at this row (refused for batches too small).
     public var forcedSplit: Int?
@@ -67,6 +69,7 @@ public final class Engine {
         self.communicator = communicator
         let start = Date()
         let comm = communicator
+        comm.peerTimeout = configuration.commTimeout
         // Phase 1: config, tokenizer and plan (cheap; fail fast and together).
         let (modelConfig, plan, tokenizer, source): (ModelConfig, TensorParallelPlan, Tokenizer?, WeightSource) = try comm.agree {
             switch configuration.weights {
@@ -217,7 +220,9 @@ public final class Engine {
         guard !tokens.isEmpty else { throw RuntimeError.invalidInput("the prompt is empty: give at least one token") }
         if let problem = config.vocabularyProblem(tokens) { throw RuntimeError.invalidInput(problem) }
         let limit = min(config.maxPositionEmbeddings, model.cache.blockCount * model.cache.blockSize)
-        guard tokens.count + maxNewTokens <= limit else {
+        // Compared without adding: maxNewTokens comes from outside (a flag)
+        // and may be near Int.max.
+        guard maxNewTokens >= 0, tokens.count <= limit, maxNewTokens <= limit - tokens.count else {
             throw RuntimeError.invalidInput("prompt of \(tokens.count) tokens plus \(maxNewTokens) new tokens exceeds the context of \(limit) positions")
         }
     }

@@ -56,6 +56,56 @@ public enum FinishReason: String, Sendable {
     case length
 }
 
+/// What a request may ask of a serving engine: checks requests from outside
+/// (every number range-checked before arithmetic) without touching the engine.
+public struct RequestLimits: Sendable {
+    /// Longest prompt + completion, in tokens.
+    public var maxModelLength: Int
+    public var vocabularySize: Int
+    public var scheduler: BatchScheduler.Limits
+
+    public init(maxModelLength: Int, vocabularySize: Int, scheduler: BatchScheduler.Limits) {
+        self.maxModelLength = maxModelLength
+        self.vocabularySize = vocabularySize
+        self.scheduler = scheduler
+    }
+
+    public func validate(_ request: GenerationRequest) throws {
+        guard !request.prompt.isEmpty else {
+            throw ServingError.invalidRequest(parameter: "prompt", message: "prompt is empty: give at least one token")
+        }
+        if let problem = ModelConfig.vocabularyProblem(request.prompt, vocabularySize: vocabularySize) {
+            throw ServingError.invalidRequest(parameter: "prompt", message: problem)
+        }
+        guard request.maxTokens >= 1 else {
+            throw ServingError.invalidRequest(parameter: "max_tokens", message: "max_tokens must be at least 1, got \(request.maxTokens)")
+        }
+        guard request.prompt.count < maxModelLength else {
+            throw ServingError.invalidRequest(parameter: "prompt", message: "the prompt has \(request.prompt.count) tokens; this server's context is \(maxModelLength) tokens")
+        }
+        // Compared without adding: max_tokens comes from a request and may be near Int.max.
+        guard request.maxTokens <= maxModelLength - request.prompt.count else {
+            throw ServingError.invalidRequest(parameter: "max_tokens", message: "max_tokens \(request.maxTokens) + \(request.prompt.count) prompt tokens exceeds this server's context of \(maxModelLength) tokens")
+        }
+        guard request.temperature.isFinite, request.temperature >= 0, request.temperature <= 2 else {
+            throw ServingError.invalidRequest(parameter: "temperature", message: "temperature must be between 0 and 2, got \(request.temperature)")
+        }
+        guard request.topP > 0, request.topP <= 1 else {
+            throw ServingError.invalidRequest(parameter: "top_p", message: "top_p must be in (0, 1], got \(request.topP)")
+        }
+        guard request.topK >= 0 else {
+            throw ServingError.invalidRequest(parameter: "top_k", message: "top_k must be >= 0, got \(request.topK)")
+        }
+        if let problem = ModelConfig.vocabularyProblem(request.stopTokenIDs, vocabularySize: vocabularySize) {
+            throw ServingError.invalidRequest(parameter: "stop_token_ids", message: "stop_token_ids: \(problem)")
+        }
+        // Both counts are now within the context, so the scheduler's sums cannot overflow.
+        guard scheduler.fits(promptTokens: request.prompt.count, maxNewTokens: request.maxTokens) else {
+            throw ServingError.invalidRequest(parameter: "max_tokens", message: "prompt + max_tokens needs more KV cache than this server has (\(scheduler.kvBlocks) blocks)")
+        }
+    }
+}
+
 /// One step's output for a request: the token generated and the text it completed.
 public struct GenerationOutput: Sendable {
     public var token: Int
@@ -148,6 +198,8 @@ public final class ServingEngine: @unchecked Sendable {
     private var failure: String?
     private var stats = ServingStats()
     private var nextID = 0
+    /// When the step now running began (nil between steps).
+    private var stepStarted: DispatchTime?
 
     private let limits: BatchScheduler.Limits
 
@@ -213,38 +265,12 @@ public final class ServingEngine: @unchecked Sendable {
 
     /// Checks a request against the model and the engine's limits.
     public func validate(_ request: GenerationRequest) throws {
-        guard !request.prompt.isEmpty else {
-            throw ServingError.invalidRequest(parameter: "prompt", message: "prompt is empty: give at least one token")
-        }
-        if let problem = engine.config.vocabularyProblem(request.prompt) {
-            throw ServingError.invalidRequest(parameter: "prompt", message: problem)
-        }
-        guard request.maxTokens >= 1 else {
-            throw ServingError.invalidRequest(parameter: "max_tokens", message: "max_tokens must be at least 1, got \(request.maxTokens)")
-        }
-        guard request.prompt.count < maxModelLength else {
-            throw ServingError.invalidRequest(parameter: "prompt", message: "the prompt has \(request.prompt.count) tokens; this server's context is \(maxModelLength) tokens")
-        }
-        guard request.prompt.count + request.maxTokens <= maxModelLength else {
-            throw ServingError.invalidRequest(parameter: "max_tokens", message: "max_tokens \(request.maxTokens) + \(request.prompt.count) prompt tokens exceeds this server's context of \(maxModelLength) tokens")
-        }
-        guard request.temperature.isFinite, request.temperature >= 0, request.temperature <= 2 else {
-            throw ServingError.invalidRequest(parameter: "temperature", message: "temperature must be between 0 and 2, got \(request.temperature)")
-        }
-        guard request.topP > 0, request.topP <= 1 else {
-            throw ServingError.invalidRequest(parameter: "top_p", message: "top_p must be in (0, 1], got \(request.topP)")
-        }
-        guard request.topK >= 0 else {
-            throw ServingError.invalidRequest(parameter: "top_k", message: "top_k must be >= 0, got \(request.topK)")
-        }
-        if let problem = engine.config.vocabularyProblem(request.stopTokenIDs) {
-            throw ServingError.invalidRequest(parameter: "stop_token_ids", message: "stop_token_ids: \(problem)")
-        }
-        // `limits`, not `scheduler`: this runs on callers' threads while the
-        // engine thread mutates the scheduler.
-        guard limits.fits(promptTokens: request.prompt.count, maxNewTokens: request.maxTokens) else {
-            throw ServingError.invalidRequest(parameter: "max_tokens", message: "prompt + max_tokens needs more KV cache than this server has (\(kvBlocks) blocks)")
-        }
+        try requestLimits.validate(request)
+    }
+
+    /// What a request may ask of this engine (immutable: any thread may use it).
+    public var requestLimits: RequestLimits {
+        RequestLimits(maxModelLength: maxModelLength, vocabularySize: engine.config.vocabularySize, scheduler: limits)
     }
 
     /// A submitted request: its id (for `cancel`) and its outputs.
@@ -301,6 +327,28 @@ public final class ServingEngine: @unchecked Sendable {
         if shutdownDeadline == nil || deadline < shutdownDeadline! { shutdownDeadline = deadline }
         condition.signal()
         condition.unlock()
+    }
+
+    /// The engine's state as `/health` reports it.
+    public enum Health: Sendable, Equatable {
+        case ready
+        /// A step has run longer than the peer timeout: a rank has stopped
+        /// advancing (the step fails once the peer monitor has named it).
+        case stalled(seconds: Double)
+        case failed(String)
+        case stopped
+    }
+
+    public var health: Health {
+        condition.lock()
+        defer { condition.unlock() }
+        if let failure { return .failed(failure) }
+        if stopped { return .stopped }
+        if let stepStarted {
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - stepStarted.uptimeNanoseconds) * 1e-9
+            if seconds > configuration.engine.commTimeout { return .stalled(seconds: seconds) }
+        }
+        return .ready
     }
 
     /// Whether `run()` has ended (after a shutdown or a failure).
@@ -376,11 +424,16 @@ public final class ServingEngine: @unchecked Sendable {
     private func execute(_ plan: StepPlan) throws -> StepResult {
         for id in plan.releases { engine.release(sequence: id) }
         guard !plan.batch.isEmpty else { return .nothing }
-        let start = DispatchTime.now().uptimeNanoseconds
+        let started = DispatchTime.now()
+        let start = started.uptimeNanoseconds
         let commBefore = engine.model.communicationSeconds
+        condition.lock()
+        stepStarted = started
+        condition.unlock()
         defer {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
             condition.lock()
+            stepStarted = nil
             stats.steps += 1
             stats.stepSeconds += seconds
             stats.communicationSeconds += engine.model.communicationSeconds - commBefore

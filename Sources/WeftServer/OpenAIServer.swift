@@ -121,11 +121,19 @@ public final class OpenAIServer: Sendable {
     private func addRoutes(to router: Router<BasicRequestContext>) {
         router.get("/health") { [self] _, _ -> Response in
             let (engine, stopping) = state.withLock { ($0.engine, $0.shutdownRequested) }
-            guard let engine, !engine.hasStopped, !stopping else {
-                return Response(status: .serviceUnavailable, headers: [.contentType: "text/plain"],
-                                body: .init(byteBuffer: ByteBuffer(string: stopping ? "shutting down\n" : "loading\n")))
+            func unavailable(_ text: String) -> Response {
+                Response(status: .serviceUnavailable, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: text + "\n")))
             }
-            return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
+            guard let engine else { return unavailable(stopping ? "shutting down" : "loading") }
+            switch engine.health {
+            case .ready:
+                return stopping ? unavailable("shutting down")
+                    : Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
+            case .stalled(let seconds):
+                return unavailable(String(format: "stalled: the current step has run %.0f s (a rank stopped advancing)", seconds))
+            case .failed(let message): return unavailable("failed: \(message)")
+            case .stopped: return unavailable("shutting down")
+            }
         }
         router.get("/metrics") { [self] _, _ -> Response in
             let engine = state.withLock { $0.engine }
@@ -293,7 +301,8 @@ public final class OpenAIServer: Sendable {
         _ engine: ServingEngine, _ fields: SamplingFields, prompt: [Int], defaultMaxTokens: Int?, watch: DisconnectWatch,
         idPrefix: String = "cmpl", shape makeShape: (AnswerContext) -> AnswerShape<Chunk, Whole>
     ) async throws -> Response {
-        let request = try generationRequest(fields, prompt: prompt, engine: engine, defaultMaxTokens: defaultMaxTokens)
+        let request = try Self.generationRequest(fields, prompt: prompt, limits: engine.requestLimits, modelName: configuration.modelName,
+                                                 defaultMaxTokens: defaultMaxTokens)
         let context = AnswerContext(id: "\(idPrefix)-\(UUID().uuidString.lowercased())", created: Int(Date().timeIntervalSince1970),
                                     model: configuration.modelName, returnIDs: fields.return_token_ids == true)
         let shape = makeShape(context)
@@ -342,10 +351,10 @@ public final class OpenAIServer: Sendable {
 
     /// The engine request from the sampling fields, with OpenAI's defaults
     /// (temperature 1, top_p 1) and refusals of what Weft does not do.
-    private func generationRequest(_ fields: SamplingFields, prompt: [Int], engine: ServingEngine,
-                                   defaultMaxTokens: Int?) throws -> GenerationRequest {
-        if let model = fields.model, model != configuration.modelName {
-            throw APIError.modelNotFound(model, served: configuration.modelName)
+    static func generationRequest(_ fields: SamplingFields, prompt: [Int], limits: RequestLimits, modelName: String,
+                                  defaultMaxTokens: Int?) throws -> GenerationRequest {
+        if let model = fields.model, model != modelName {
+            throw APIError.modelNotFound(model, served: modelName)
         }
         if let n = fields.n, n != 1 { throw APIError.badRequest("n must be 1 (one choice per request), got \(n)", param: "n") }
         if let logprobs = fields.logprobs, !logprobs.isNull && !logprobs.isFalse {
@@ -355,7 +364,7 @@ public final class OpenAIServer: Sendable {
         if let stops = fields.stop?.strings, stops.count > 4 {
             throw APIError.badRequest("stop takes at most 4 strings, got \(stops.count)", param: "stop")
         }
-        let maxTokens = fields.max_completion_tokens ?? fields.max_tokens ?? defaultMaxTokens ?? max(engine.maxModelLength - prompt.count, 1)
+        let maxTokens = fields.max_completion_tokens ?? fields.max_tokens ?? defaultMaxTokens ?? max(limits.maxModelLength - prompt.count, 1)
         var request = GenerationRequest(prompt: prompt, maxTokens: maxTokens)
         request.temperature = fields.temperature ?? 1
         request.topP = fields.top_p ?? 1
@@ -365,7 +374,7 @@ public final class OpenAIServer: Sendable {
         request.stop = fields.stop?.strings ?? []
         request.stopTokenIDs = fields.stop_token_ids ?? []
         request.ignoreEOS = fields.ignore_eos ?? false
-        try engine.validate(request)
+        try limits.validate(request)
         return request
     }
 
