@@ -239,6 +239,11 @@ extension ModelConfig {
     /// Why the first id of `tokens` outside the vocabulary is refused, or nil
     /// if every id is in range (one message for every place that checks ids).
     public func vocabularyProblem(_ tokens: [Int]) -> String? {
+        Self.vocabularyProblem(tokens, vocabularySize: vocabularySize)
+    }
+
+    /// The message for the first token id outside `0..<vocabularySize`, if any.
+    public static func vocabularyProblem(_ tokens: [Int], vocabularySize: Int) -> String? {
         guard let bad = tokens.first(where: { $0 < 0 || $0 >= vocabularySize }) else { return nil }
         return "token id \(bad) is out of range: the vocabulary has \(vocabularySize) ids (0...\(vocabularySize - 1))"
     }
