@@ -73,12 +73,17 @@ public struct FlatBatch: Sendable, Equatable {
             defer { i += 1 }
             return encoded[i]
         }
-        let spanCount = try next()
+        let spanCount = Int(try next())
+        // Every span takes at least five integers: refuse counts the message cannot hold.
+        guard spanCount >= 0, spanCount <= encoded.count / 5 else { throw ModelError.input("bad span count \(spanCount) in batch encoding") }
         for _ in 0..<spanCount {
             let sequence = Int(try next()), first = Int(try next())
+            guard sequence >= 0 else { throw ModelError.input("bad sequence id \(sequence) in batch encoding") }
             guard let logits = Logits(rawValue: try next()) else { throw ModelError.input("bad logits flag in batch encoding") }
             let n = Int(try next())
-            guard n > 0, i + n <= encoded.count else { throw ModelError.input("bad span length in batch encoding") }
+            guard n > 0, n <= encoded.count - i else { throw ModelError.input("bad span length in batch encoding") }
+            // Positions are Int32 on the wire and in the cache.
+            guard first >= 0, first <= Int(Int32.max) - n else { throw ModelError.input("bad first position \(first) in batch encoding") }
             append(sequence: sequence, tokens: Array(encoded[i..<i + n]), firstPosition: first, logits: logits)
             i += n
         }

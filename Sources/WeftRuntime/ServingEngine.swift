@@ -70,6 +70,11 @@ public struct RequestLimits: Sendable {
         self.scheduler = scheduler
     }
 
+    /// Why the first token id outside the vocabulary is refused, if any.
+    public func vocabularyProblem(_ tokens: [Int]) -> String? {
+        ModelConfig.vocabularyProblem(tokens, vocabularySize: vocabularySize)
+    }
+
     public func validate(_ request: GenerationRequest) throws {
         guard !request.prompt.isEmpty else {
             throw ServingError.invalidRequest(parameter: "prompt", message: "prompt is empty: give at least one token")

@@ -31,6 +31,27 @@ public struct StepPlan: Sendable, Equatable {
         stop = encoded[0] == 1
         let count = Int(encoded[1])
         releases = encoded[2..<2 + count].map { Int($0) }
+        if let bad = releases.first(where: { $0 < 0 }) { throw RuntimeError.invalidInput("step plan releases sequence \(bad)") }
         batch = try FlatBatch(encoded: Array(encoded[(2 + count)...]))
+    }
+}
+
+/// The fuzzing entry point for the step-plan wire format (`weft-fuzz`): the
+/// bytes as little-endian 32-bit integers. Decoding must throw or succeed,
+/// never trap, and a decoded plan must survive its own wire format unchanged.
+public enum StepPlanFuzz {
+    public static func run(_ data: [UInt8]) {
+        var integers: [Int32] = []
+        integers.reserveCapacity(data.count / 4)
+        var index = 0
+        while index + 4 <= data.count {
+            integers.append(Int32(bitPattern: UInt32(data[index]) | UInt32(data[index + 1]) << 8
+                                  | UInt32(data[index + 2]) << 16 | UInt32(data[index + 3]) << 24))
+            index += 4
+        }
+        guard let plan = try? StepPlan(encoded: integers) else { return }
+        guard let again = try? StepPlan(encoded: plan.encoded()), again == plan else {
+            fatalError("a decoded step plan does not survive its own wire format: \(integers)")
+        }
     }
 }

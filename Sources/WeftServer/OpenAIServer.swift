@@ -211,7 +211,9 @@ public final class OpenAIServer: Sendable {
         return response
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
+    private func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T { try Self.decode(type, data) }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
         guard !data.isEmpty else { throw APIError.badRequest("the request body is empty: send a JSON object") }
         do { return try JSONDecoder().decode(type, from: data) } catch { throw APIError(decoding: error) }
     }
