@@ -45,12 +45,14 @@ struct ModelOptions: ParsableArguments {
     func validate() throws {
         if model == nil && randomWeights == nil { throw ValidationError("give --model DIR or --random-weights SHAPE.json") }
         if model != nil && randomWeights != nil { throw ValidationError("give only one of --model and --random-weights") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
-        if kvBlockSize < 1 { throw ValidationError("--kv-block-size must be at least 1, got \(kvBlockSize)") }
+        // Upper bounds keep every later size computation far from overflow.
+        if let threads, !(1...4096).contains(threads) { throw ValidationError("--threads must be 1...4096, got \(threads)") }
+        if !(1...65536).contains(kvBlockSize) { throw ValidationError("--kv-block-size must be 1...65536, got \(kvBlockSize)") }
         _ = try parsedTransport()
-        if commCores < 0 { throw ValidationError("--comm-cores must be >= 0, got \(commCores)") }
-        if let ranksPerNode, ranksPerNode < 1 { throw ValidationError("--ranks-per-node must be at least 1, got \(ranksPerNode)") }
-        if !(commTimeout > 0) { throw ValidationError("--comm-timeout must be > 0 seconds, got \(commTimeout)") }
+        if !(0...4096).contains(commCores) { throw ValidationError("--comm-cores must be 0...4096, got \(commCores)") }
+        if let ranksPerNode, !(1...65536).contains(ranksPerNode) { throw ValidationError("--ranks-per-node must be 1...65536, got \(ranksPerNode)") }
+        if !(commTimeout > 0 && commTimeout <= 604_800) { throw ValidationError("--comm-timeout must be > 0 and <= 604800 seconds (a week), got \(commTimeout)") }
+        if let split, split < 1 || split > 1 << 24 { throw ValidationError("--split must be 1...\(1 << 24), got \(split)") }
         if split != nil && commMode != "overlap" { throw ValidationError("--split needs --comm-mode overlap") }
     }
 

@@ -53,15 +53,23 @@ struct Serve: ParsableCommand {
     @Option(help: "Seconds in-flight requests may finish after SIGTERM/SIGINT before they are cancelled.")
     var drainTimeout: Double = 5
 
+    @Option(help: "Seconds a connection may stay idle (keep-alive, or a request head or body not arriving) before it is closed.")
+    var idleTimeout: Double = 30
+
+    @Option(help: "Seconds one chat-template rendering may take (the template comes with the model folder).")
+    var templateTimeout: Double = 2
+
     func validate() throws {
         if !(0...65535).contains(port) { throw ValidationError("--port must be 0...65535, got \(port)") }
-        if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1, got \(maxNumSeqs)") }
-        if maxBatchTokens < 1 { throw ValidationError("--max-batch-tokens must be at least 1, got \(maxBatchTokens)") }
-        if let maxModelLen, maxModelLen < 2 { throw ValidationError("--max-model-len must be at least 2, got \(maxModelLen)") }
-        if maxQueue < 0 { throw ValidationError("--max-queue must be >= 0, got \(maxQueue)") }
-        if let kvBlocks, kvBlocks < 1 { throw ValidationError("--kv-blocks must be at least 1, got \(kvBlocks)") }
-        if maxBodyBytes < 1024 { throw ValidationError("--max-body-bytes must be at least 1024, got \(maxBodyBytes)") }
-        if !(drainTimeout >= 0) { throw ValidationError("--drain-timeout must be >= 0, got \(drainTimeout)") }
+        if !(1...65536).contains(maxNumSeqs) { throw ValidationError("--max-num-seqs must be 1...65536, got \(maxNumSeqs)") }
+        if !(1...(1 << 20)).contains(maxBatchTokens) { throw ValidationError("--max-batch-tokens must be 1...\(1 << 20), got \(maxBatchTokens)") }
+        if let maxModelLen, !(2...(1 << 24)).contains(maxModelLen) { throw ValidationError("--max-model-len must be 2...\(1 << 24), got \(maxModelLen)") }
+        if !(0...(1 << 20)).contains(maxQueue) { throw ValidationError("--max-queue must be 0...\(1 << 20), got \(maxQueue)") }
+        if let kvBlocks, !(1...Int(Int32.max)).contains(kvBlocks) { throw ValidationError("--kv-blocks must be 1...\(Int32.max), got \(kvBlocks)") }
+        if !(1024...(1 << 30)).contains(maxBodyBytes) { throw ValidationError("--max-body-bytes must be 1024...\(1 << 30), got \(maxBodyBytes)") }
+        if !(drainTimeout >= 0 && drainTimeout <= 86_400) { throw ValidationError("--drain-timeout must be 0...86400 seconds, got \(drainTimeout)") }
+        if !(idleTimeout > 0 && idleTimeout <= 86_400) { throw ValidationError("--idle-timeout must be > 0 and <= 86400 seconds, got \(idleTimeout)") }
+        if !(templateTimeout > 0 && templateTimeout <= 3_600) { throw ValidationError("--template-timeout must be > 0 and <= 3600 seconds, got \(templateTimeout)") }
         if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
         _ = try options.parsedMode(allowing: options.allowedModes)
     }
@@ -82,6 +90,8 @@ struct Serve: ParsableCommand {
         server.apiKey = apiKey ?? ProcessInfo.processInfo.environment["WEFT_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         server.maxBodyBytes = maxBodyBytes
         server.drainSeconds = drainTimeout
+        server.idleTimeoutSeconds = idleTimeout
+        server.templateLimits.timeout = .milliseconds(Int64(templateTimeout * 1000))
         let serverConfiguration = server
 
         Session.run { communicator in

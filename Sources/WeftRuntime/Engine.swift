@@ -111,12 +111,9 @@ public final class Engine {
             return (pool, weights)
         }
         let length = min(configuration.maxSequenceLength ?? modelConfig.maxPositionEmbeddings, modelConfig.maxPositionEmbeddings)
-        let blocks = configuration.kvBlocks
-            ?? configuration.maxSequences * ((length + configuration.kvBlockSize - 1) / configuration.kvBlockSize)
         let cache = try comm.agree { () throws -> PagedKVCache in
-            guard configuration.kvBlockSize > 0, blocks > 0 else {
-                throw RuntimeError.invalidOption("--kv-blocks", "KV cache needs at least one block of at least one position")
-            }
+            let blocks = try Engine.kvBlocks(configuration: configuration, length: length, layers: modelConfig.layerCount,
+                                             kvWidth: plan.kvHeads.count * modelConfig.headDim)
             return PagedKVCache(layerCount: modelConfig.layerCount, blockSize: configuration.kvBlockSize, blockCount: blocks,
                                 kvWidth: plan.kvHeads.count * modelConfig.headDim, node: node)
         }
@@ -144,6 +141,38 @@ public final class Engine {
     /// Measures this machine's rates with the loaded model; every rank then
     /// adopts rank 0's numbers (rates and local layer shape: uneven splits
     /// make shapes differ slightly) so all ranks plan identical splits.
+    /// The KV cache's block count: as configured, or enough for
+    /// `maxSequences` sequences of `length` positions; refused (before any
+    /// arithmetic can overflow or an allocation fail) when the cache would
+    /// not fit this machine's memory.
+    static func kvBlocks(configuration: EngineConfiguration, length: Int, layers: Int, kvWidth: Int) throws -> Int {
+        let blockSize = configuration.kvBlockSize
+        guard blockSize > 0, blockSize <= 1 << 16 else {
+            throw RuntimeError.invalidOption("--kv-block-size", "must be 1...65536 positions, got \(blockSize)")
+        }
+        let blocks: Int
+        if let configured = configuration.kvBlocks {
+            blocks = configured
+        } else {
+            let (product, overflow) = configuration.maxSequences.multipliedReportingOverflow(by: (length + blockSize - 1) / blockSize)
+            blocks = overflow || configuration.maxSequences < 1 ? -1 : product
+        }
+        guard blocks > 0, blocks <= Int(Int32.max) else {
+            throw RuntimeError.invalidOption("--kv-blocks", "the KV cache needs 1...\(Int32.max) blocks, got \(blocks < 0 ? "more" : String(blocks))")
+        }
+        // keys and values × layers × positions × width × 4 bytes
+        var bytes = 8
+        for factor in [layers, blocks, blockSize, kvWidth] {
+            let (product, overflow) = bytes.multipliedReportingOverflow(by: factor)
+            bytes = overflow ? Int.max : product
+        }
+        let memory = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+        guard bytes <= memory else {
+            throw RuntimeError.invalidOption("--kv-blocks", "a KV cache of \(blocks) blocks of \(blockSize) positions needs \(bytes == Int.max ? "more than 2^63" : String(bytes >> 20) + " MiB") of memory; this machine has \(memory >> 20) MiB")
+        }
+        return blocks
+    }
+
     static func calibratePlanner(model: LlamaModel, communicator: Communicator,
                                  configuration: EngineConfiguration) throws -> TokenSplitPlanner {
         let rates = try model.measureRates()

@@ -240,10 +240,12 @@ public final class ServingEngine: @unchecked Sendable {
         }
         let length = min(configuration.maxModelLength ?? min(modelMax ?? 4096, 4096), modelMax ?? Int.max)
         let blockSize = engineConfiguration.kvBlockSize
-        let blocks = configuration.kvBlocks ?? configuration.maxRunningSequences * ((length + blockSize - 1) / blockSize)
-        engineConfiguration.kvBlocks = blocks
+        // The engine sizes the cache (checked against overflow and memory).
+        engineConfiguration.kvBlocks = configuration.kvBlocks
+        engineConfiguration.maxSequences = configuration.maxRunningSequences
         engineConfiguration.maxSequenceLength = length
         engine = try Engine(configuration: engineConfiguration, communicator: communicator)
+        let blocks = engine.model.cache.blockCount
         maxModelLength = min(length, engine.config.maxPositionEmbeddings)
         eosTokenIDs = Set(engine.config.eosTokenIDs + (engine.tokenizer?.eosTokenIDs ?? []))
         limits = BatchScheduler.Limits(maxRunning: configuration.maxRunningSequences, maxBatchTokens: configuration.maxBatchTokens,

@@ -22,6 +22,13 @@ public struct ServerConfiguration: Sendable {
     public var modelName: String
     /// On SIGTERM/SIGINT: seconds in-flight requests may run before they are cancelled.
     public var drainSeconds: Double = 5
+    /// A connection that sends nothing (no complete request head, no body
+    /// part) and awaits no answer for this long is closed, seconds. Bounds
+    /// idle keep-alive connections and clients that never finish a header.
+    public var idleTimeoutSeconds: Double = 30
+    /// What rendering the model's chat template may cost per request (it
+    /// comes with the model folder, so it is not trusted).
+    public var templateLimits = ChatTemplate.Limits.default
 
     public init(modelName: String) {
         self.modelName = modelName
@@ -82,7 +89,9 @@ public final class OpenAIServer: Sendable {
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let router = Router()
         addRoutes(to: router)
+        let idle = TimeAmount.nanoseconds(Int64(min(max(configuration.idleTimeoutSeconds, 0.001), 86_400) * 1e9))
         let app = Application(router: router,
+                              server: .http1(configuration: .init(idleTimeout: idle)),
                               configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "weft"),
                               onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
                               logger: logger)
@@ -153,7 +162,7 @@ public final class OpenAIServer: Sendable {
             await handle("chat_completions", request) { engine, body, watch in try await chatCompletions(engine, body, watch) }
         }
         router.post("/tokenize") { [self] request, context -> Response in
-            await handle("tokenize", request) { engine, body, _ in try tokenize(engine, body) }
+            await handle("tokenize", request) { engine, body, _ in try await tokenize(engine, body) }
         }
         router.post("/detokenize") { [self] request, context -> Response in
             await handle("detokenize", request) { engine, body, _ in try detokenize(engine, body) }
@@ -185,6 +194,9 @@ public final class OpenAIServer: Sendable {
                     return Data(buffer: try await body.collect(upTo: limit))
                 } catch is NIOTooManyBytesError {
                     throw APIError.bodyTooLarge(limit: limit)
+                } catch {
+                    // A malformed chunked encoding and the like: the client's fault.
+                    throw APIError.badRequest("the request body could not be read: \(error)")
                 }
             }
             let watch = DisconnectWatch()
@@ -256,7 +268,7 @@ public final class OpenAIServer: Sendable {
     private func chatCompletions(_ engine: ServingEngine, _ data: Data, _ watch: DisconnectWatch) async throws -> Response {
         let chat = try decode(ChatRequest.self, data)
         let fields = chat.sampling
-        let (_, prompt) = try renderChat(engine, chat.messages, addGenerationPrompt: chat.add_generation_prompt ?? true)
+        let (_, prompt) = try await renderChat(engine, chat.messages, addGenerationPrompt: chat.add_generation_prompt ?? true)
         return try await answer(engine, fields, prompt: prompt, defaultMaxTokens: nil, watch: watch, idPrefix: "chatcmpl") { context in
             AnswerShape(
                 firstChunk: ChatResponse(id: context.id, object: "chat.completion.chunk", created: context.created, model: context.model,
@@ -325,7 +337,7 @@ public final class OpenAIServer: Sendable {
     }
 
     /// Renders messages with the model's chat template; returns the text and its tokens.
-    func renderChat(_ engine: ServingEngine, _ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> (String, [Int]) {
+    func renderChat(_ engine: ServingEngine, _ messages: [ChatMessage], addGenerationPrompt: Bool) async throws -> (String, [Int]) {
         guard !messages.isEmpty else { throw APIError.badRequest("messages is empty: give at least one message", param: "messages") }
         guard let tokenizer = engine.tokenizer else {
             throw APIError.badRequest("this model has no tokenizer, so no chat template: use /v1/completions with token ids", param: "messages")
@@ -339,11 +351,17 @@ public final class OpenAIServer: Sendable {
         }
         let text: String
         do {
-            text = try template.render(messages: values, addGenerationPrompt: addGenerationPrompt,
-                                       bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken)
+            let limits = configuration.templateLimits
+            let (bos, eos) = (tokenizer.bosToken, tokenizer.eosToken)
+            text = try await offEventLoop { [self] cancelled in
+                try template.render(messages: values, addGenerationPrompt: addGenerationPrompt, bosToken: bos, eosToken: eos,
+                                    limits: limits, shouldCancel: { cancelled() || self.state.withLock { $0.shutdownRequested } })
+            }
         } catch let error as ChatTemplateError where error.isRaisedByTemplate {
             throw APIError.badRequest("messages: \(error.message)", param: "messages")
         } catch {
+            // A template that hit a limit (time, size, depth) or failed: the
+            // model folder's fault, reported without taking the server down.
             throw APIError.internalError("chat template failed: \(error)")
         }
         // As transformers' apply_chat_template: the template writes any special
@@ -452,12 +470,12 @@ public final class OpenAIServer: Sendable {
         var prompt: String?
     }
 
-    private func tokenize(_ engine: ServingEngine, _ data: Data) throws -> Response {
+    private func tokenize(_ engine: ServingEngine, _ data: Data) async throws -> Response {
         let input = try decode(TokenizeRequest.self, data)
         guard let tokenizer = engine.tokenizer else { throw APIError.badRequest("this model has no tokenizer") }
         if let messages = input.messages {
             guard input.prompt == nil else { throw APIError.badRequest("give either prompt or messages, not both", param: "prompt") }
-            let (text, tokens) = try renderChat(engine, messages, addGenerationPrompt: input.add_generation_prompt ?? true)
+            let (text, tokens) = try await renderChat(engine, messages, addGenerationPrompt: input.add_generation_prompt ?? true)
             return JSON.response(TokenizeResponse(tokens: tokens, count: tokens.count, max_model_len: engine.maxModelLength, prompt: text))
         }
         guard let prompt = input.prompt else { throw APIError.badRequest("missing required field 'prompt' (or 'messages')", param: "prompt") }
@@ -472,6 +490,26 @@ public final class OpenAIServer: Sendable {
         guard let tokenizer = engine.tokenizer else { throw APIError.badRequest("this model has no tokenizer") }
         if let problem = engine.modelConfig.vocabularyProblem(input.tokens) { throw APIError.badRequest(problem, param: "tokens") }
         return JSON.response(DetokenizeResponse(prompt: tokenizer.decode(input.tokens, skipSpecialTokens: false)))
+    }
+}
+
+/// Runs `work` on a thread of its own (with a stack that fits the template
+/// engine's depth limits) so a slow chat template never holds one of the few
+/// Swift-concurrency threads the HTTP server and `/health` run on. `work`
+/// gets a check that turns true when the calling task is cancelled.
+func offEventLoop<T: Sendable>(_ work: @escaping @Sendable (_ cancelled: @escaping @Sendable () -> Bool) throws -> T) async throws -> T {
+    let cancelled = Mutex(false)
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
+            let thread = Thread {
+                continuation.resume(with: Result { try work({ cancelled.withLock { $0 } }) })
+            }
+            thread.stackSize = 8 << 20
+            thread.name = "weft-template"
+            thread.start()
+        }
+    } onCancel: {
+        cancelled.withLock { $0 = true }
     }
 }
 
