@@ -100,6 +100,7 @@ struct Serve: ParsableCommand {
                 // step plans; a signal here must not end this rank on its own.
                 signal(SIGTERM, SIG_IGN)
                 signal(SIGINT, SIG_IGN)
+                signal(SIGUSR1, SIG_IGN)
                 let engine = try ServingEngine(configuration: serving, communicator: communicator)
                 try communicator.agree { }   // rank 0's start-up check
                 try engine.run()

@@ -96,7 +96,7 @@ public final class OpenAIServer: Sendable {
                               onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
                               logger: logger)
         let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: EngineDrain(server: self))],
-                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                                                      gracefulShutdownSignals: [.sigterm, .sigint, .sigusr1], logger: logger))
         let stopNow = state.withLock { state -> Bool in
             state.group = group
             return state.shutdownRequested
