@@ -58,15 +58,9 @@ public struct ModelConfig: Sendable, Equatable {
         self.eosTokenIDs = eosTokenIDs
     }
 
-    /// Parameters of the model (embedding and LM head counted once each).
-    public var parameterCount: Int {
-        let attention = hiddenSize * headDim * (headCount + 2 * kvHeadCount) + headCount * headDim * hiddenSize
-        let bias = attentionBias ? headDim * (headCount + 2 * kvHeadCount) : 0
-        let mlp = 3 * hiddenSize * intermediateSize
-        let perLayer = attention + bias + mlp + 2 * hiddenSize
-        let embeddings = vocabularySize * hiddenSize * (tieWordEmbeddings ? 1 : 2)
-        return layerCount * perLayer + embeddings + hiddenSize
-    }
+    /// Parameters of the model (embedding and LM head counted once each);
+    /// Int.max if the count overflows (`validate` refuses such configs).
+    public var parameterCount: Int { checkedParameterCount ?? .max }
 
     /// RoPE inverse frequencies (head_dim/2 of them), with Llama 3 scaling
     /// applied as Hugging Face's `_compute_llama3_parameters` does.
@@ -96,6 +90,38 @@ public struct ModelConfig: Sendable, Equatable {
 // MARK: - Reading config.json
 
 extension ModelConfig {
+    /// Upper bounds on config.json numbers. Each is far above every released
+    /// Llama-family model yet small enough that every size computed from the
+    /// config (weights, KV cache per position, RoPE tables, Int32 values passed
+    /// to the kernels) fits in Int, so a typo such as 10^18 is a field error
+    /// instead of an overflow trap or an impossible allocation.
+    public enum Limits {
+        /// Llama 3.1 405B has 16384.
+        public static let hiddenSize = 1 << 17
+        /// Llama 3.1 405B has 53248.
+        public static let intermediateSize = 1 << 20
+        /// Llama 3.1 405B has 126.
+        public static let layerCount = 1 << 12
+        /// Llama 3.1 405B has 128 query heads (key/value heads are a divisor of it).
+        public static let headCount = 1 << 12
+        /// Released models use 64 to 256; the kernels take it as an Int32.
+        public static let headDim = 1 << 12
+        /// The largest vocabularies have about 2^18 entries; token ids are Int32.
+        public static let vocabularySize = 1 << 24
+        /// The longest released context is 10,485,760 (Llama 4 Scout) < 2^24;
+        /// positions are Int32 and the KV cache is sized from this.
+        public static let maxPositionEmbeddings = 1 << 24
+        /// Released values run from 10^4 to 10^7 (Llama 3: 5·10^5, Qwen2.5: 10^6).
+        public static let ropeTheta = 1e12
+        /// Released values are 10^-6 to 10^-5; an epsilon near 1 makes no sense.
+        public static let rmsNormEps = 1.0
+        /// rope_scaling factors: Llama 3.1 uses 8, 1, 4; anything beyond 10^6 is a typo.
+        public static let ropeScalingFactor = 1e6
+        /// 2^42 ≈ 4.4 trillion parameters (Llama 3.1 405B has 2^38.6): keeps the
+        /// float32 byte count (×4) and every per-rank share far from Int.max.
+        public static let parameterCount = 1 << 42
+    }
+
     /// Reads and validates `DIR/config.json`.
     public static func load(directory: URL) throws -> ModelConfig {
         let url = directory.appendingPathComponent("config.json")
@@ -106,6 +132,9 @@ extension ModelConfig {
         return try parse(data, file: url.path)
     }
 
+    /// Parses `config.json`: first every field's type (integers must be
+    /// integral, numbers finite), then `validate(file:)` checks every range
+    /// and relation before anything is computed from them.
     public static func parse(_ data: Data, file: String) throws -> ModelConfig {
         let object: Any
         do { object = try JSONSerialization.jsonObject(with: data) } catch {
@@ -119,17 +148,6 @@ extension ModelConfig {
         guard let architecture = Architecture(rawValue: name) else {
             throw ModelError.field(file, "architectures", "one of \(Architecture.allCases.map(\.rawValue).joined(separator: ", "))", "\"\(name)\" (unsupported architecture)")
         }
-        let hidden: Int = try fields.require("hidden_size", positive: true)
-        let heads: Int = try fields.require("num_attention_heads", positive: true)
-        let kvHeads: Int = try fields.optional("num_key_value_heads", positive: true) ?? heads
-        let headDim: Int = try fields.optional("head_dim", positive: true) ?? hidden / heads
-        guard headDim % 2 == 0 else { throw ModelError.field(file, "head_dim", "an even number (RoPE rotates halves)", "\(headDim)") }
-        guard heads % kvHeads == 0 else {
-            throw ModelError.field(file, "num_key_value_heads", "a divisor of num_attention_heads (\(heads))", "\(kvHeads)")
-        }
-        if json["head_dim"] == nil, hidden % heads != 0 {
-            throw ModelError.field(file, "hidden_size", "a multiple of num_attention_heads (\(heads)) when head_dim is absent", "\(hidden)")
-        }
         if let act = json["hidden_act"] as? String, act != "silu" {
             throw ModelError.field(file, "hidden_act", "\"silu\"", "\"\(act)\"")
         }
@@ -142,38 +160,114 @@ extension ModelConfig {
                 throw ModelError.field(file, "rope_scaling.rope_type", "\"llama3\" (or rope_scaling null)", "\"\(type)\"")
             }
             scaling = Llama3RopeScaling(
-                factor: try sub.require("factor", positive: true),
-                lowFreqFactor: try sub.require("low_freq_factor", positive: true),
-                highFreqFactor: try sub.require("high_freq_factor", positive: true),
-                originalMaxPositionEmbeddings: try sub.require("original_max_position_embeddings", positive: true))
-            if scaling!.highFreqFactor <= scaling!.lowFreqFactor {
-                throw ModelError.field(file, "rope_scaling.high_freq_factor", "greater than low_freq_factor (\(scaling!.lowFreqFactor))", "\(scaling!.highFreqFactor)")
-            }
+                factor: try sub.require("factor"),
+                lowFreqFactor: try sub.require("low_freq_factor"),
+                highFreqFactor: try sub.require("high_freq_factor"),
+                originalMaxPositionEmbeddings: try sub.require("original_max_position_embeddings"))
         }
         var eos: [Int] = []
-        if let single: Int = try? fields.optional("eos_token_id") { eos = [single] }
-        else if let many: [Int] = try? fields.optional("eos_token_id") { eos = many }
-        return ModelConfig(
+        if let raw = json["eos_token_id"], !(raw is NSNull) {
+            if raw is [Any] { eos = try fields.require("eos_token_id") } else { eos = [try fields.require("eos_token_id")] }
+        }
+        let headDim: Int? = try fields.optional("head_dim")
+        let config = ModelConfig(
             architecture: architecture,
-            hiddenSize: hidden,
-            intermediateSize: try fields.require("intermediate_size", positive: true),
-            layerCount: try fields.require("num_hidden_layers", positive: true),
-            headCount: heads,
-            kvHeadCount: kvHeads,
+            hiddenSize: try fields.require("hidden_size"),
+            intermediateSize: try fields.require("intermediate_size"),
+            layerCount: try fields.require("num_hidden_layers"),
+            headCount: try fields.require("num_attention_heads"),
+            kvHeadCount: try fields.optional("num_key_value_heads") ?? fields.require("num_attention_heads"),
             headDim: headDim,
-            vocabularySize: try fields.require("vocab_size", positive: true),
-            rmsNormEps: try fields.optional("rms_norm_eps", positive: true) ?? 1e-6,
-            ropeTheta: try fields.optional("rope_theta", positive: true) ?? 10000,
+            vocabularySize: try fields.require("vocab_size"),
+            rmsNormEps: try fields.optional("rms_norm_eps") ?? 1e-6,
+            ropeTheta: try fields.optional("rope_theta") ?? 10000,
             ropeScaling: scaling,
-            maxPositionEmbeddings: try fields.optional("max_position_embeddings", positive: true) ?? 2048,
+            maxPositionEmbeddings: try fields.optional("max_position_embeddings") ?? 2048,
             tieWordEmbeddings: try fields.optional("tie_word_embeddings") ?? false,
             attentionBias: architecture == .qwen2 ? true : (try fields.optional("attention_bias") ?? false),
-            bosTokenID: try? fields.optional("bos_token_id"),
+            bosTokenID: try fields.optional("bos_token_id"),
             eosTokenIDs: eos)
+        try config.validate(file: file)
+        if headDim == nil, config.hiddenSize % config.headCount != 0 {
+            throw ModelError.field(file, "hidden_size", "a multiple of num_attention_heads (\(config.headCount)) when head_dim is absent", "\(config.hiddenSize)")
+        }
+        return config
+    }
+
+    /// Checks every number against `Limits` and the relations between them,
+    /// then the parameter count with checked arithmetic: the one place a
+    /// config's numbers are validated (`parse` calls it; so may code that
+    /// builds a config by hand). Errors name `file` and the config.json field.
+    public func validate(file: String) throws {
+        func check(_ field: String, _ value: Int, _ range: ClosedRange<Int>, _ note: String = "") throws {
+            guard range.contains(value) else {
+                throw ModelError.field(file, field, "an integer in \(range.lowerBound)...\(range.upperBound)\(note)", "\(value)")
+            }
+        }
+        func check(_ field: String, _ value: Double, above lower: Double, atMost upper: Double) throws {
+            guard value.isFinite, value > lower, value <= upper else {
+                throw ModelError.field(file, field, "a finite number greater than \(lower) and at most \(upper)", "\(value)")
+            }
+        }
+        try check("hidden_size", hiddenSize, 1...Limits.hiddenSize)
+        try check("intermediate_size", intermediateSize, 1...Limits.intermediateSize)
+        try check("num_hidden_layers", layerCount, 1...Limits.layerCount)
+        try check("num_attention_heads", headCount, 1...Limits.headCount)
+        try check("num_key_value_heads", kvHeadCount, 1...headCount, " (at most num_attention_heads)")
+        guard headCount % kvHeadCount == 0 else {
+            throw ModelError.field(file, "num_key_value_heads", "a divisor of num_attention_heads (\(headCount))", "\(kvHeadCount)")
+        }
+        try check("head_dim", headDim, 2...Limits.headDim)
+        guard headDim % 2 == 0 else { throw ModelError.field(file, "head_dim", "an even number (RoPE rotates halves)", "\(headDim)") }
+        try check("vocab_size", vocabularySize, 1...Limits.vocabularySize)
+        try check("max_position_embeddings", maxPositionEmbeddings, 1...Limits.maxPositionEmbeddings)
+        try check("rms_norm_eps", rmsNormEps, above: 0, atMost: Limits.rmsNormEps)
+        try check("rope_theta", ropeTheta, above: 0, atMost: Limits.ropeTheta)
+        if let s = ropeScaling {
+            try check("rope_scaling.factor", s.factor, above: 0, atMost: Limits.ropeScalingFactor)
+            try check("rope_scaling.low_freq_factor", s.lowFreqFactor, above: 0, atMost: Limits.ropeScalingFactor)
+            try check("rope_scaling.high_freq_factor", s.highFreqFactor, above: 0, atMost: Limits.ropeScalingFactor)
+            try check("rope_scaling.original_max_position_embeddings", s.originalMaxPositionEmbeddings, 1...Limits.maxPositionEmbeddings)
+            guard s.highFreqFactor > s.lowFreqFactor else {
+                throw ModelError.field(file, "rope_scaling.high_freq_factor", "greater than low_freq_factor (\(s.lowFreqFactor))", "\(s.highFreqFactor)")
+            }
+        }
+        if let bos = bosTokenID { try check("bos_token_id", bos, 0...(vocabularySize - 1), " (below vocab_size)") }
+        for id in eosTokenIDs { try check("eos_token_id", id, 0...(vocabularySize - 1), " (below vocab_size)") }
+        guard let count = checkedParameterCount, count <= Limits.parameterCount else {
+            throw ModelError.file(file, "the shape (hidden_size \(hiddenSize), intermediate_size \(intermediateSize), num_hidden_layers \(layerCount), vocab_size \(vocabularySize), heads \(headCount)×\(headDim)) has more than \(Limits.parameterCount) parameters")
+        }
+    }
+
+    /// `parameterCount` with overflow checks, nil if it does not fit in Int.
+    var checkedParameterCount: Int? {
+        var overflow = false
+        func mul(_ values: Int...) -> Int {
+            values.dropFirst().reduce(values[0]) { acc, v in
+                let (r, o) = acc.multipliedReportingOverflow(by: v)
+                overflow = overflow || o
+                return r
+            }
+        }
+        func add(_ values: Int...) -> Int {
+            values.dropFirst().reduce(values[0]) { acc, v in
+                let (r, o) = acc.addingReportingOverflow(v)
+                overflow = overflow || o
+                return r
+            }
+        }
+        let heads = add(headCount, mul(2, kvHeadCount))
+        let attention = add(mul(hiddenSize, headDim, heads), mul(headCount, headDim, hiddenSize))
+        let bias = attentionBias ? mul(headDim, heads) : 0
+        let perLayer = add(attention, bias, mul(3, hiddenSize, intermediateSize), mul(2, hiddenSize))
+        let embeddings = mul(vocabularySize, hiddenSize, tieWordEmbeddings ? 1 : 2)
+        let total = add(mul(layerCount, perLayer), embeddings, hiddenSize)
+        return overflow ? nil : total
     }
 }
 
-/// Typed access to a JSON object's fields with errors that name the file and field.
+/// Typed access to a JSON object's fields with errors that name the file and
+/// field. Integers must be integral and fit in Int; numbers must be finite. Ranges are `ModelConfig.validate`'s job.
 struct JSONFields {
     let json: [String: Any]
     let file: String
@@ -185,22 +279,33 @@ struct JSONFields {
         self.prefix = prefix
     }
 
-    func require<T>(_ key: String, positive: Bool = false) throws -> T {
-        guard let value: T = try optional(key, positive: positive) else {
+    func require<T>(_ key: String) throws -> T {
+        guard let value: T = try optional(key) else {
             throw ModelError.field(file, prefix + key, "a value of type \(Self.typeName(T.self))", "missing")
         }
         return value
     }
 
-    func optional<T>(_ key: String, positive: Bool = false) throws -> T? {
+    /// An integral, finite number strictly within ±2^63, as Int (exact for
+    /// integers written as such; `ModelConfig.validate` checks the range).
+    static func integer(_ raw: Any) -> Int? {
+        guard !(raw is String), let n = raw as? NSNumber else { return nil }
+        let d = n.doubleValue
+        // Double(Int64.max) rounds up to 2^63, hence the strict bound before converting.
+        guard d.isFinite, d == d.rounded(), d > -9_223_372_036_854_775_808.0, d < 9_223_372_036_854_775_808.0 else { return nil }
+        let exact = n.int64Value
+        return Double(exact) == d ? Int(exact) : Int(d)
+    }
+
+    func optional<T>(_ key: String) throws -> T? {
         guard let raw = json[key], !(raw is NSNull) else { return nil }
         let converted: Any?
         switch T.self {
         case is Int.Type:
             // Integral numbers only: 2048.5 is not a size.
-            if let n = raw as? NSNumber, !(raw is String), n.doubleValue == Double(n.intValue) { converted = n.intValue } else { converted = nil }
+            converted = Self.integer(raw)
         case is Double.Type:
-            converted = (raw as? NSNumber).map(\.doubleValue)
+            converted = (raw is String) ? nil : (raw as? NSNumber).map(\.doubleValue).flatMap { $0.isFinite ? $0 : nil }
         case is Bool.Type:
             converted = raw as? Bool
         case is String.Type:
@@ -208,16 +313,17 @@ struct JSONFields {
         case is [String].Type:
             converted = raw as? [String]
         case is [Int].Type:
-            converted = (raw as? [NSNumber])?.map(\.intValue)
+            if let items = raw as? [Any] {
+                let ints = items.compactMap(Self.integer)
+                converted = ints.count == items.count ? ints : nil
+            } else {
+                converted = nil
+            }
         default:
             converted = raw as? T
         }
         guard let value = converted as? T else {
             throw ModelError.field(file, prefix + key, "a value of type \(Self.typeName(T.self))", "\(raw)")
-        }
-        if positive {
-            if let i = value as? Int, i <= 0 { throw ModelError.field(file, prefix + key, "a positive integer", "\(i)") }
-            if let d = value as? Double, !(d > 0) { throw ModelError.field(file, prefix + key, "a positive number", "\(d)") }
         }
         return value
     }

@@ -19,7 +19,9 @@ public struct TensorInfo: Sendable {
     public let byteCount: Int
     public let file: String
 
-    public var elementCount: Int { shape.reduce(1, *) }
+    /// The header check guarantees this product does not overflow (it is
+    /// `byteCount / dtype.byteSize`).
+    public var elementCount: Int { byteCount / dtype.byteSize }
 }
 
 /// A memory-mapped `.safetensors` file. Pages are read only when a rank
@@ -45,7 +47,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         base = mapped
         mappedLength = length
         do {
-            tensors = try SafetensorsFile.parseHeader(base: mapped, length: length, path: path)
+            tensors = try SafetensorsHeader.parse(UnsafeRawBufferPointer(start: mapped, count: length),
+                                                  fileLength: length, path: path)
         } catch {
             munmap(mapped, length)
             throw error
@@ -53,48 +56,6 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     deinit { munmap(base, mappedLength) }
-
-    static func parseHeader(base: UnsafeMutableRawPointer, length: Int, path: String) throws -> [String: TensorInfo] {
-        let headerLength = Int(UInt64(littleEndian: base.loadUnaligned(as: UInt64.self)))
-        guard headerLength > 0, headerLength <= length - 8 else {
-            throw ModelError.file(path, "truncated or corrupt: header length \(headerLength) but the file has \(length) bytes")
-        }
-        let headerData = Data(bytes: base + 8, count: headerLength)
-        let object: Any
-        do { object = try JSONSerialization.jsonObject(with: headerData) } catch {
-            throw ModelError.file(path, "malformed header JSON: \(ModelError.reason(error))")
-        }
-        guard let header = object as? [String: Any] else { throw ModelError.file(path, "malformed header JSON: expected an object") }
-        let dataStart = 8 + headerLength
-        let dataLength = length - dataStart
-        var tensors: [String: TensorInfo] = [:]
-        for (name, value) in header where name != "__metadata__" {
-            guard let entry = value as? [String: Any],
-                  let dtypeName = entry["dtype"] as? String,
-                  let shapeNumbers = entry["shape"] as? [NSNumber],
-                  let offsets = entry["data_offsets"] as? [NSNumber], offsets.count == 2 else {
-                throw ModelError.tensor(path, name, "malformed header entry (needs dtype, shape, data_offsets)")
-            }
-            guard let dtype = DType(rawValue: dtypeName) else {
-                throw ModelError.tensor(path, name, "unsupported dtype \(dtypeName) (expected F32, BF16 or F16)")
-            }
-            let shape = shapeNumbers.map(\.intValue)
-            let begin = offsets[0].intValue, end = offsets[1].intValue
-            guard shape.allSatisfy({ $0 >= 0 }), begin >= 0, end >= begin else {
-                throw ModelError.tensor(path, name, "invalid shape \(shape) or data_offsets [\(begin), \(end)]")
-            }
-            guard end <= dataLength else {
-                throw ModelError.file(path, "truncated: tensor \"\(name)\" ends at byte \(dataStart + end) but the file has \(length) bytes")
-            }
-            let elements = shape.reduce(1, *)
-            guard elements * dtype.byteSize == end - begin else {
-                throw ModelError.tensor(path, name, "data_offsets span \(end - begin) bytes but shape \(shape) of \(dtypeName) needs \(elements * dtype.byteSize)")
-            }
-            tensors[name] = TensorInfo(name: name, dtype: dtype, shape: shape, byteOffset: dataStart + begin,
-                                       byteCount: end - begin, file: path)
-        }
-        return tensors
-    }
 
     /// Address of a tensor's first byte inside the mapping.
     func address(of info: TensorInfo) -> UnsafeRawPointer { UnsafeRawPointer(base + info.byteOffset) }
@@ -107,5 +68,180 @@ public final class SafetensorsFile: @unchecked Sendable {
         let end = min(mappedLength, info.byteOffset + info.byteCount)
         guard end > start else { return }
         madvise(base + start, end - start, Int32(MADV_DONTNEED))
+    }
+}
+
+/// Reading and validating a safetensors header: the one place every number
+/// from the file is checked before any arithmetic uses it.
+///
+/// Layout: an 8-byte little-endian header length N, N bytes of JSON mapping
+/// tensor names to `{dtype, shape, data_offsets: [begin, end]}` (offsets
+/// relative to the data section after the header), then the data section.
+public enum SafetensorsHeader {
+    /// The format's own limit (the reference `safetensors` library refuses
+    /// longer headers too); real checkpoints use well under 10 MB.
+    public static let maxHeaderLength = 100_000_000
+
+    /// Parses and validates the header at the start of `bytes`, the first
+    /// bytes of a file of `fileLength` bytes (`bytes` may stop after the
+    /// header; nothing past it is read). Offsets returned are from the
+    /// start of the file.
+    ///
+    /// Checked: the header length fits the file; the JSON is an object of
+    /// entries with a supported dtype, a shape of non-negative integers whose
+    /// element count and byte size do not overflow, and integer data_offsets
+    /// with begin ≤ end ≤ the data section, begin a multiple of the dtype
+    /// size, and end − begin = elements × dtype size; no two tensors' byte
+    /// ranges overlap.
+    public static func parse(_ bytes: UnsafeRawBufferPointer, fileLength: Int, path: String) throws -> [String: TensorInfo] {
+        guard fileLength >= 8, bytes.count >= 8 else {
+            throw ModelError.file(path, "truncated: \(fileLength) bytes, a safetensors file starts with an 8-byte header length")
+        }
+        let rawLength = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+        // fileLength ≥ 8, so the subtraction cannot overflow; the comparison is
+        // done in UInt64 so that a length ≥ 2^63 is reported as written.
+        guard rawLength > 0, rawLength <= UInt64(fileLength - 8) else {
+            throw ModelError.file(path, "truncated or corrupt: header length \(rawLength) but the file has \(fileLength) bytes")
+        }
+        guard rawLength <= UInt64(maxHeaderLength) else {
+            throw ModelError.file(path, "corrupt: header length \(rawLength) exceeds the format's limit of \(maxHeaderLength) bytes")
+        }
+        let headerLength = Int(rawLength)
+        guard bytes.count >= 8 + headerLength else {
+            throw ModelError.file(path, "truncated: header length \(headerLength) but only \(bytes.count) bytes were read")
+        }
+        let headerData = Data(bytes: bytes.baseAddress! + 8, count: headerLength)
+        let header: [String: HeaderJSON]
+        do {
+            let top = try JSONDecoder().decode(HeaderJSON.self, from: headerData)
+            guard case .object(let object) = top else {
+                throw ModelError.file(path, "malformed header JSON: expected an object")
+            }
+            header = object
+        } catch let error as ModelError {
+            throw error
+        } catch {
+            throw ModelError.file(path, "malformed header JSON: \(ModelError.reason(error))")
+        }
+        let dataStart = 8 + headerLength
+        let dataLength = fileLength - dataStart
+        var tensors: [String: TensorInfo] = [:]
+        for (name, value) in header where name != "__metadata__" {
+            let info = try entry(name: name, value: value, dataStart: dataStart, dataLength: dataLength,
+                                 fileLength: fileLength, path: path)
+            tensors[name] = info
+        }
+        try checkOverlaps(tensors.values, dataStart: dataStart, path: path)
+        return tensors
+    }
+
+    private static func entry(name: String, value: HeaderJSON, dataStart: Int, dataLength: Int,
+                              fileLength: Int, path: String) throws -> TensorInfo {
+        guard case .object(let fields) = value,
+              case .string(let dtypeName)? = fields["dtype"],
+              case .array(let shapeValues)? = fields["shape"],
+              case .array(let offsetValues)? = fields["data_offsets"] else {
+            throw ModelError.tensor(path, name, "malformed header entry (needs dtype, shape, data_offsets)")
+        }
+        guard let dtype = DType(rawValue: dtypeName) else {
+            throw ModelError.tensor(path, name, "unsupported dtype \(dtypeName) (expected F32, BF16 or F16)")
+        }
+        var shape: [Int] = []
+        for (i, dimension) in shapeValues.enumerated() {
+            guard case .int(let d) = dimension, d >= 0 else {
+                throw ModelError.tensor(path, name, "shape[\(i)]: expected a non-negative integer, found \(dimension)")
+            }
+            shape.append(d)
+        }
+        // Element count and byte size with checked arithmetic. Zero dimensions
+        // are multiplied as 1 first so that [0, 2^62, 2^62] is refused too
+        // (later code multiplies dimensions other than the zero one).
+        var product = 1
+        for d in shape {
+            let (p, overflow) = product.multipliedReportingOverflow(by: max(d, 1))
+            guard !overflow else { throw ModelError.tensor(path, name, "shape \(shape) has too many elements to address") }
+            product = p
+        }
+        let elements = shape.contains(0) ? 0 : product
+        let (needed, overflow) = elements.multipliedReportingOverflow(by: dtype.byteSize)
+        guard !overflow else { throw ModelError.tensor(path, name, "shape \(shape) of \(dtypeName) has too many bytes to address") }
+
+        guard offsetValues.count == 2 else {
+            throw ModelError.tensor(path, name, "data_offsets: expected [begin, end], found \(offsetValues.count) numbers")
+        }
+        var offsets: [Int] = []
+        for (i, offset) in offsetValues.enumerated() {
+            guard case .int(let o) = offset, o >= 0 else {
+                throw ModelError.tensor(path, name, "data_offsets[\(i)]: expected a non-negative integer byte offset, found \(offset)")
+            }
+            offsets.append(o)
+        }
+        let begin = offsets[0], end = offsets[1]
+        guard end >= begin else {
+            throw ModelError.tensor(path, name, "data_offsets [\(begin), \(end)]: end before begin")
+        }
+        guard end <= dataLength else {
+            // dataStart + end may overflow: report the data-section offset and size instead.
+            throw ModelError.file(path, "truncated: tensor \"\(name)\" ends at data offset \(end) but the data section has \(dataLength) bytes (file \(fileLength) bytes)")
+        }
+        guard begin % dtype.byteSize == 0 else {
+            throw ModelError.tensor(path, name, "data_offsets [\(begin), \(end)]: begin is not a multiple of the \(dtypeName) size \(dtype.byteSize)")
+        }
+        guard end - begin == needed else {
+            throw ModelError.tensor(path, name, "data_offsets span \(end - begin) bytes but shape \(shape) of \(dtypeName) needs \(needed)")
+        }
+        // end ≤ dataLength = fileLength − dataStart, so dataStart + begin cannot overflow.
+        return TensorInfo(name: name, dtype: dtype, shape: shape, byteOffset: dataStart + begin,
+                          byteCount: end - begin, file: path)
+    }
+
+    /// No two tensors share a byte: sorted by start, each non-empty range
+    /// starts at or after the end of the previous one.
+    private static func checkOverlaps(_ tensors: some Collection<TensorInfo>, dataStart: Int, path: String) throws {
+        let ranges = tensors.filter { $0.byteCount > 0 }
+            .sorted { ($0.byteOffset, $0.name) < ($1.byteOffset, $1.name) }
+        for (previous, next) in zip(ranges, ranges.dropFirst()) where next.byteOffset < previous.byteOffset + previous.byteCount {
+            let range = { (t: TensorInfo) in "[\(t.byteOffset - dataStart), \(t.byteOffset - dataStart + t.byteCount)]" }
+            throw ModelError.tensor(path, next.name, "data_offsets \(range(next)) overlap tensor \"\(previous.name)\" at \(range(previous))")
+        }
+    }
+}
+
+/// A JSON value as the header holds it; integers are kept exact (a number
+/// that is not an integer in Int's range stays a Double and is refused).
+indirect enum HeaderJSON: Decodable, CustomStringConvertible {
+    case null
+    case bool(Bool)
+    case int(Int)
+    /// An integer above Int.max, kept exact for the error message.
+    case bigInt(UInt64)
+    case number(Double)
+    case string(String)
+    case array([HeaderJSON])
+    case object([String: HeaderJSON])
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let b = try? container.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? container.decode(Int.self) { self = .int(i) }
+        else if let u = try? container.decode(UInt64.self) { self = .bigInt(u) }
+        else if let d = try? container.decode(Double.self) { self = .number(d) }
+        else if let s = try? container.decode(String.self) { self = .string(s) }
+        else if let a = try? container.decode([HeaderJSON].self) { self = .array(a) }
+        else { self = .object(try container.decode([String: HeaderJSON].self)) }
+    }
+
+    var description: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let b): return "\(b)"
+        case .int(let i): return "\(i)"
+        case .bigInt(let u): return "\(u)"
+        case .number(let d): return "\(d)"
+        case .string(let s): return "\"\(s)\""
+        case .array: return "an array"
+        case .object: return "an object"
+        }
     }
 }
