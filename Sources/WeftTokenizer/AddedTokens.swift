@@ -20,12 +20,18 @@ struct AddedToken: Sendable {
     }
 
     /// Parses an `added_tokens` entry; nil for an empty content (HF ignores those).
+    /// `id` is the id written in the file (-1 when absent), checked to be a
+    /// non-negative Int32; the tokenizer then checks it is the id the token gets.
     static func parse(_ node: JSONNode) throws -> AddedToken? {
         let special = try node["special"].bool(default: false)
         let content = try node["content"].string()
         if content.isEmpty { return nil }
+        let id = try node["id"].optionalInt()
+        if let id, id < 0 || id >= Int(Int32.max) {
+            throw node["id"].error("expected a token id in 0...\(Int32.max - 1), found \(id)")
+        }
         return AddedToken(
-            id: try node["id"].optionalInt() ?? -1,
+            id: id ?? -1,
             content: content,
             singleWord: try node["single_word"].bool(default: false),
             lstrip: try node["lstrip"].bool(default: false),

@@ -85,17 +85,30 @@ final class BPEModel: Sendable {
         var maxID = -1
         var byID: [(Int, String)] = []
         byID.reserveCapacity(entries.count)
+        // Ids are bounded before anything is sized from them: the largest real
+        // vocabularies have about 2^18 entries; 2^24 keeps the id table small.
+        let idLimit = 1 << 24
         for entry in entries {
-            guard case .int(let id) = entry.value, id >= 0, id < Int(Int32.max) else {
-                throw vocabNode.child(key: entry.key, value: entry.value).error("expected a non-negative integer id")
+            let entryNode = { vocabNode.child(key: entry.key, value: entry.value) }
+            guard case .int(let id) = entry.value, id >= 0, id < idLimit else {
+                throw entryNode().error("expected a token id in 0...\(idLimit - 1), found \(entry.value.description)")
             }
-            vocab[ByteKey(Array(entry.key.utf8))] = Int32(id)
+            let key = ByteKey(Array(entry.key.utf8))
+            if let earlier = vocab[key] {
+                throw entryNode().error("token listed twice (ids \(earlier) and \(id))")
+            }
+            vocab[key] = Int32(id)
             byID.append((id, entry.key))
             maxID = max(maxID, id)
         }
-        guard maxID < 50_000_000 else { throw vocabNode.error("token id \(maxID) is unreasonably large") }
         var idToToken = [String?](repeating: nil, count: maxID + 1)
-        for (id, token) in byID { idToToken[id] = token }
+        for (id, token) in byID {
+            if let other = idToToken[id] {
+                throw vocabNode.child(key: token, value: .int(id)).error(
+                    "id \(id) is also the id of token \(other.debugDescription) (two tokens cannot share an id)")
+            }
+            idToToken[id] = token
+        }
 
         var bmpIDs = [Int32](repeating: -1, count: 0x10000)
         var astralIDs: [UInt32: Int32] = [:]

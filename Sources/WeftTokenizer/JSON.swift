@@ -17,6 +17,16 @@ indirect enum JSONValue: Sendable {
     case array([JSONValue])
     case object([(key: String, value: JSONValue)])
 
+    /// A short rendering for error messages (numbers and strings as written).
+    var description: String {
+        switch self {
+        case .int(let i): return "\(i)"
+        case .double(let d): return "\(d)"
+        case .string(let s): return s.debugDescription
+        default: return typeName
+        }
+    }
+
     var typeName: String {
         switch self {
         case .null: return "null"
@@ -310,7 +320,7 @@ func appendUTF8(_ code: UInt32, to buffer: inout [UInt8]) {
 
 /// A view of a JSON value that remembers where it came from, so that every
 /// error can name the file and the field.
-struct JSONNode {
+struct JSONNode: Sendable {
     let value: JSONValue?  // nil: the field is absent
     let path: String
     let file: String

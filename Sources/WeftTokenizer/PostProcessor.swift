@@ -2,6 +2,17 @@
 struct PostProcessor: Sendable, Equatable {
     var prefix: [Int] = []
     var suffix: [Int] = []
+    /// Where each id came from in tokenizer.json, so the tokenizer can check
+    /// that every id names a token (not part of equality).
+    var sources: [(id: Int, node: JSONNode)] = []
+
+    init(prefix: [Int] = [], suffix: [Int] = [], sources: [(id: Int, node: JSONNode)] = []) {
+        self.prefix = prefix
+        self.suffix = suffix
+        self.sources = sources
+    }
+
+    static func == (a: PostProcessor, b: PostProcessor) -> Bool { a.prefix == b.prefix && a.suffix == b.suffix }
 
     static let supported = "TemplateProcessing, ByteLevel, BertProcessing, RobertaProcessing, Sequence"
 
@@ -12,7 +23,7 @@ struct PostProcessor: Sendable, Equatable {
 
     /// `self` applied to the output of `inner`.
     func wrapping(_ inner: PostProcessor) -> PostProcessor {
-        PostProcessor(prefix: prefix + inner.prefix, suffix: inner.suffix + suffix)
+        PostProcessor(prefix: prefix + inner.prefix, suffix: inner.suffix + suffix, sources: inner.sources + sources)
     }
 
     static func parse(_ node: JSONNode) throws -> PostProcessor? {
@@ -24,7 +35,8 @@ struct PostProcessor: Sendable, Equatable {
         case "TemplateProcessing":
             return try parseTemplate(node)
         case "BertProcessing", "RobertaProcessing":
-            return PostProcessor(prefix: [try pairID(node["cls"])], suffix: [try pairID(node["sep"])])
+            let cls = try pairID(node["cls"]), sep = try pairID(node["sep"])
+            return PostProcessor(prefix: [cls.id], suffix: [sep.id], sources: [cls, sep])
         case "Sequence":
             var result = PostProcessor()
             for item in try node["processors"].array() {
@@ -38,23 +50,28 @@ struct PostProcessor: Sendable, Equatable {
     }
 
     /// `["[CLS]", 101]` -> 101.
-    private static func pairID(_ node: JSONNode) throws -> Int {
+    private static func pairID(_ node: JSONNode) throws -> (id: Int, node: JSONNode) {
         let items = try node.array()
         guard items.count == 2 else { throw node.error("expected [token, id]") }
-        return try items[1].int()
+        return (try items[1].int(), items[1])
     }
 
     private static func parseTemplate(_ node: JSONNode) throws -> PostProcessor {
         // special_tokens: { name: { "id": name, "ids": [..], "tokens": [..] } }
         var specials: [String: [Int]] = [:]
+        var sources: [(id: Int, node: JSONNode)] = []
         let specialNode = node["special_tokens"]
         if !specialNode.isNull {
             for entry in try specialNode.objectEntries() {
                 let child = specialNode.child(key: entry.key, value: entry.value)
-                specials[entry.key] = try child["ids"].array().map { try $0.int() }
+                specials[entry.key] = try child["ids"].array().map { item in
+                    let id = try item.int()
+                    sources.append((id, item))
+                    return id
+                }
             }
         }
-        var result = PostProcessor()
+        var result = PostProcessor(sources: sources)
         var seenSequence = false
         for item in try node["single"].array() {
             if item["SpecialToken"].exists {

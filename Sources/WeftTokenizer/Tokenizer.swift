@@ -99,13 +99,6 @@ public struct Tokenizer: Sendable {
                 guard var token = try AddedToken.parse(item) else { continue }
                 let bytes = Array(token.content.utf8)
                 if token.special { specialContents.insert(bytes) }
-                // An identical entry (same content and flags) is ignored.
-                let definition = AddedToken.Definition(token)
-                if let existing = addedByContent[bytes], let current = addedByID[existing],
-                    AddedToken.Definition(current) == definition
-                {
-                    continue
-                }
                 let newID: Int
                 if let known = addedByContent[bytes] ?? model.id(for: bytes) {
                     newID = known
@@ -113,6 +106,28 @@ public struct Tokenizer: Sendable {
                     newID = (maxAddedID >= modelSize || modelSize == 0) ? maxAddedID + 1 : modelSize
                 } else {
                     newID = modelSize
+                }
+                // HF re-registers added tokens and only warns when the id in the file
+                // differs; a differing id means the file is inconsistent (two contents
+                // for one id, or ids the model's embedding rows do not follow), so it
+                // is refused, as is a new id that a different vocab token already has.
+                if let other = model.token(for: newID), Array(other.utf8) != bytes {
+                    throw item["id"].error(
+                        "token \(token.content.debugDescription) would get id \(newID), which is already token \(other.debugDescription) in model.vocab")
+                }
+                if token.id >= 0, token.id != newID {
+                    let owner = addedByID[token.id]?.content ?? model.token(for: token.id)
+                    throw item["id"].error(
+                        "id \(token.id) for \(token.content.debugDescription), but "
+                            + (owner.map { "id \(token.id) is token \($0.debugDescription)" } ?? "the token gets id \(newID)")
+                            + " (added tokens take their vocab id, else the next id after model.vocab and earlier added tokens)")
+                }
+                // An identical entry (same content and flags) is ignored.
+                let definition = AddedToken.Definition(token)
+                if let existing = addedByContent[bytes], let current = addedByID[existing],
+                    AddedToken.Definition(current) == definition
+                {
+                    continue
                 }
                 token.id = newID
                 maxAddedID = max(maxAddedID ?? newID, newID)
@@ -149,32 +164,57 @@ public struct Tokenizer: Sendable {
         self.specialTokenIDs = specialIDs
         self.vocabularySize = max(model.maxID, addedByID.keys.max() ?? -1) + 1
 
-        // Special tokens from tokenizer_config.json (falling back to special_tokens_map.json).
-        func lookup(_ content: String?) -> Int? {
-            guard let content else { return nil }
+        // Every id that comes from a file (rather than from the vocabulary) must
+        // name a token: the post-processor's and generation_config.json's.
+        let vocabularySize = self.vocabularySize
+        func checkID(_ id: Int, _ node: JSONNode) throws {
+            guard id >= 0, id < vocabularySize, addedByID[id] != nil || model.token(for: id) != nil else {
+                throw node.error("token id \(id) is not in the vocabulary (ids 0...\(vocabularySize - 1) of tokenizer.json)")
+            }
+        }
+        for (id, node) in filePostProcessor?.sources ?? [] { try checkID(id, node) }
+
+        // Special tokens from tokenizer_config.json (falling back to
+        // special_tokens_map.json): a named token must be in the vocabulary
+        // (else BOS/EOS would silently go missing).
+        func specialToken(_ key: String) throws -> (content: String, id: Int)? {
+            let node: JSONNode
+            if let config, config[key].exists {
+                node = config[key]
+            } else if let specialTokensMap {
+                node = specialTokensMap[key]
+            } else {
+                return nil
+            }
+            guard let content = try Self.tokenContent(node) else { return nil }
             let bytes = Array(content.utf8)
-            return addedByContent[bytes] ?? model.id(for: bytes)
+            guard let id = addedByContent[bytes] ?? model.id(for: bytes) else {
+                throw node.error(
+                    "token \(content.debugDescription) is not in the vocabulary (model.vocab or added_tokens of tokenizer.json)")
+            }
+            return (content, id)
         }
-        var bosToken = try config.flatMap { try Self.tokenContent($0["bos_token"]) }
-        var eosToken = try config.flatMap { try Self.tokenContent($0["eos_token"]) }
-        if bosToken == nil, config?["bos_token"].exists != true {
-            bosToken = try specialTokensMap.flatMap { try Self.tokenContent($0["bos_token"]) }
-        }
-        if eosToken == nil, config?["eos_token"].exists != true {
-            eosToken = try specialTokensMap.flatMap { try Self.tokenContent($0["eos_token"]) }
-        }
-        self.bosToken = bosToken
-        self.eosToken = eosToken
-        let bosID = lookup(bosToken)
-        let eosID = lookup(eosToken)
+        let bos = try specialToken("bos_token")
+        let eos = try specialToken("eos_token")
+        self.bosToken = bos?.content
+        self.eosToken = eos?.content
+        let bosID = bos?.id
+        let eosID = eos?.id
         var generationBOS: Int? = nil
         var generationEOS: [Int] = []
         if let generationConfig {
-            generationBOS = try generationConfig["bos_token_id"].optionalInt()
+            let bosNode = generationConfig["bos_token_id"]
+            generationBOS = try bosNode.optionalInt()
+            if let id = generationBOS { try checkID(id, bosNode) }
             let eosNode = generationConfig["eos_token_id"]
             if case .array? = eosNode.value {
-                generationEOS = try eosNode.array().map { try $0.int() }
+                generationEOS = try eosNode.array().map { node in
+                    let id = try node.int()
+                    try checkID(id, node)
+                    return id
+                }
             } else if let id = try eosNode.optionalInt() {
+                try checkID(id, eosNode)
                 generationEOS = [id]
             }
         }

@@ -114,13 +114,21 @@ final class SyntheticTokenizerTests: XCTestCase {
         XCTAssertEqual(plain.encode("hello 東京", addSpecialTokens: false), [258, 260, 111, 267, 228, 186, 172])
     }
 
-    func testAddedTokenIDsAreAssignedLikeHF() throws {
+    func testAddedTokenIDsThatDifferFromHFsAreRefused() throws {
         // The file claims ids 300/301, leaving a gap after the 269-entry vocabulary;
-        // HF re-registers new added tokens right after the vocabulary (269, 270),
-        // while the template keeps its literal id.
-        let t = try makeTokenizer(Self.llama3Style(addedIDs: (300, 301), templateID: 300))
-        XCTAssertEqual(
-            t.encode("<|begin_of_text|>Hello 東京<|eot_id|>"), [300, 269, 72, 101, 260, 111, 267, 228, 186, 172, 270])
+        // HF would re-register them right after the vocabulary (269, 270) and only
+        // warn, leaving the template's literal 300 outside the vocabulary. The file
+        // is inconsistent, so it is refused with the field named.
+        XCTAssertThrowsError(try makeTokenizer(Self.llama3Style(addedIDs: (300, 301), templateID: 300))) { error in
+            XCTAssertEqual(
+                "\(error)",
+                #"tokenizer.json: added_tokens[0].id: id 300 for "<|begin_of_text|>", but the token gets id 269 (added tokens take their vocab id, else the next id after model.vocab and earlier added tokens)"#)
+        }
+        // Consistent ids, but the template names an id beyond the vocabulary.
+        XCTAssertThrowsError(try makeTokenizer(Self.llama3Style(templateID: 300))) { error in
+            XCTAssertTrue("\(error)".hasPrefix("tokenizer.json: post_processor.special_tokens.<|begin_of_text|>.ids[0]: token id 300 is not in the vocabulary"), "\(error)")
+        }
+        let t = try makeTokenizer(Self.llama3Style())
         XCTAssertEqual(t.id(for: "<|eot_id|>"), 270)
         XCTAssertEqual(t.vocabularySize, 271)
     }
