@@ -314,6 +314,20 @@ final class ServeTests: XCTestCase {
         try check(json(["messages": [] as [Any]]), 400, param: "messages", contains: "messages", path: "/v1/chat/completions")
         try check(json(["messages": [["content": "hi"]]]), 400, param: "messages[0].role", contains: "role", path: "/v1/chat/completions")
         try check(json(["tokens": [1, 5_000_000]]), 400, param: "tokens", contains: "5000000", path: "/detokenize")
+        // Numbers near 2^63 are range-checked, not added (they trapped rank 0).
+        let huge = Int(Int64.max - 5)
+        try check(json(["prompt": [1, 2], "max_tokens": huge]), 400, param: "max_tokens", contains: "context")
+        try check(json(["prompt": [1, 2], "max_completion_tokens": huge]), 400, param: "max_tokens", contains: "context")
+        try check(json(["messages": [["role": "user", "content": "hi"]], "max_tokens": huge]), 400, param: "max_tokens",
+                  contains: "context", path: "/v1/chat/completions")
+        let extremes = try client.send("POST", "/v1/completions", headers: auth.merging(["Content-Type": "application/json"]) { $1 },
+                                       body: json(["prompt": [1, 2], "top_k": huge, "seed": Int(Int64.min), "max_tokens": 1]))
+        XCTAssertEqual(extremes.status, 200, extremes.text)
+        // A malformed chunked body is the client's fault: 400, not 500.
+        let chunked = try client.sendRaw(Data(("POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sesame\r\n"
+                                               + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                               + "zz\r\n{\"prompt\": [1]}\r\n0\r\n\r\n").utf8))
+        XCTAssertEqual(chunked.status, 400, chunked.text)
         try check(Data(repeating: 0x20, count: 10_000), 413, contains: "4096")
         try check(json(["prompt": [1, 2]]), 401, contains: "API key", headers: [:])
         try check(json(["prompt": [1, 2]]), 401, contains: "API key", headers: ["Authorization": "Bearer wrong"])
@@ -331,6 +345,78 @@ final class ServeTests: XCTestCase {
         // Errors were counted by status.
         let metrics = try client.send("GET", "/metrics").text
         XCTAssertTrue(metrics.contains(#"weft_requests_total{endpoint="completions",status="400"}"#), metrics)
+    }
+
+    /// A model folder whose chat template would run for hours or build
+    /// gigabytes: each chat request fails alone (HTTP 500 naming the limit)
+    /// within the template's time limit, /health keeps answering meanwhile,
+    /// and completions are unaffected.
+    func testAHostileChatTemplateFailsItsRequestsAndNothingElse() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("weft-hostile-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        for name in try FileManager.default.contentsOfDirectory(atPath: MPIRun.fixture.path) where name != "tokenizer_config.json" {
+            try FileManager.default.createSymbolicLink(at: folder.appendingPathComponent(name),
+                                                       withDestinationURL: MPIRun.fixture.appendingPathComponent(name))
+        }
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: MPIRun.fixture.appendingPathComponent("tokenizer_config.json")))
+            as! [String: Any]
+        // Which template runs is chosen by the last message's content.
+        config["chat_template"] = """
+        {%- set m = messages[-1]['content'] -%}
+        {%- if m == 'loop' -%}{%- for i in range(100000) -%}{%- for j in range(100000) -%}x{%- endfor -%}{%- endfor -%}
+        {%- elif m == 'big' -%}{{ 'x' * 100000000 }}
+        {%- elif m == 'power' -%}{{ 9223372036854775807 * 2 }}
+        {%- elif m == 'recurse' -%}{%- macro f(n) -%}{{ f(n + 1) }}{%- endmacro -%}{{ f(0) }}
+        {%- else -%}{{ m }}{%- endif -%}
+        """
+        try JSONSerialization.data(withJSONObject: config).write(to: folder.appendingPathComponent("tokenizer_config.json"))
+        let server = try ServerProcess(["--template-timeout", "1"], model: folder.path)
+        defer { server.stop() }
+        // Whichever limit comes first (a debug build reaches the time limit
+        // before the loop limit), the request names one of its kind.
+        for (content, limits) in [("loop", ["loop", "time limit"]), ("big", ["size"]), ("power", ["overflow"]),
+                                  ("recurse", ["depth", "deeply"])] {
+            final class Health: @unchecked Sendable { var status = 0 }
+            let health = Health()
+            let probe = Thread { [port = server.port] in health.status = (try? HTTPClient(port: port, timeout: 10).send("GET", "/health").status) ?? -1 }
+            probe.start()
+            let response = try server.client.postJSON("/v1/chat/completions", ["messages": [["role": "user", "content": content]],
+                                                                               "max_tokens": 2])
+            XCTAssertEqual(response.status, 500, "\(content): \(response.text)")
+            XCTAssertTrue(response.text.contains("chat template"), response.text)
+            XCTAssertTrue(limits.contains { response.text.lowercased().contains($0) }, "\(content) should hit a \(limits) limit: \(response.text)")
+            while probe.isExecuting { usleep(10_000) }
+            XCTAssertEqual(health.status, 200, "/health while rendering '\(content)'")
+        }
+        let fine = try server.client.postJSON("/v1/chat/completions", ["messages": [["role": "user", "content": "hello"]], "max_tokens": 2])
+        XCTAssertEqual(fine.status, 200, fine.text)
+        XCTAssertEqual(try complete(server.client, prompt: [1, 2, 3], maxTokens: 2).tokens.count, 2)
+    }
+
+    /// A client that opens a connection and never finishes its request head is
+    /// disconnected after --idle-timeout.
+    func testIdleConnectionsAreClosed() throws {
+        let server = try ServerProcess(["--idle-timeout", "1"])
+        defer { server.stop() }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(server.port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        XCTAssertEqual(connected, 0)
+        _ = "GET /health HTTP/1.1\r\nHo".withCString { send(fd, $0, 24, 0) }
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let read = recv(fd, &buffer, buffer.count, 0)
+        XCTAssertEqual(read, 0, "the server should close the idle connection (got \(read), errno \(errno))")
+        XCTAssertEqual(try server.client.send("GET", "/health").status, 200)
     }
 
     func testFullQueueAnswers503AndSIGTERMStopsEveryRankCleanly() throws {

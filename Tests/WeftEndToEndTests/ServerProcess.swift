@@ -18,20 +18,26 @@ final class ServerProcess {
 
     /// `model` nil: `extra` names the weights (e.g. --random-weights).
     /// With `waitUntilReady`, returns once /health answers 200 (else as soon as it listens).
-    convenience init(ranks: Int = 2, _ extra: [String] = [], model: String? = MPIRun.fixture.path, waitUntilReady: Bool = true) throws {
+    /// `launcher`: what starts mpirun (e.g. `weft launch`); nil runs mpirun itself.
+    /// `wrapRanks` false runs the ranks without the exit-code wrapper (a
+    /// signal mpirun forwards then reaches weft itself, not the wrapper shell).
+    convenience init(ranks: Int = 2, _ extra: [String] = [], model: String? = MPIRun.fixture.path, waitUntilReady: Bool = true,
+                     launcher: [String]? = nil, wrapRanks: Bool = true) throws {
         let marker = "weft-test-\(UUID().uuidString.prefix(8))"
         try self.init(executable: MPIRun.weft, ranks: ranks, marker: marker, waitUntilReady: waitUntilReady,
                       arguments: ["serve"] + (model.map { ["--model", $0] } ?? []) + ["--threads", "1", "--port", "0",
-                                                                                   "--served-model-name", marker] + extra)
+                                                                                   "--served-model-name", marker] + extra,
+                      launcher: launcher, wrapRanks: wrapRanks)
     }
 
     /// Any program that prints `http://127.0.0.1:PORT` in its first line.
-    init(executable: URL, ranks: Int, marker: String?, waitUntilReady: Bool, arguments: [String]) throws {
+    init(executable: URL, ranks: Int, marker: String?, waitUntilReady: Bool, arguments: [String], launcher: [String]? = nil,
+         wrapRanks: Bool = true) throws {
         self.executable = executable
         self.marker = marker ?? executable.path
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-q", "--mca", "btl", "self,vader",
-                             "-np", String(ranks), "/bin/sh", "-c", MPIRun.rankWrapper, executable.path] + arguments
+        process.arguments = (launcher ?? ["mpirun"]) + ["--allow-run-as-root", "--oversubscribe", "-q", "--mca", "btl", "self,vader",
+                             "-np", String(ranks)] + (wrapRanks ? ["/bin/sh", "-c", MPIRun.rankWrapper] : []) + [executable.path] + arguments
         process.environment = MPIRun.launcherEnvironment()
         let outPipe = Pipe(), errPipe = Pipe()
         process.standardOutput = outPipe

@@ -84,6 +84,45 @@ final class SimulatedClusterTests: XCTestCase {
         try assertNothingLeft("wtest")
     }
 
+    /// Host 1's link goes down mid-generation: each rank, past the peer
+    /// timeout, finds the other silent and says so (rank 1's line reaches
+    /// mpirun once the link is back), both ranks exit, and once Open MPI's
+    /// daemons can talk again the job ends and nothing is left.
+    func testALinkTakenDownMidStepIsNamedByBothRanks() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [Self.script, "run", "--hosts", "2", "--rate", "1gbit", "--name", "wtest", "--",
+                             MPIRun.weft.path, "generate", "--model", MPIRun.fixture.path, "--threads", "1", "--tokens", "1,2,3",
+                             "--max-tokens", "2000", "--comm-timeout", "3", "--comm-transport", "mpi", "--seed", "20261130"]
+        process.environment = ProcessInfo.processInfo.environment.filter { key, _ in
+            !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains { key.hasPrefix($0) }
+        }.merging(["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"]) { $1 }
+        let output = FaultInjectionTests.LiveOutput()
+        process.standardOutput = output.pipe
+        process.standardError = output.pipe
+        try process.run()
+        func wait(_ condition: () -> Bool) -> Bool {
+            let deadline = Date().addingTimeInterval(FaultInjectionTests.hang)
+            while Date() < deadline { if condition() { return true }; usleep(100_000) }
+            return false
+        }
+        defer { _ = try? shell(["ip", "link", "set", "wtestv1", "up"]); if process.isRunning { process.terminate() } }
+        XCTAssertTrue(wait { output.text.count > 16 }, "generation did not start: \(output.text)")
+        XCTAssertEqual(try shell(["ip", "link", "set", "wtestv1", "down"]).status, 0)
+        XCTAssertTrue(wait { output.text.contains("error: rank 0: rank 1 stopped responding") }, output.text)
+        // Rank 1 is cut off too: it gives up and exits on its own.
+        let rankOneGone = wait {
+            let ranks = (try? shell(["sh", "-c", "pgrep -f 'seed 20261130' -a | grep -cE '^[0-9]+ [^ ]*/weft generate' || true"]).output) ?? ""
+            return ranks.trimmingCharacters(in: .whitespacesAndNewlines) == "0"
+        }
+        XCTAssertTrue(rankOneGone, "a rank outlived the lost link")
+        XCTAssertEqual(try shell(["ip", "link", "set", "wtestv1", "up"]).status, 0)
+        XCTAssertTrue(wait { !process.isRunning }, "the job did not end once the link was back")
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        XCTAssertTrue(output.finish().contains("error: rank 1: rank 0 stopped responding"), output.text)
+        try assertNothingLeft("wtest")
+    }
+
     func testFailingRunLeavesNothingBehind() throws {
         let outcome = try shell([Self.script, "run", "--hosts", "2", "--name", "wtest", "--",
                                  MPIRun.weft.path, "logits", "--model", "/nonexistent", "--tokens", "1,2"])
