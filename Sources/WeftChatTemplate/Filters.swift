@@ -9,14 +9,15 @@ extension Renderer {
     func applyFilter(_ name: String, _ v: Value, _ args: [Value], _ kw: [(String, Value)], _ p: Pos) throws -> Value {
         func s() throws -> String {
             if case .undefined = v, ["upper", "lower", "title", "capitalize", "trim", "replace", "indent", "string", "escape", "e"].contains(name) { return "" }
-            return pyStr(v)
+            return try text(v)
         }
         switch name {
         case "trim": return .string(pyStrip(try s(), try str(arg(args, kw, 0, "chars"), "chars", p), left: true, right: true))
-        case "upper": return .string(try s().uppercased())
-        case "lower": return .string(try s().lowercased())
-        case "title": return .string(pyTitle(try s()))
-        case "capitalize": return .string(pyCapitalize(try s()))
+        // Results at most a small constant times an input already within the limits are charged after.
+        case "upper": return try charged(try s().uppercased())
+        case "lower": return try charged(try s().lowercased())
+        case "title": return try charged(pyTitle(try s()))
+        case "capitalize": return try charged(pyCapitalize(try s()))
         case "string": return .string(try s())
         case "safe": return v
         case "escape", "e", "forceescape":
@@ -24,7 +25,7 @@ extension Renderer {
             for c in try s() {
                 switch c { case "&": o += "&amp;"; case "<": o += "&lt;"; case ">": o += "&gt;"; case "\"": o += "&#34;"; case "'": o += "&#39;"; default: o.append(c) }
             }
-            return .string(o)
+            return try charged(o)
         case "length", "count":
             switch v {
             case .string(let x): return .int(x.unicodeScalars.count)
@@ -46,22 +47,24 @@ extension Renderer {
         case "join":
             var items = try iterate(v, p)
             if let a = arg(args, kw, 1, "attribute") { items = try items.map { try getAttrOrItem($0, a, p) } }
-            let sep = arg(args, kw, 0, "d").map(pyStr) ?? ""
-            return .string(items.map(pyStr).joined(separator: sep))
+            let sep = try arg(args, kw, 0, "d").map(text) ?? ""
+            return .string(try join(items, sep))
         case "tojson":
             var indent: Int? = nil
             if let i = arg(args, kw, 0, "indent") { if case .none = i {} else { indent = intLike(i) } }
-            return .string(try toJSON(v, indent: indent, level: 0, pos: p))
+            var out = ""
+            try toJSON(v, indent: indent, level: 0, pos: p, into: &out, limit: budget.limits.maxOutputBytes) { self.budget.tooLarge("string") }
+            return try charged(out)
         case "int":
             let dflt = arg(args, kw, 0, "default") ?? .int(0)
             switch v {
             case .int: return v
             case .bool(let b): return .int(b ? 1 : 0)
-            case .double(let d): return d.isFinite ? .int(Int(d)) : dflt
+            case .double(let d): return d.isFinite ? .int(try integer(d)) : dflt
             case .string(let x):
                 let t = pyStrip(x, nil, left: true, right: true).replacingOccurrences(of: "_", with: "")
                 if let i = Int(t) { return .int(i) }
-                if let d = Double(t), d.isFinite { return .int(Int(d)) }
+                if let d = Double(t), d.isFinite { return .int(try integer(d)) }
                 return dflt
             default: return dflt
             }
@@ -76,16 +79,18 @@ extension Renderer {
             }
         case "bool": return .bool(v.truthy)
         case "abs":
-            switch v { case .int(let i): return .int(abs(i)); case .double(let d): return .double(abs(d)); default: throw fail("bad operand type for abs(): '\(v.typeName)'", p) }
+            switch v { case .int(let i): return .int(try checked("abs", i < 0 ? (0).subtractingReportingOverflow(i) : (i, false))); case .double(let d): return .double(abs(d)); default: throw fail("bad operand type for abs(): '\(v.typeName)'", p) }
         case "round":
             guard let d = numeric(v) else { throw fail("round requires a number", p) }
             let prec = arg(args, kw, 0, "precision").flatMap(intLike) ?? 0
-            let method = arg(args, kw, 1, "method").map(pyStr) ?? "common"
+            let method = try arg(args, kw, 1, "method").map(text) ?? "common"
             let f = pow(10.0, Double(prec))
             let r: Double = method == "ceil" ? (d * f).rounded(.up) / f : method == "floor" ? (d * f).rounded(.down) / f : (d * f).rounded(.toNearestOrAwayFromZero) / f
             return .double(r)
         case "list": return .array(try iterate(v, p))
         case "items":
+            if case .object(let k, _) = v { try budget.reserve(elements: k.count) }
+            if case .namespace(let ns) = v { try budget.reserve(elements: ns.keys.count) }
             switch v {
             case .object(let k, let d): return .array(k.map { .array([.string($0), d[$0]!]) })
             case .namespace(let ns): return .array(ns.keys.map { .array([.string($0), ns.vals[$0]!]) })
@@ -97,7 +102,10 @@ extension Renderer {
             return .array(try iterate(v, p).reversed())
         case "unique":
             var out: [Value] = []
-            for x in try iterate(v, p) where !out.contains(where: { pyEqual($0, x) }) { out.append(x) }
+            for x in try iterate(v, p) {
+                try budget.spend(out.count)  // quadratic: keep it under the deadline
+                if !out.contains(where: { pyEqual($0, x) }) { out.append(x) }
+            }
             return .array(out)
         case "sort", "dictsort":
             var items = try name == "dictsort" ? applyFilter("items", v, [], [], p).arrayValue : iterate(v, p)
@@ -105,6 +113,7 @@ extension Renderer {
             let attr = name == "sort" ? arg(args, kw, 2, "attribute") : nil
             var failure: ChatTemplateError?
             items.sort { a, b in
+                if failure != nil { return false }
                 do {
                     var x = a, y = b
                     if let attr { x = try getAttrOrItem(a, attr, p); y = try getAttrOrItem(b, attr, p) }
@@ -126,24 +135,26 @@ extension Renderer {
             guard var best = items.first else { return .undefined("No aggregated item, sequence was empty.") }
             for x in items.dropFirst() where try binary(name == "min" ? "<" : ">", x, best, p).truthy { best = x }
             return best
-        case "wordcount": return .int(pySplit(try s(), nil, -1).count)
+        case "wordcount": return .int(wordCount(try s()))
         case "center":
             let w = arg(args, kw, 0, "width").flatMap(intLike) ?? 80
             let x = try s(); let n = x.unicodeScalars.count
             if n >= w { return .string(x) }
+            try budget.reserve(bytes: satAdd(x.utf8.count, w - n))
             let left = (w - n) / 2 + ((w - n) & w & 1)
             return .string(String(repeating: " ", count: left) + x + String(repeating: " ", count: w - n - left))
         case "striptags": return .string(try s())
         case "replace":
             guard args.count >= 2 else { throw fail("replace filter takes 2 arguments", p) }
-            return .string(pyReplace(try s(), pyStr(args[0]), pyStr(args[1]), args.count > 2 ? intLike(args[2]) ?? -1 : (kwarg(kw, "count").flatMap(intLike) ?? -1)))
+            return .string(try replaced(try s(), try text(args[0]), try text(args[1]), args.count > 2 ? intLike(args[2]) ?? -1 : (kwarg(kw, "count").flatMap(intLike) ?? -1)))
         case "indent":
             let widthV = arg(args, kw, 0, "width") ?? .int(4)
             let pad: String
-            if case .string(let x) = widthV { pad = x } else { pad = String(repeating: " ", count: intLike(widthV) ?? 4) }
+            if case .string(let x) = widthV { pad = x } else { pad = try repeated(" ", intLike(widthV) ?? 4) }
             let first = arg(args, kw, 1, "first")?.truthy ?? false
             let blank = arg(args, kw, 2, "blank")?.truthy ?? false
             var text = try s()
+            try budget.reserve(bytes: satAdd(text.utf8.count, satMul(occurrences(of: "\n", in: text) + 1, pad.utf8.count)))
             var lines = text.components(separatedBy: "\n")
             var trailing = ""
             if text.hasSuffix("\n") { trailing = "\n"; lines.removeLast() }
@@ -160,7 +171,7 @@ extension Renderer {
             let attrV = isAttr ? args.first : nil
             if isAttr && attrV == nil { throw fail("\(name) requires an attribute name", p) }
             let testIdx = isAttr ? 1 : 0
-            let testName = testIdx < args.count ? pyStr(args[testIdx]) : nil
+            let testName = testIdx < args.count ? try text(args[testIdx]) : nil
             let testArgs = Array(args.dropFirst(testIdx + 1))
             if let t = testName, !knownTests.contains(t) { throw fail("no test named '\(t)'", p) }
             for item in try iterate(v, p) {
@@ -180,7 +191,7 @@ extension Renderer {
                 })
             }
             guard let f = args.first else { throw fail("map requires a filter name or attribute=", p) }
-            let fname = pyStr(f)
+            let fname = try text(f)
             guard knownFilters.contains(fname) else { throw fail("no filter named '\(fname)'", p) }
             return .array(try items.map { try applyFilter(fname, $0, Array(args.dropFirst()), kw, p) })
         default: throw fail("no filter named '\(name)'", p)
@@ -191,7 +202,7 @@ extension Renderer {
     func getAttrOrItem(_ v: Value, _ attr: Value, _ p: Pos) throws -> Value {
         if let i = intLike(attr) { return try getItem(v, .int(i), p) }
         var cur = v
-        for part in pyStr(attr).split(separator: ".") {
+        for part in try text(attr).split(separator: ".") {
             if let i = Int(part) { cur = try getItem(cur, .int(i), p) } else { cur = try getItem(cur, .string(String(part)), p) }
             if cur.isUndefined { return cur }
         }
@@ -227,12 +238,12 @@ extension Renderer {
             return (i % 2 != 0) == (name == "odd")
         case "divisibleby":
             guard let i = intLike(v), let d = intLike(try a0()), d != 0 else { throw fail("divisibleby requires non-zero integers", p) }
-            return i % d == 0
+            return d == -1 || i % d == 0  // Int.min % -1 overflows
         case "lower": if case .string(let s) = v { return s == s.lowercased() }; return false
         case "upper": if case .string(let s) = v { return s == s.uppercased() }; return false
         case "escaped": return false
-        case "filter": return knownFilters.contains(pyStr(v))
-        case "test": return knownTests.contains(pyStr(v))
+        case "filter": return knownFilters.contains(try text(v))
+        case "test": return knownTests.contains(try text(v))
         default: throw fail("no test named '\(name)'", p)
         }
     }

@@ -146,33 +146,78 @@ func jsonEscape(_ s: String) -> String {
     return out + "\""
 }
 
-/// Python json.dumps(x, ensure_ascii=False, indent=indent).
-func toJSON(_ v: Value, indent: Int?, level: Int, pos: Pos) throws -> String {
-    let nl = indent.map { "\n" + String(repeating: " ", count: $0 * (level + 1)) }
-    let close = indent.map { "\n" + String(repeating: " ", count: $0 * level) } ?? ""
+/// Python json.dumps(x, ensure_ascii=False, indent=indent), appended to `out`; throws `tooLarge()`
+/// as soon as `out` passes `limit` bytes (each step adds at most one bounded string).
+func toJSON(_ v: Value, indent: Int?, level: Int, pos: Pos, into out: inout String, limit: Int,
+            tooLarge: () -> ChatTemplateError) throws {
+    func put(_ s: String) throws {
+        guard s.utf8.count <= limit - out.utf8.count else { throw tooLarge() }
+        out += s
+    }
+    func newline(_ level: Int) throws {
+        guard let indent else { return }
+        let n = satMul(max(0, indent), level)  // Python: a negative indent means none
+        if n > limit { throw tooLarge() }
+        try put("\n" + String(repeating: " ", count: n))
+    }
     let sep = indent == nil ? ", " : ","
     switch v {
-    case .none: return "null"
-    case .bool(let b): return b ? "true" : "false"
-    case .int(let i): return String(i)
-    case .double(let d):
-        if d.isNaN { return "NaN" }
-        if d.isInfinite { return d < 0 ? "-Infinity" : "Infinity" }
-        return formatDouble(d)
-    case .string(let s): return jsonEscape(s)
+    case .none: try put("null")
+    case .bool(let b): try put(b ? "true" : "false")
+    case .int(let i): try put(String(i))
+    case .double(let d): try put(d.isNaN ? "NaN" : d.isInfinite ? (d < 0 ? "-Infinity" : "Infinity") : formatDouble(d))
+    case .string(let s): try put(jsonEscape(s))
     case .array(let a):
-        if a.isEmpty { return "[]" }
-        let items = try a.map { try (nl ?? "") + toJSON($0, indent: indent, level: level + 1, pos: pos) }
-        return "[" + items.joined(separator: sep) + close + "]"
+        if a.isEmpty { try put("[]"); return }
+        try put("[")
+        for (i, x) in a.enumerated() {
+            if i > 0 { try put(sep) }
+            try newline(level + 1)
+            try toJSON(x, indent: indent, level: level + 1, pos: pos, into: &out, limit: limit, tooLarge: tooLarge)
+        }
+        try newline(level); try put("]")
     case .object(let keys, let d):
-        if keys.isEmpty { return "{}" }
-        let items = try keys.map { try (nl ?? "") + jsonEscape($0) + ": " + toJSON(d[$0]!, indent: indent, level: level + 1, pos: pos) }
-        return "{" + items.joined(separator: sep) + close + "}"
-    case .namespace(let ns): return try toJSON(ns.asObject, indent: indent, level: level, pos: pos)
+        if keys.isEmpty { try put("{}"); return }
+        try put("{")
+        for (i, k) in keys.enumerated() {
+            if i > 0 { try put(sep) }
+            try newline(level + 1)
+            try put(jsonEscape(k) + ": ")
+            try toJSON(d[k]!, indent: indent, level: level + 1, pos: pos, into: &out, limit: limit, tooLarge: tooLarge)
+        }
+        try newline(level); try put("}")
+    case .namespace(let ns): try toJSON(ns.asObject, indent: indent, level: level, pos: pos, into: &out, limit: limit, tooLarge: tooLarge)
     case .undefined, .callable:
         throw ChatTemplateError(message: "Object of type \(v.typeName) is not JSON serializable", line: pos.line, column: pos.column)
     }
 }
+
+/// An upper bound on `pyStr(v).utf8.count`, computed without building it; stops early once past `limit`.
+func reprSizeBound(_ v: Value, limit: Int, inList: Bool = false) -> Int {
+    switch v {
+    case .undefined: return 0
+    case .none: return 4
+    case .bool: return 5
+    case .int, .double: return 24
+    case .string(let s): return satAdd(satMul(s.utf8.count, inList ? 2 : 1), 2)  // repr escapes at most double
+    case .callable(let c): return satAdd(c.name.utf8.count, 12)
+    case .array(let a):
+        var n = 2
+        for x in a where n <= limit { n = satAdd(n, satAdd(2, reprSizeBound(x, limit: limit, inList: true))) }
+        return n
+    case .object(let keys, let d):
+        var n = 2
+        for k in keys where n <= limit {
+            n = satAdd(n, satAdd(satAdd(4, reprSizeBound(.string(k), limit: limit, inList: true)), reprSizeBound(d[k]!, limit: limit, inList: true)))
+        }
+        return n
+    case .namespace(let ns): return satAdd(12, reprSizeBound(ns.asObject, limit: limit))
+    }
+}
+
+/// Saturating arithmetic for sizes computed from template values (compared against limits).
+func satAdd(_ a: Int, _ b: Int) -> Int { let (r, o) = a.addingReportingOverflow(b); return o ? .max : r }
+func satMul(_ a: Int, _ b: Int) -> Int { let (r, o) = a.multipliedReportingOverflow(by: b); return o ? .max : r }
 
 func pyEqual(_ a: Value, _ b: Value) -> Bool {
     switch (a, b) {
@@ -230,15 +275,66 @@ func pyCapitalize(_ s: String) -> String {
     guard let f = s.first else { return s }
     return f.uppercased() + s.dropFirst().lowercased()
 }
+/// Number of whitespace-separated words in `s` (`len(s.split())`), without building them.
+func wordCount(_ s: String) -> Int {
+    var n = 0, inWord = false
+    for c in s.unicodeScalars {
+        let ws = c.properties.isWhitespace
+        if !ws && !inWord { n += 1 }
+        inWord = !ws
+    }
+    return n
+}
+
+/// Substring search on UTF-8 bytes with Knuth-Morris-Pratt: linear time whatever the input
+/// (Foundation's `range(of:)` is quadratic on inputs like `'a' * n` vs `'a' * (n / 2) + 'b'`),
+/// and Python's code-point semantics (a valid UTF-8 needle can only match on scalar boundaries).
+struct ByteSearch {
+    let needle: [UInt8]
+    private var fail: [Int]
+    init(_ sub: String) {
+        needle = Array(sub.utf8)
+        fail = [Int](repeating: 0, count: needle.count)
+        var k = 0
+        for i in needle.indices.dropFirst() {
+            while k > 0, needle[i] != needle[k] { k = fail[k - 1] }
+            if needle[i] == needle[k] { k += 1 }
+            fail[i] = k
+        }
+    }
+    /// Calls `body` with the start offset of each non-overlapping match in `hay`, at most `limit` times.
+    /// An empty needle matches nothing.
+    func forEachMatch(in hay: [UInt8], limit: Int = .max, _ body: (Int) throws -> Void) rethrows {
+        guard !needle.isEmpty else { return }
+        var k = 0, found = 0
+        for (i, b) in hay.enumerated() where found < limit {
+            while k > 0, b != needle[k] { k = fail[k - 1] }
+            if b == needle[k] { k += 1 }
+            if k == needle.count { try body(i + 1 - k); found += 1; k = 0 }
+        }
+    }
+    func firstMatch(in hay: [UInt8]) -> Int? {
+        var r: Int?
+        forEachMatch(in: hay, limit: 1) { r = $0 }
+        return r
+    }
+    func count(in hay: [UInt8], limit: Int = .max) -> Int {
+        var n = 0
+        forEachMatch(in: hay, limit: limit) { _ in n += 1 }
+        return n
+    }
+    /// `hay` cut at (and without) the first `limit` matches.
+    func split(_ hay: [UInt8], limit: Int = .max) -> [String] {
+        var parts: [String] = [], last = 0
+        forEachMatch(in: hay, limit: limit) { m in parts.append(String(decoding: hay[last..<m], as: UTF8.self)); last = m + needle.count }
+        parts.append(String(decoding: hay[last...], as: UTF8.self))
+        return parts
+    }
+}
+
 func pySplit(_ s: String, _ sep: String?, _ maxsplit: Int) -> [Value] {
     if let sep, !sep.isEmpty {
-        var parts: [String] = []
-        var rest = Substring(s)
-        while maxsplit < 0 || parts.count < maxsplit, let r = rest.range(of: sep) {
-            parts.append(String(rest[..<r.lowerBound])); rest = rest[r.upperBound...]
-        }
-        parts.append(String(rest))
-        return parts.map { .string($0) }
+        return ByteSearch(sep).split(Array(s.utf8), limit: maxsplit < 0 ? .max : maxsplit).map { .string($0) }
     }
     var parts: [String] = []
     var curr = String.UnicodeScalarView(); var inWord = false
@@ -268,7 +364,13 @@ func sliceIndices(count n: Int, _ start: Int?, _ stop: Int?, _ step: Int) -> [In
         var lo = start ?? 0, hi = stop ?? n
         if lo < 0 { lo = max(0, lo + n) }; if hi < 0 { hi = max(0, hi + n) }
         lo = min(lo, n); hi = min(hi, n)
-        var i = lo; while i < hi { out.append(i); i += step }
+        var i = lo
+        while i < hi {
+            out.append(i)
+            let (next, overflow) = i.addingReportingOverflow(step)
+            if overflow { break }
+            i = next
+        }
     } else {
         var lo = start ?? n - 1, hi = stop ?? -n - 1
         if lo < 0 { lo += n }; if lo >= n { lo = n - 1 }

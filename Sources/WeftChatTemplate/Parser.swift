@@ -36,6 +36,24 @@ indirect enum Node: Sendable {
     case breakLoop, continueLoop
 }
 
+extension Expr {
+    var pos: Pos? {
+        switch self {
+        case .name(_, let p), .attr(_, _, let p), .item(_, _, let p), .slice(_, _, _, _, let p), .call(_, _, _, let p),
+             .filter(_, _, _, _, let p), .test(_, _, _, _, let p), .neg(_, let p), .binary(_, _, _, let p): return p
+        case .literal, .list, .dict, .not, .and, .or, .cond: return nil
+        }
+    }
+}
+extension Node {
+    var pos: Pos? {
+        switch self {
+        case .output(_, let p), .loop(_, _, _, _, _, let p), .set(_, _, _, let p), .callBlock(_, _, _, let p): return p
+        case .text, .ifs, .setBlock, .macro, .breakLoop, .continueLoop: return nil
+        }
+    }
+}
+
 // MARK: - Template lexer (text / tags, whitespace control)
 
 enum Tok: Equatable, Sendable {
@@ -63,13 +81,15 @@ let knownTests: Set<String> = [
 
 struct Lexer {
     let s: [Unicode.Scalar]
-    var i = 0
-    var line = 1, col = 1
+    /// Offsets where each line starts, so a position is a binary search, not a rescan.
+    let lineStarts: [Int]
 
     init(_ source: String) {
         var src = source.replacingOccurrences(of: "\r\n", with: "\n")
         if src.hasSuffix("\n") { src.removeLast() }  // jinja2 keep_trailing_newline=False
-        s = Array(src.unicodeScalars)
+        let sc = Array(src.unicodeScalars)
+        s = sc
+        lineStarts = [0] + sc.indices.filter { sc[$0] == "\n" }.map { $0 + 1 }
     }
 
     func at(_ k: Int) -> Unicode.Scalar? { k < s.count ? s[k] : nil }
@@ -79,9 +99,9 @@ struct Lexer {
         return true
     }
     func posOf(_ k: Int) -> Pos {
-        var l = 1, c = 1
-        for j in 0..<min(k, s.count) { if s[j] == "\n" { l += 1; c = 1 } else { c += 1 } }
-        return Pos(line: l, column: c)
+        var lo = 0, hi = lineStarts.count  // the last line start <= k
+        while hi - lo > 1 { let mid = (lo + hi) / 2; if lineStarts[mid] <= k { lo = mid } else { hi = mid } }
+        return Pos(line: lo + 1, column: k - lineStarts[lo] + 1)
     }
     func err(_ msg: String, _ k: Int) -> ChatTemplateError {
         let p = posOf(k); return ChatTemplateError(message: msg, line: p.line, column: p.column)
@@ -241,10 +261,22 @@ struct Parser {
     var toks: [PTok] = []
     var ti = 0
     var tagPos = Pos(line: 1, column: 1)
+    /// Nesting of the production being parsed (blocks, then expression levels), at most `maxDepth`,
+    /// so a hostile template cannot overflow the stack of this recursive-descent parser (or, later,
+    /// of the evaluator walking the tree it builds).
+    var depth = 0
+    let maxDepth: Int
 
-    init(_ segs: [Segment]) { self.segs = segs }
+    init(_ segs: [Segment], maxDepth: Int) { self.segs = segs; self.maxDepth = maxDepth }
 
     func err(_ msg: String, _ p: Pos) -> ChatTemplateError { ChatTemplateError(message: msg, line: p.line, column: p.column) }
+
+    /// One level deeper; callers undo it (`defer { depth -= 1 }`, or restore a saved depth after a loop
+    /// that nests once per iteration, since `a + b + c` builds `(a + b) + c`).
+    mutating func nest() throws {
+        depth += 1
+        if depth > maxDepth { throw err("template nesting exceeds \(maxDepth) levels (Limits.maxNestingDepth)", curPos) }
+    }
 
     // --- token helpers
     var cur: Tok { toks[ti].tok }
@@ -304,79 +336,91 @@ struct Parser {
         return (nodes, nil)
     }
 
+    /// Dispatches only (as `Renderer.eval`), so nested blocks take little stack.
     mutating func parseStatement(_ kw: String, _ kwPos: Pos, _ p: Pos) throws -> Node {
+        try nest(); defer { depth -= 1 }
         switch kw {
-        case "if":
-            var branches: [(Expr, [Node])] = []
-            var cond = try parseExpr(); try expectEnd()
-            while true {
-                let (body, end) = try parseBody(until: ["elif", "else", "endif"], opener: ("if", p))
-                branches.append((cond, body))
-                if end == "elif" { cond = try parseExpr(); try expectEnd(); continue }
-                if end == "else" {
-                    try expectEnd()
-                    let (eb, _) = try parseBody(until: ["endif"], opener: ("if", p))
-                    try expectEnd()
-                    return .ifs(branches, eb)
-                }
-                try expectEnd()
-                return .ifs(branches, [])
-            }
-        case "for":
-            var targets = [try expectName()]
-            while isOp(",") { _ = advance(); targets.append(try expectName()) }
-            guard isName("in") else { throw err("expected 'in' in for loop", curPos) }
-            _ = advance()
-            let iter = try parseExpr(allowCond: false)
-            var filter: Expr? = nil
-            if isName("if") { _ = advance(); filter = try parseExpr() }
-            if isName("recursive") { throw err("recursive loops are not supported", curPos) }
-            try expectEnd()
-            let (body, end) = try parseBody(until: ["else", "endfor"], opener: ("for", p))
-            var orElse: [Node] = []
-            try expectEnd()
-            if end == "else" {
-                (orElse, _) = try parseBody(until: ["endfor"], opener: ("for", p))
-                try expectEnd()
-            }
-            return .loop(targets: targets, iter: iter, filter: filter, body: body, orElse: orElse, pos: p)
-        case "set":
-            let name = try expectName()
-            var attr: String? = nil
-            if isOp(".") { _ = advance(); attr = try expectName() }
-            if cur == .end, attr == nil {
-                let (body, _) = try parseBody(until: ["endset"], opener: ("set", p))
-                try expectEnd()
-                return .setBlock(name: name, body: body)
-            }
-            if isOp(",") { throw err("tuple assignment in 'set' is not supported", curPos) }
-            try expectOp("=")
-            let v = try parseExpr()
-            try expectEnd()
-            return .set(name: name, attr: attr, value: v, pos: p)
-        case "macro":
-            let name = try expectName()
-            let params = try parseParams()
-            try expectEnd()
-            let (body, _) = try parseBody(until: ["endmacro"], opener: ("macro", p))
-            try expectEnd()
-            return .macro(name: name, params: params, body: body)
-        case "call":
-            var params: [(String, Expr?)] = []
-            if isOp("(") { params = try parseParams() }
-            let callPos = curPos
-            let c = try parseExpr()
-            guard case .call = c else { throw err("expected a call expression", callPos) }
-            try expectEnd()
-            let (body, _) = try parseBody(until: ["endcall"], opener: ("call", p))
-            try expectEnd()
-            return .callBlock(call: c, params: params, body: body, pos: p)
+        case "if": return try parseIf(p)
+        case "for": return try parseFor(p)
+        case "set": return try parseSet(p)
+        case "macro": return try parseMacro(p)
+        case "call": return try parseCallBlock(p)
         case "break": try expectEnd(); return .breakLoop
         case "continue": try expectEnd(); return .continueLoop
         case "generation", "endgeneration": try expectEnd(); return .text("")
         default:
             throw err("unknown statement '\(kw)'", kwPos)
         }
+    }
+    mutating func parseIf(_ p: Pos) throws -> Node {
+        var branches: [(Expr, [Node])] = []
+        var cond = try parseExpr(); try expectEnd()
+        while true {
+            let (body, end) = try parseBody(until: ["elif", "else", "endif"], opener: ("if", p))
+            branches.append((cond, body))
+            if end == "elif" { cond = try parseExpr(); try expectEnd(); continue }
+            if end == "else" {
+                try expectEnd()
+                let (eb, _) = try parseBody(until: ["endif"], opener: ("if", p))
+                try expectEnd()
+                return .ifs(branches, eb)
+            }
+            try expectEnd()
+            return .ifs(branches, [])
+        }
+    }
+    mutating func parseFor(_ p: Pos) throws -> Node {
+        var targets = [try expectName()]
+        while isOp(",") { _ = advance(); targets.append(try expectName()) }
+        guard isName("in") else { throw err("expected 'in' in for loop", curPos) }
+        _ = advance()
+        let iter = try parseExpr(allowCond: false)
+        var filter: Expr? = nil
+        if isName("if") { _ = advance(); filter = try parseExpr() }
+        if isName("recursive") { throw err("recursive loops are not supported", curPos) }
+        try expectEnd()
+        let (body, end) = try parseBody(until: ["else", "endfor"], opener: ("for", p))
+        var orElse: [Node] = []
+        try expectEnd()
+        if end == "else" {
+            (orElse, _) = try parseBody(until: ["endfor"], opener: ("for", p))
+            try expectEnd()
+        }
+        return .loop(targets: targets, iter: iter, filter: filter, body: body, orElse: orElse, pos: p)
+    }
+    mutating func parseSet(_ p: Pos) throws -> Node {
+        let name = try expectName()
+        var attr: String? = nil
+        if isOp(".") { _ = advance(); attr = try expectName() }
+        if cur == .end, attr == nil {
+            let (body, _) = try parseBody(until: ["endset"], opener: ("set", p))
+            try expectEnd()
+            return .setBlock(name: name, body: body)
+        }
+        if isOp(",") { throw err("tuple assignment in 'set' is not supported", curPos) }
+        try expectOp("=")
+        let v = try parseExpr()
+        try expectEnd()
+        return .set(name: name, attr: attr, value: v, pos: p)
+    }
+    mutating func parseMacro(_ p: Pos) throws -> Node {
+        let name = try expectName()
+        let params = try parseParams()
+        try expectEnd()
+        let (body, _) = try parseBody(until: ["endmacro"], opener: ("macro", p))
+        try expectEnd()
+        return .macro(name: name, params: params, body: body)
+    }
+    mutating func parseCallBlock(_ p: Pos) throws -> Node {
+        var params: [(String, Expr?)] = []
+        if isOp("(") { params = try parseParams() }
+        let callPos = curPos
+        let c = try parseExpr()
+        guard case .call = c else { throw err("expected a call expression", callPos) }
+        try expectEnd()
+        let (body, _) = try parseBody(until: ["endcall"], opener: ("call", p))
+        try expectEnd()
+        return .callBlock(call: c, params: params, body: body, pos: p)
     }
 
     mutating func parseParams() throws -> [(String, Expr?)] {
@@ -395,78 +439,86 @@ struct Parser {
 
     // --- expressions
     mutating func parseExpr(allowCond: Bool = true) throws -> Expr {
-        let e = try parseOr()
+        try nest(); defer { depth -= 1 }
+        let e = try parseBinary(1)
         if allowCond, isName("if") {
             _ = advance()
-            let c = try parseOr()
+            let c = try parseBinary(1)
             var other: Expr? = nil
             if isName("else") { _ = advance(); other = try parseExpr() }
             return .cond(c, e, other)
         }
         return e
     }
-    mutating func parseOr() throws -> Expr {
-        var l = try parseAnd()
-        while isName("or") { _ = advance(); l = .or(l, try parseAnd()) }
-        return l
+
+    /// Binary operators by precedence, loosest first (jinja2's parse_or ... parse_pow);
+    /// prefix `not` sits between `and` and the comparisons.
+    static let notLevel = 3
+    func binaryOperator() -> (op: String, level: Int)? {
+        switch cur {
+        case .name("or"): return ("or", 1)
+        case .name("and"): return ("and", 2)
+        case .name("in"): return ("in", 4)
+        case .name("not") where ti + 1 < toks.count && toks[ti + 1].tok == .name("in"): return ("not in", 4)
+        case .op(let o):
+            switch o {
+            case "==", "!=", "<", ">", "<=", ">=": return (o, 4)
+            case "+", "-": return (o, 5)
+            case "~": return (o, 6)
+            case "*", "/", "//", "%": return (o, 7)
+            case "**": return (o, 8)
+            default: return nil
+            }
+        default: return nil
+        }
     }
-    mutating func parseAnd() throws -> Expr {
-        var l = try parseNot()
-        while isName("and") { _ = advance(); l = .and(l, try parseNot()) }
-        return l
-    }
-    mutating func parseNot() throws -> Expr {
-        if isName("not") { _ = advance(); return .not(try parseNot()) }
-        return try parseCompare()
-    }
-    mutating func parseCompare() throws -> Expr {
-        var l = try parseMath1()
-        while true {
+
+    /// Precedence climbing: one function for every binary level, so a parenthesised
+    /// expression costs a few stack frames, not one per precedence level. All operators
+    /// are left-associative; each one applied nests the tree (and the depth count) once.
+    mutating func parseBinary(_ minLevel: Int) throws -> Expr {
+        let saved = depth; defer { depth = saved }
+        var l: Expr
+        if minLevel <= Parser.notLevel, isName("not") {
+            try nest(); _ = advance()
+            l = .not(try parseBinary(Parser.notLevel))
+        } else {
+            l = try parseUnary(withFilter: true)
+        }
+        while let (op, level) = binaryOperator(), level >= minLevel {
+            try nest()
             let p = curPos
-            if case .op(let o) = cur, ["==", "!=", "<", ">", "<=", ">="].contains(o) {
-                _ = advance(); l = .binary(o, l, try parseMath1(), p)
-            } else if isName("in") {
-                _ = advance(); l = .binary("in", l, try parseMath1(), p)
-            } else if isName("not"), ti + 1 < toks.count, toks[ti + 1].tok == .name("in") {
-                _ = advance(); _ = advance(); l = .not(.binary("in", l, try parseMath1(), p))
-            } else { return l }
+            _ = advance(); if op == "not in" { _ = advance() }
+            let r = try parseBinary(level + 1)
+            switch op {
+            case "or": l = .or(l, r)
+            case "and": l = .and(l, r)
+            case "not in": l = .not(.binary("in", l, r, p))
+            default: l = .binary(op, l, r, p)
+            }
         }
-    }
-    mutating func parseMath1() throws -> Expr {
-        var l = try parseConcat()
-        while case .op(let o) = cur, o == "+" || o == "-" {
-            let p = curPos; _ = advance(); l = .binary(o, l, try parseConcat(), p)
-        }
-        return l
-    }
-    mutating func parseConcat() throws -> Expr {
-        var l = try parseMath2()
-        while isOp("~") { let p = curPos; _ = advance(); l = .binary("~", l, try parseMath2(), p) }
-        return l
-    }
-    mutating func parseMath2() throws -> Expr {
-        var l = try parsePow()
-        while case .op(let o) = cur, ["*", "/", "//", "%"].contains(o) {
-            let p = curPos; _ = advance(); l = .binary(o, l, try parsePow(), p)
-        }
-        return l
-    }
-    mutating func parsePow() throws -> Expr {
-        var l = try parseUnary(withFilter: true)
-        while isOp("**") { let p = curPos; _ = advance(); l = .binary("**", l, try parseUnary(withFilter: true), p) }
         return l
     }
     mutating func parseUnary(withFilter: Bool) throws -> Expr {
         let p = curPos
         var node: Expr
-        if isOp("-") { _ = advance(); node = .neg(try parseUnary(withFilter: false), p) }
-        else if isOp("+") { _ = advance(); node = try parseUnary(withFilter: false) }
-        else { node = try parsePrimary() }
+        if isOp("-") || isOp("+") {
+            try nest(); defer { depth -= 1 }
+            let minus = isOp("-"); _ = advance()
+            node = try parseUnary(withFilter: false)
+            if minus { node = .neg(node, p) }
+        } else { node = try parsePrimary() }
         node = try parsePostfix(node)
         if withFilter { node = try parseFilterExpr(node) }
         return node
     }
     mutating func parsePrimary() throws -> Expr {
+        if isOp("(") { return try parseParenthesized() }
+        if isOp("[") { return try parseList() }
+        if isOp("{") { return try parseDict() }
+        return try parseAtom()
+    }
+    mutating func parseAtom() throws -> Expr {
         let p = curPos
         switch cur {
         case .name(let n):
@@ -483,40 +535,44 @@ struct Parser {
             return .literal(.string(s))
         case .int(let v): _ = advance(); return .literal(.int(v))
         case .double(let v): _ = advance(); return .literal(.double(v))
-        case .op("("):
-            _ = advance()
-            if isOp(")") { _ = advance(); return .list([]) }
-            let e = try parseExpr()
-            if isOp(",") {
-                var items = [e]
-                while isOp(",") { _ = advance(); if isOp(")") { break }; items.append(try parseExpr()) }
-                try expectOp(")")
-                return .list(items)
-            }
-            try expectOp(")")
-            return e
-        case .op("["):
-            _ = advance()
-            var items: [Expr] = []
-            while !isOp("]") {
-                items.append(try parseExpr())
-                if isOp(",") { _ = advance() } else { break }
-            }
-            try expectOp("]")
-            return .list(items)
-        case .op("{"):
-            _ = advance()
-            var items: [(Expr, Expr)] = []
-            while !isOp("}") {
-                let k = try parseExpr(); try expectOp(":")
-                items.append((k, try parseExpr()))
-                if isOp(",") { _ = advance() } else { break }
-            }
-            try expectOp("}")
-            return .dict(items)
         default:
             throw err("unexpected \(describe(cur))", p)
         }
+    }
+    // Bracketed forms, each in its own function to keep parsePrimary's frame small.
+    mutating func parseParenthesized() throws -> Expr {
+        _ = advance()
+        if isOp(")") { _ = advance(); return .list([]) }
+        let e = try parseExpr()
+        if isOp(",") {
+            var items = [e]
+            while isOp(",") { _ = advance(); if isOp(")") { break }; items.append(try parseExpr()) }
+            try expectOp(")")
+            return .list(items)
+        }
+        try expectOp(")")
+        return e
+    }
+    mutating func parseList() throws -> Expr {
+        _ = advance()
+        var items: [Expr] = []
+        while !isOp("]") {
+            items.append(try parseExpr())
+            if isOp(",") { _ = advance() } else { break }
+        }
+        try expectOp("]")
+        return .list(items)
+    }
+    mutating func parseDict() throws -> Expr {
+        _ = advance()
+        var items: [(Expr, Expr)] = []
+        while !isOp("}") {
+            let k = try parseExpr(); try expectOp(":")
+            items.append((k, try parseExpr()))
+            if isOp(",") { _ = advance() } else { break }
+        }
+        try expectOp("}")
+        return .dict(items)
     }
     mutating func parseArgs() throws -> ([Expr], [(String, Expr)]) {
         try expectOp("(")
@@ -535,9 +591,11 @@ struct Parser {
         return (args, kwargs)
     }
     mutating func parsePostfix(_ base: Expr) throws -> Expr {
+        let saved = depth; defer { depth = saved }
         var node = base
         while true {
             let p = curPos
+            if isOp(".") || isOp("[") || isOp("(") { try nest() }
             if isOp(".") {
                 _ = advance()
                 switch cur {
@@ -546,65 +604,76 @@ struct Parser {
                 default: throw err("expected attribute name after '.'", curPos)
                 }
             } else if isOp("[") {
-                _ = advance()
-                var parts: [Expr?] = [nil]
-                var isSlice = false
-                while !isOp("]") {
-                    if isOp(":") { isSlice = true; _ = advance(); parts.append(nil); continue }
-                    if parts[parts.count - 1] != nil { throw err("expected ']'", curPos) }
-                    parts[parts.count - 1] = try parseExpr()
-                }
-                try expectOp("]")
-                if isSlice {
-                    if parts.count > 3 { throw err("invalid slice", p) }
-                    while parts.count < 3 { parts.append(nil) }
-                    node = .slice(node, parts[0], parts[1], parts[2], p)
-                } else {
-                    guard let idx = parts[0] else { throw err("expected subscript expression", p) }
-                    node = .item(node, idx, p)
-                }
+                node = try parseSubscript(node, p)
             } else if isOp("(") {
                 let (a, k) = try parseArgs()
                 node = .call(node, a, k, p)
             } else { return node }
         }
     }
+    mutating func parseSubscript(_ node: Expr, _ p: Pos) throws -> Expr {
+        _ = advance()
+        var parts: [Expr?] = [nil]
+        var isSlice = false
+        while !isOp("]") {
+            if isOp(":") { isSlice = true; _ = advance(); parts.append(nil); continue }
+            if parts[parts.count - 1] != nil { throw err("expected ']'", curPos) }
+            parts[parts.count - 1] = try parseExpr()
+        }
+        try expectOp("]")
+        if isSlice {
+            if parts.count > 3 { throw err("invalid slice", p) }
+            while parts.count < 3 { parts.append(nil) }
+            return .slice(node, parts[0], parts[1], parts[2], p)
+        } else {
+            guard let idx = parts[0] else { throw err("expected subscript expression", p) }
+            return .item(node, idx, p)
+        }
+    }
     mutating func parseFilterExpr(_ base: Expr) throws -> Expr {
+        let saved = depth; defer { depth = saved }
         var node = base
         while true {
+            if isOp("|") || isName("is") || isOp("(") { try nest() }
             if isOp("|") {
-                _ = advance()
-                let p = curPos
-                let name = try expectName()
-                guard knownFilters.contains(name) else { throw err("no filter named '\(name)'", p) }
-                var a: [Expr] = [], k: [(String, Expr)] = []
-                if isOp("(") { (a, k) = try parseArgs() }
-                node = .filter(node, name, a, k, p)
+                node = try parseFilter(node)
             } else if isName("is") {
-                _ = advance()
-                var negated = false
-                if isName("not") { _ = advance(); negated = true }
-                let p = curPos
-                var name: String
-                switch cur {
-                case .name(let n): name = n; _ = advance()
-                case .op(let o) where ["==", "!=", "<", ">", "<=", ">="].contains(o): name = o; _ = advance()
-                default: throw err("expected a test name", p)
-                }
-                if name == "none" || name == "None" { name = "none" }
-                if name == "true" || name == "True" { name = "true" }
-                if name == "false" || name == "False" { name = "false" }
-                guard knownTests.contains(name) else { throw err("no test named '\(name)'", p) }
-                var a: [Expr] = []
-                if isOp("(") { (a, _) = try parseArgs() }
-                else if startsPrimary() { a = [try parseUnary(withFilter: false)] }
-                node = .test(node, name, a, negated, p)
+                node = try parseTest(node)
             } else if isOp("(") {
                 let p = curPos
                 let (a, k) = try parseArgs()
                 node = .call(node, a, k, p)
             } else { return node }
         }
+    }
+    mutating func parseFilter(_ node: Expr) throws -> Expr {
+        _ = advance()
+        let p = curPos
+        let name = try expectName()
+        guard knownFilters.contains(name) else { throw err("no filter named '\(name)'", p) }
+        var a: [Expr] = [], k: [(String, Expr)] = []
+        if isOp("(") { (a, k) = try parseArgs() }
+        return .filter(node, name, a, k, p)
+    }
+    mutating func parseTest(_ node: Expr) throws -> Expr {
+        _ = advance()
+        var negated = false
+        if isName("not") { _ = advance(); negated = true }
+        let p = curPos
+        var name: String
+        switch cur {
+        case .name(let n): name = n; _ = advance()
+        case .op(let o) where ["==", "!=", "<", ">", "<=", ">="].contains(o): name = o; _ = advance()
+        default: throw err("expected a test name", p)
+        }
+        if name == "none" || name == "None" { name = "none" }
+        if name == "true" || name == "True" { name = "true" }
+        if name == "false" || name == "False" { name = "false" }
+        guard knownTests.contains(name) else { throw err("no test named '\(name)'", p) }
+        var a: [Expr] = []
+        if isOp("(") { (a, _) = try parseArgs() }
+        else if startsPrimary() { a = [try parseUnary(withFilter: false)] }
+        return .test(node, name, a, negated, p)
     }
     func startsPrimary() -> Bool {
         switch cur {
