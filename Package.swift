@@ -17,6 +17,8 @@ let package = Package(
         // communicator, model and tokenizer types its API uses.
         .library(name: "Weft", targets: ["WeftRuntime", "WeftComm", "WeftModel", "WeftTokenizer"]),
         .library(name: "WeftServer", targets: ["WeftServer"]),
+        // Fuzzing harness: `weft-fuzz replay TARGET PATH...`, or libFuzzer via Scripts/fuzz.
+        .executable(name: "weft-fuzz", targets: ["WeftFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -70,6 +72,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+
+        // Fuzzing (Scripts/fuzz, Tests/Fuzz): every parser of outside data as a
+        // byte-level target; WeftFuzzTests replays the seeds and regressions.
+        .target(name: "WeftFuzzTargets", dependencies: ["WeftModel", "WeftTokenizer", "WeftChatTemplate", "WeftRuntime", "WeftServer"]),
+        .executableTarget(name: "WeftFuzz", dependencies: ["WeftFuzzTargets"]),
+        .testTarget(name: "WeftFuzzTests", dependencies: ["WeftFuzzTargets"]),
 
         .testTarget(name: "WeftKernelTests", dependencies: ["CKernels"]),
         .testTarget(name: "WeftTokenizerTests", dependencies: ["WeftTokenizer"]),

@@ -70,6 +70,22 @@ public struct Tokenizer: Sendable {
             generationConfig: generation, chatTemplateFile: templateFile)
     }
 
+    /// Builds a tokenizer from the contents of its files (as `init(directory:)`
+    /// reads them), e.g. for tokenizers held in memory and for the fuzzers.
+    ///
+    /// - Throws: `TokenizerError` naming the file and field at fault.
+    public init(
+        tokenizerJSON: Data, tokenizerConfig: Data? = nil, specialTokensMap: Data? = nil,
+        generationConfig: Data? = nil, chatTemplate: String? = nil
+    ) throws {
+        try self.init(
+            tokenizerJSON: try JSONNode.parse(data: tokenizerJSON, file: "tokenizer.json"),
+            config: try tokenizerConfig.map { try JSONNode.parse(data: $0, file: "tokenizer_config.json") },
+            specialTokensMap: try specialTokensMap.map { try JSONNode.parse(data: $0, file: "special_tokens_map.json") },
+            generationConfig: try generationConfig.map { try JSONNode.parse(data: $0, file: "generation_config.json") },
+            chatTemplateFile: chatTemplate)
+    }
+
     init(
         tokenizerJSON root: JSONNode, config: JSONNode?, specialTokensMap: JSONNode?,
         generationConfig: JSONNode?, chatTemplateFile: String?
