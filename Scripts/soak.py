@@ -68,6 +68,7 @@ class Soak:
         self.statuses = {}
         self.latencies = []
         self.lost = []
+        self.events = []
         self.sent = 0
         self.deadline = time.monotonic() + args.minutes * 60
 
@@ -139,6 +140,8 @@ class Soak:
                 break
             if b'"error"' in data:
                 self.count("stream error event", "event")
+                with self.lock:
+                    self.events.append(data[:300].decode(errors="replace"))
                 conn.close()
                 return
             chunks += 1
@@ -273,7 +276,7 @@ def rank_rss(marker):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read().split(b"\0")
-            if marker.encode() not in cmd or not cmd[0].endswith(b"weft"):
+            if marker.encode() not in cmd or b"weft" not in os.path.basename(cmd[0]):
                 continue
             with open(f"/proc/{pid}/environ", "rb") as f:
                 env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
@@ -332,6 +335,7 @@ def main():
         "outcomes": soak.outcomes, "statuses": {str(k): v for k, v in soak.statuses.items()},
         "latency_p50_s": percentile(soak.latencies, 50), "latency_p99_s": percentile(soak.latencies, 99),
         "kv_blocks_leaked": leaked, "lost": len(soak.lost), "lost_examples": soak.lost[:10],
+        "error_events": sorted(set(soak.events))[:10],
         "rss_mib_start": rss_start, "rss_mib_end": rss_end, "rss_mib_peak": peak,
     }
     print(f"| requests | seconds | completed | abandoned | malformed (answered 4xx) | refused | lost | KV blocks leaked | p50 / p99 latency |")
@@ -351,6 +355,8 @@ def main():
     print("statuses:", json.dumps(report["statuses"], sort_keys=True))
     for example in soak.lost[:10]:
         print("lost:", example)
+    for example in sorted(set(soak.events))[:10]:
+        print("error event:", example)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
