@@ -56,7 +56,7 @@ public final class Communicator {
             try check(MPI_Comm_dup(CMPI_COMM_WORLD(), &control), "MPI_Comm_dup")
             let monitor = PeerMonitor(comm: control!, rank: rank, size: size)
             monitorState.monitor = monitor
-            thread.service = { monitor.service() }
+            if size > 1 { thread.service = { monitor.service() } }
             return monitor
         }
     }
