@@ -85,9 +85,10 @@ struct Lexer {
     let lineStarts: [Int]
 
     init(_ source: String) {
-        var src = source.replacingOccurrences(of: "\r\n", with: "\n")
-        if src.hasSuffix("\n") { src.removeLast() }  // jinja2 keep_trailing_newline=False
-        let sc = Array(src.unicodeScalars)
+        // "\r\n" -> "\n" (on scalars: Foundation's replacingOccurrences is slow on large input)
+        var sc = Array(source.unicodeScalars)
+        if sc.contains("\r") { sc = sc.indices.filter { sc[$0] != "\r" || $0 + 1 == sc.count || sc[$0 + 1] != "\n" }.map { sc[$0] } }
+        if sc.last == "\n" { sc.removeLast() }  // jinja2 keep_trailing_newline=False
         s = sc
         lineStarts = [0] + sc.indices.filter { sc[$0] == "\n" }.map { $0 + 1 }
     }
@@ -106,7 +107,11 @@ struct Lexer {
     func err(_ msg: String, _ k: Int) -> ChatTemplateError {
         let p = posOf(k); return ChatTemplateError(message: msg, line: p.line, column: p.column)
     }
-    static func isWS(_ c: Unicode.Scalar) -> Bool { c.properties.isWhitespace }
+    // ASCII fast paths: Unicode property lookups dominate lexing time otherwise.
+    static func isWS(_ c: Unicode.Scalar) -> Bool { c.isASCII ? c == " " || (0x09...0x0D).contains(c.value) : c.properties.isWhitespace }
+    static func isNameStart(_ c: Unicode.Scalar) -> Bool {
+        c.isASCII ? c == "_" || ("a"..."z").contains(c) || ("A"..."Z").contains(c) : c.properties.isAlphabetic
+    }
 
     mutating func segments() throws -> [Segment] {
         var out: [Segment] = []
@@ -194,8 +199,8 @@ struct Lexer {
     func lexToken(_ start: Int) throws -> (Tok, Int) {
         var j = start
         let c = s[j]
-        if c == "_" || c.properties.isAlphabetic {
-            while j < s.count, s[j] == "_" || s[j].properties.isAlphabetic || ("0"..."9").contains(s[j]) { j += 1 }
+        if Lexer.isNameStart(c) {
+            while j < s.count, Lexer.isNameStart(s[j]) || ("0"..."9").contains(s[j]) { j += 1 }
             return (.name(String(String.UnicodeScalarView(s[start..<j]))), j)
         }
         if ("0"..."9").contains(c) {
@@ -213,7 +218,7 @@ struct Lexer {
                     while j < s.count, ("0"..."9").contains(s[j]) { j += 1 }
                 }
             }
-            let text = String(String.UnicodeScalarView(s[start..<j])).replacingOccurrences(of: "_", with: "")
+            let text = String(String.UnicodeScalarView(s[start..<j].filter { $0 != "_" }))
             if isFloat { return (.double(Double(text) ?? 0), j) }
             guard let v = Int(text) else { throw err("integer literal out of range", start) }
             return (.int(v), j)
@@ -246,8 +251,17 @@ struct Lexer {
             }
             return (.string(String(out)), j)
         }
-        for op in ["//", "**", "==", "!=", "<=", ">="] where starts(op, j) { return (.op(op), j + 2) }
-        if "+-*/%~()[]{},.:|=<>".unicodeScalars.contains(c) { return (.op(String(c)), j + 1) }
+        if let n = at(j + 1) {
+            switch (c, n) {
+            case ("/", "/"), ("*", "*"), ("=", "="), ("!", "="), ("<", "="), (">", "="):
+                return (.op(String(String.UnicodeScalarView([c, n]))), j + 2)
+            default: break
+            }
+        }
+        switch c {
+        case "+", "-", "*", "/", "%", "~", "(", ")", "[", "]", "{", "}", ",", ".", ":", "|", "=", "<", ">": return (.op(String(c)), j + 1)
+        default: break
+        }
         throw err("unexpected character '\(c)'", start)
     }
 }
