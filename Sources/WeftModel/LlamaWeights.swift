@@ -88,6 +88,17 @@ public final class LlamaWeights: @unchecked Sendable {
             try source.validate(p + "mlp.down_proj.weight", shape: [h, config.intermediateSize])
         }
 
+        // Refuse a model this host cannot hold before allocating any of it (a
+        // config within every limit can still ask for terabytes, e.g. with
+        // random weights). This rank's share of the float32 weights, rounded
+        // up: config.validate bounds the parameter count to 2^42, so no overflow.
+        let shareBytes = (config.parameterCount + plan.size - 1) / plan.size * MemoryLayout<Float>.stride
+        let hostBytes = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+        if hostBytes > 0, shareBytes > hostBytes {
+            let gib = { (bytes: Int) in String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
+            throw ModelError.parallelism("the model's float32 weights need \(gib(shareBytes)) per rank at tensor-parallel degree \(plan.size) (\(config.parameterCount) parameters), more than this host's \(gib(hostBytes)) of memory")
+        }
+
         func vector(_ name: String, _ range: Range<Int>) -> FloatBuffer {
             let buffer = FloatBuffer(count: range.count, node: node)
             source.readVector(name, range: range, into: buffer.pointer)

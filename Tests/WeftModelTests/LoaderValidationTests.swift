@@ -146,3 +146,23 @@ final class LoaderValidationTests: XCTestCase {
         XCTAssertEqual(Self.configError(#""bos_token_id":null,"eos_token_id":[1,2]"#), "no error")
     }
 }
+
+import WeftTensor
+
+final class WeightMemoryTests: XCTestCase {
+    /// Llama 3.1 405B's shape is within every config limit, but its float32
+    /// weights (1.6 TB) fit no test host: refused before any allocation
+    /// (random weights validate any shape, so nothing else stops it).
+    func testAModelLargerThanTheHostIsRefusedBeforeAllocating() throws {
+        let config = ModelConfig(architecture: .llama, hiddenSize: 16384, intermediateSize: 53248, layerCount: 126,
+                                 headCount: 128, kvHeadCount: 8, vocabularySize: 128256)
+        XCTAssertNoThrow(try config.validate(file: "405b"))
+        let plan = try TensorParallelPlan(config: config, rank: 0, size: 2)
+        let pool = try ComputePool(threads: 1, pin: false)
+        XCTAssertThrowsError(try LlamaWeights(config: config, plan: plan, source: RandomWeightSource(), pool: pool, node: nil)) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.hasPrefix("the model's float32 weights need "), message)
+            XCTAssertTrue(message.contains("per rank at tensor-parallel degree 2 (\(config.parameterCount) parameters), more than this host's "), message)
+        }
+    }
+}
