@@ -137,6 +137,33 @@ final class BadInputTests: XCTestCase {
         try expectFailure(logits(model), mentions: ["model.norm.weight", "unsupported dtype I16"])
     }
 
+    /// Issue 9: 10^18 positions used to overflow sizing the KV cache (SIGILL on every rank).
+    func testHugeMaxPositionEmbeddings() throws {
+        let model = try copyOfFixture()
+        try editConfig(model) { $0["max_position_embeddings"] = 1_000_000_000_000_000_000 }
+        try expectFailure(logits(model), mentions: ["config.json", "max_position_embeddings", "1000000000000000000", "1...16777216"])
+    }
+
+    /// Issue 9: a header length of 2^63 or more trapped converting to Int.
+    func testSafetensorsHeaderLengthAbove2To63() throws {
+        let model = try copyOfFixture()
+        let url = model.appendingPathComponent("model.safetensors")
+        var data = try Data(contentsOf: url)
+        data.replaceSubrange(0..<8, with: [0, 0, 0, 0, 0, 0, 0, 0x80])
+        try data.write(to: url)
+        try expectFailure(logits(model), mentions: ["model.safetensors", "header length 9223372036854775808"])
+    }
+
+    /// Issue 9: an unknown bos_token was accepted and BOS silently dropped.
+    func testUnknownBosToken() throws {
+        let model = try copyOfFixture()
+        let url = model.appendingPathComponent("tokenizer_config.json")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        json["bos_token"] = "<no-such-token>"
+        try JSONSerialization.data(withJSONObject: json).write(to: url)
+        try expectFailure(logits(model), mentions: ["tokenizer_config.json", "bos_token", "<no-such-token>", "not in the vocabulary"])
+    }
+
     func testTPDegreeThatDoesNotDivideHeads() throws {
         try expectFailure(logits(MPIRun.fixture), ranks: 3, mentions: ["tensor-parallel degree 3", "num_attention_heads 8"])
     }
