@@ -81,7 +81,7 @@ final class BadInputTests: XCTestCase {
     func testInvalidConfigField() throws {
         let model = try copyOfFixture()
         try editConfig(model) { $0["hidden_size"] = -4 }
-        try expectFailure(logits(model), mentions: ["config.json", "hidden_size", "positive"])
+        try expectFailure(logits(model), mentions: ["config.json", "hidden_size", "1...131072", "-4"])
     }
 
     func testUnsupportedArchitecture() throws {
