@@ -138,7 +138,13 @@ class Soak:
             if data == b"[DONE]":
                 done = True
                 break
-            if b'"error"' in data:
+            try:
+                event = json.loads(data)
+            except ValueError:
+                self.count("lost", lost=f"stream chunk is not JSON: {data[:200]!r}")
+                conn.close()
+                return
+            if "error" in event:
                 self.count("stream error event", "event")
                 with self.lock:
                     self.events.append(data[:300].decode(errors="replace"))
