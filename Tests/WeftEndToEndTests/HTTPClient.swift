@@ -51,10 +51,18 @@ struct HTTPClient {
     let port: Int
     /// Seconds to wait for each read (and each write).
     var timeout: Double = 60
+    /// IPv4 address of the server (a simulated cluster's host is not loopback).
+    var host = "127.0.0.1"
+
+    init(port: Int, timeout: Double = 60, host: String = "127.0.0.1") {
+        self.port = port
+        self.timeout = timeout
+        self.host = host
+    }
 
     /// Sends a request and reads the whole response (Content-Length, chunked, or until close).
     func send(_ method: String, _ path: String, headers: [String: String] = [:], body: Data? = nil) throws -> HTTPResponse {
-        let connection = try HTTPSocketConnection(port: port, timeout: timeout)
+        let connection = try HTTPSocketConnection(host: host, port: port, timeout: timeout)
         defer { connection.close() }
         return try connection.exchange(request(method, path, headers: headers, body: body)) {
             try connection.readResponse(method: method)
@@ -71,7 +79,7 @@ struct HTTPClient {
     /// With `halfClose` the write side is shut down after the bytes are sent,
     /// so a server waiting for the rest of a truncated request sees end of stream.
     func sendRaw(_ bytes: Data, halfClose: Bool = false) throws -> HTTPResponse {
-        let connection = try HTTPSocketConnection(port: port, timeout: timeout)
+        let connection = try HTTPSocketConnection(host: host, port: port, timeout: timeout)
         defer { connection.close() }
         return try connection.exchange(bytes, halfClose: halfClose) {
             try connection.readResponse(method: "")
@@ -86,7 +94,7 @@ struct HTTPClient {
         if !allHeaders.keys.contains(where: { $0.lowercased() == "accept" }) {
             allHeaders["Accept"] = "text/event-stream"
         }
-        let connection = try HTTPSocketConnection(port: port, timeout: timeout)
+        let connection = try HTTPSocketConnection(host: host, port: port, timeout: timeout)
         do {
             let head = try connection.exchange(request("POST", path, headers: allHeaders, body: body)) {
                 try connection.readHead(method: "POST")
@@ -109,7 +117,7 @@ struct HTTPClient {
     private func request(_ method: String, _ path: String, headers: [String: String], body: Data?) -> Data {
         let names = Set(headers.keys.map { $0.lowercased() })
         var lines = ["\(method) \(path) HTTP/1.1"]
-        if !names.contains("host") { lines.append("Host: 127.0.0.1:\(port)") }
+        if !names.contains("host") { lines.append("Host: \(host):\(port)") }
         lines.append("Connection: close")
         for (name, value) in headers.sorted(by: { $0.key < $1.key }) where name.lowercased() != "connection" {
             lines.append("\(name): \(value)")
@@ -242,7 +250,7 @@ final class HTTPSocketConnection {
     private var chunkRemaining = 0
     private var chunkNeedsCRLF = false
 
-    init(port: Int, timeout: Double) throws {
+    init(host: String = "127.0.0.1", port: Int, timeout: Double) throws {
         self.timeout = timeout
         #if os(Linux)
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -255,7 +263,7 @@ final class HTTPSocketConnection {
         _ = setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<Int32>.size))
         #endif
         do {
-            try connect(port: port)
+            try connect(host: host, port: port)
         } catch {
             close()
             throw error
@@ -275,12 +283,14 @@ final class HTTPSocketConnection {
     }
 
     /// Connects without blocking longer than `timeout` (non-blocking connect + poll).
-    private func connect(port: Int) throws {
+    private func connect(host: String, port: Int) throws {
         guard (1...65535).contains(port) else { throw HTTPClientError.connect("bad port \(port)") }
+        var ip = in_addr()
+        guard inet_pton(AF_INET, host, &ip) == 1 else { throw HTTPClientError.connect("bad IPv4 address \(host)") }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr = in_addr(s_addr: UInt32(0x7F00_0001).bigEndian)
+        address.sin_addr = ip
         let flags = fcntl(fd, F_GETFL)
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
         let result = withUnsafePointer(to: &address) {
@@ -295,13 +305,13 @@ final class HTTPSocketConnection {
         if result != 0 {
             let code = errno
             guard code == EINPROGRESS || code == EINTR else {
-                throw HTTPClientError.connect("127.0.0.1:\(port): \(Self.errorString(code))")
+                throw HTTPClientError.connect("\(host):\(port): \(Self.errorString(code))")
             }
             try wait(for: Int32(POLLOUT))
             var error: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
             _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
-            if error != 0 { throw HTTPClientError.connect("127.0.0.1:\(port): \(Self.errorString(error))") }
+            if error != 0 { throw HTTPClientError.connect("\(host):\(port): \(Self.errorString(error))") }
         }
         _ = fcntl(fd, F_SETFL, flags)
     }

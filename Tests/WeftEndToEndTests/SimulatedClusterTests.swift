@@ -123,6 +123,52 @@ final class SimulatedClusterTests: XCTestCase {
         try assertNothingLeft("wtest")
     }
 
+    /// The same under `weft serve`: rank 0 (host 0) names rank 1 once host 1's
+    /// link is down, and the client's open stream ends with an error event
+    /// naming it instead of hanging.
+    func testALinkTakenDownUnderServeEndsTheStreamWithAnError() throws {
+        let address = "10.231.119.1"   // simcluster's host 0 for --name wtest
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [Self.script, "run", "--hosts", "2", "--rate", "1gbit", "--name", "wtest", "--",
+                             MPIRun.weft.path, "serve", "--model", MPIRun.fixture.path, "--threads", "1", "--host", address,
+                             "--port", "0", "--comm-timeout", "3", "--comm-transport", "mpi"]
+        process.environment = ProcessInfo.processInfo.environment.filter { key, _ in
+            !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains { key.hasPrefix($0) }
+        }.merging(["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"]) { $1 }
+        let output = FaultInjectionTests.LiveOutput()
+        process.standardOutput = output.pipe
+        process.standardError = output.pipe
+        try process.run()
+        func wait(_ condition: () -> Bool) -> Bool {
+            let deadline = Date().addingTimeInterval(FaultInjectionTests.hang)
+            while Date() < deadline { if condition() { return true }; usleep(100_000) }
+            return false
+        }
+        defer { _ = try? shell(["ip", "link", "set", "wtestv1", "up"]); if process.isRunning { process.terminate() } }
+        XCTAssertTrue(wait { output.text.contains("weft: ready") }, "the server did not start: \(output.text)")
+        let line = output.text.split(separator: "\n").first { $0.contains("weft: ready") }.map(String.init) ?? ""
+        let port = try XCTUnwrap(line.range(of: #":(\d+) \("#, options: .regularExpression)
+            .flatMap { Int(line[$0].dropFirst().prefix { $0.isNumber }) }, line)
+        let stream = try HTTPClient(port: port, timeout: 60, host: address)
+            .openStream("/v1/completions", ["prompt": [1, 2, 3], "max_tokens": 1500, "temperature": 0, "stream": true, "ignore_eos": true])
+        XCTAssertNotNil(try stream.nextEvent())
+        XCTAssertEqual(try shell(["ip", "link", "set", "wtestv1", "down"]).status, 0)
+        var events: [String] = []
+        do {
+            while let event = try stream.nextEvent() { events.append(event); if event == "[DONE]" { break } }
+        } catch {
+            XCTFail("the stream did not end with an error event: \(error)")
+        }
+        let error = events.first { $0.contains(#""error""#) }
+        XCTAssertTrue(error?.contains("rank 1 stopped responding") == true, "\(events.suffix(2))")
+        XCTAssertEqual(try shell(["ip", "link", "set", "wtestv1", "up"]).status, 0)
+        XCTAssertTrue(wait { !process.isRunning }, "the job did not end once the link was back")
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        XCTAssertTrue(output.finish().contains("error: rank 0: rank 1 stopped responding"), output.text)
+        try assertNothingLeft("wtest")
+    }
+
     func testFailingRunLeavesNothingBehind() throws {
         let outcome = try shell([Self.script, "run", "--hosts", "2", "--name", "wtest", "--",
                                  MPIRun.weft.path, "logits", "--model", "/nonexistent", "--tokens", "1,2"])
