@@ -15,13 +15,16 @@ final class SimulatedClusterTests: XCTestCase {
         guard try shell(["tc", "-V"]).status == 0 else { throw XCTSkip("tc (iproute2) is not available") }
     }
 
+    /// Ours without the test process's own MPI singleton variables, as root may run mpirun.
+    static let environment = ProcessInfo.processInfo.environment.filter { key, _ in
+        !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains { key.hasPrefix($0) }
+    }.merging(["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"]) { $1 }
+
     func shell(_ arguments: [String], timeout: TimeInterval = 240) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.filter { key, _ in
-            !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains { key.hasPrefix($0) }
-        }.merging(["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"]) { $1 }
+        process.environment = Self.environment
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
@@ -84,28 +87,34 @@ final class SimulatedClusterTests: XCTestCase {
         try assertNothingLeft("wtest")
     }
 
+    /// `weft COMMAND…` on the fixture across two simulated hosts over MPI with a
+    /// 3 s peer timeout, in the background, its output readable as it comes.
+    func startTwoHosts(_ command: [String]) throws -> (Process, FaultInjectionTests.LiveOutput) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [Self.script, "run", "--hosts", "2", "--rate", "1gbit", "--name", "wtest", "--", MPIRun.weft.path]
+            + command + ["--model", MPIRun.fixture.path, "--threads", "1", "--comm-timeout", "3", "--comm-transport", "mpi"]
+        process.environment = Self.environment
+        let output = FaultInjectionTests.LiveOutput()
+        process.standardOutput = output.pipe
+        process.standardError = output.pipe
+        try process.run()
+        return (process, output)
+    }
+
+    /// Polls `condition` until it holds or the hang bound passes.
+    func wait(_ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(FaultInjectionTests.hang)
+        while Date() < deadline { if condition() { return true }; usleep(100_000) }
+        return false
+    }
+
     /// Host 1's link goes down mid-generation: each rank, past the peer
     /// timeout, finds the other silent and says so (rank 1's line reaches
     /// mpirun once the link is back), both ranks exit, and once Open MPI's
     /// daemons can talk again the job ends and nothing is left.
     func testALinkTakenDownMidStepIsNamedByBothRanks() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [Self.script, "run", "--hosts", "2", "--rate", "1gbit", "--name", "wtest", "--",
-                             MPIRun.weft.path, "generate", "--model", MPIRun.fixture.path, "--threads", "1", "--tokens", "1,2,3",
-                             "--max-tokens", "2000", "--comm-timeout", "3", "--comm-transport", "mpi", "--seed", "20261130"]
-        process.environment = ProcessInfo.processInfo.environment.filter { key, _ in
-            !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains { key.hasPrefix($0) }
-        }.merging(["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"]) { $1 }
-        let output = FaultInjectionTests.LiveOutput()
-        process.standardOutput = output.pipe
-        process.standardError = output.pipe
-        try process.run()
-        func wait(_ condition: () -> Bool) -> Bool {
-            let deadline = Date().addingTimeInterval(FaultInjectionTests.hang)
-            while Date() < deadline { if condition() { return true }; usleep(100_000) }
-            return false
-        }
+        let (process, output) = try startTwoHosts(["generate", "--tokens", "1,2,3", "--max-tokens", "2000", "--seed", "20261130"])
         defer { _ = try? shell(["ip", "link", "set", "wtestv1", "up"]); if process.isRunning { process.terminate() } }
         XCTAssertTrue(wait { output.text.count > 16 }, "generation did not start: \(output.text)")
         XCTAssertEqual(try shell(["ip", "link", "set", "wtestv1", "down"]).status, 0)
@@ -128,23 +137,7 @@ final class SimulatedClusterTests: XCTestCase {
     /// naming it instead of hanging.
     func testALinkTakenDownUnderServeEndsTheStreamWithAnError() throws {
         let address = "10.231.119.1"   // simcluster's host 0 for --name wtest
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [Self.script, "run", "--hosts", "2", "--rate", "1gbit", "--name", "wtest", "--",
-                             MPIRun.weft.path, "serve", "--model", MPIRun.fixture.path, "--threads", "1", "--host", address,
-                             "--port", "0", "--comm-timeout", "3", "--comm-transport", "mpi"]
-        process.environment = ProcessInfo.processInfo.environment.filter { key, _ in
-            !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains { key.hasPrefix($0) }
-        }.merging(["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"]) { $1 }
-        let output = FaultInjectionTests.LiveOutput()
-        process.standardOutput = output.pipe
-        process.standardError = output.pipe
-        try process.run()
-        func wait(_ condition: () -> Bool) -> Bool {
-            let deadline = Date().addingTimeInterval(FaultInjectionTests.hang)
-            while Date() < deadline { if condition() { return true }; usleep(100_000) }
-            return false
-        }
+        let (process, output) = try startTwoHosts(["serve", "--host", address, "--port", "0"])
         defer { _ = try? shell(["ip", "link", "set", "wtestv1", "up"]); if process.isRunning { process.terminate() } }
         XCTAssertTrue(wait { output.text.contains("weft: ready") }, "the server did not start: \(output.text)")
         let line = output.text.split(separator: "\n").first { $0.contains("weft: ready") }.map(String.init) ?? ""
