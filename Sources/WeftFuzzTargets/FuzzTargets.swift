@@ -20,6 +20,7 @@ public enum FuzzTargets {
         "chat-template": ChatTemplateFuzz.run,
         "request": OpenAIRequestFuzz.run,
         "step-plan": StepPlanFuzz.run,
+        "gguf": gguf,  // GGUFFuzz.swift
     ]
 
     /// Names in a stable order (for usage messages and the CI loop).
