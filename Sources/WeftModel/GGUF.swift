@@ -534,9 +534,9 @@ struct GGUFParser {
         }
     }
 
-    mutating func boolean(_ what: String) throws -> Bool {
-        let b = try load(UInt8.self, what)
-        guard b <= 1 else { throw fail("\(what): bool byte \(b) at byte \(position - 1) is neither 0 nor 1") }
+    mutating func boolean(_ what: @autoclosure () -> String) throws -> Bool {
+        let b = try load(UInt8.self, what())
+        guard b <= 1 else { throw fail("\(what()): bool byte \(b) at byte \(position - 1) is neither 0 nor 1") }
         return b == 1
     }
 
