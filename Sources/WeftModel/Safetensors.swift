@@ -123,6 +123,10 @@ public enum SafetensorsHeader {
         } catch {
             throw ModelError.file(path, "malformed header JSON: \(ModelError.reason(error))")
         }
+        // A JSON decoder keeps one of two equal keys: count them in the text.
+        if let duplicate = duplicateTopLevelKey(headerData, decodedCount: header.count) {
+            throw ModelError.file(path, "corrupt: the header names tensor \"\(duplicate)\" twice")
+        }
         let dataStart = 8 + headerLength
         let dataLength = fileLength - dataStart
         var tensors: [String: TensorInfo] = [:]
@@ -133,6 +137,41 @@ public enum SafetensorsHeader {
         }
         try checkOverlaps(tensors.values, dataStart: dataStart, path: path)
         return tensors
+    }
+
+    /// The first key that the top-level object of `json` (already decoded as
+    /// an object of `decodedCount` distinct keys) lists twice, if any. Scans
+    /// the text once, skipping nested values and strings.
+    static func duplicateTopLevelKey(_ json: Data, decodedCount: Int) -> String? {
+        var keys: [String] = []
+        var depth = 0, index = json.startIndex, expectKey = false
+        while index < json.endIndex {
+            let byte = json[index]
+            switch byte {
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                expectKey = byte == UInt8(ascii: "{") && depth == 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            case UInt8(ascii: ","): expectKey = depth == 1
+            case UInt8(ascii: "\""):
+                // A string: find its closing quote (a backslash escapes the next byte).
+                var end = index + 1
+                while end < json.endIndex && json[end] != UInt8(ascii: "\"") { end += json[end] == UInt8(ascii: "\\") ? 2 : 1 }
+                guard end < json.endIndex else { return nil }   // the decoder accepted it, so this cannot happen
+                if expectKey {
+                    // Decode the key as JSON does (escapes), to compare what the decoder compared.
+                    let literal = json[index...end]
+                    keys.append((try? JSONDecoder().decode(String.self, from: Data(literal))) ?? String(decoding: literal, as: UTF8.self))
+                    expectKey = false
+                }
+                index = end
+            default: break
+            }
+            index += 1
+        }
+        guard keys.count > decodedCount else { return nil }
+        var seen = Set<String>()
+        return keys.first { !seen.insert($0).inserted }
     }
 
     private static func entry(name: String, value: HeaderJSON, dataStart: Int, dataLength: Int,

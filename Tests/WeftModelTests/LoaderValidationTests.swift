@@ -68,6 +68,17 @@ final class LoaderValidationTests: XCTestCase {
         XCTAssertTrue(Self.parseError(Self.image(#"{"a": {"dtype": "F16", "shape": [2], "data_offsets": [4, 8]}, "b": {"dtype": "F16", "shape": [2], "data_offsets": [4, 8]}}"#)).contains("overlap tensor \"a\""))
     }
 
+    /// A JSON decoder keeps one of two equal keys, so the other entry would go
+    /// unchecked: a tensor named twice (also through an escape) is refused.
+    func testATensorNamedTwiceIsRefused() {
+        let twice = Self.parseError(Self.image(#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "a": {"dtype": "F32", "shape": [4], "data_offsets": [16, 32]}}"#))
+        XCTAssertEqual(twice, #"m.safetensors: corrupt: the header names tensor "a" twice"#)
+        let escaped = Self.parseError(Self.image(#"{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "w": {"dtype": "F32", "shape": [4], "data_offsets": [16, 32]}}"#))
+        XCTAssertEqual(escaped, #"m.safetensors: corrupt: the header names tensor "w" twice"#)
+        // Equal keys inside entries (or in __metadata__) are the decoder's business, not duplicates of tensors.
+        XCTAssertNil(SafetensorsHeader.duplicateTopLevelKey(Data(#"{"a": {"x": {"k": 1}, "y": {"k": "a"}}, "b": "a,"a""}"#.utf8), decodedCount: 2))
+    }
+
     func testFractionalOffsetsAreRefused() {
         let e = Self.parseError(Self.image(#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [2, 10]}}"#))
         XCTAssertEqual(e, #"m.safetensors: tensor "a": data_offsets [2, 10]: begin is not a multiple of the F32 size 4"#)
