@@ -2,3 +2,4 @@
 #include "weft_pool.h"
 #include "weft_ops.h"
 #include "weft_collective.h"
+#include "weft_quant.h"
