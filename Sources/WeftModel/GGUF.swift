@@ -384,8 +384,7 @@ public struct GGUFHeader: Sendable {
 /// A memory-mapped GGUF file: the validated header and the tensors' bytes in place.
 public final class GGUFFile: @unchecked Sendable {
     public let header: GGUFHeader
-    let base: UnsafeMutableRawPointer
-    let mappedLength: Int
+    let mapping: MappedFile
 
     public var path: String { header.path }
     public var version: Int { header.version }
@@ -395,47 +394,22 @@ public final class GGUFFile: @unchecked Sendable {
     public func tensor(_ name: String) -> GGUFTensorInfo? { header.tensor(name) }
 
     public init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ModelError.file(path, "cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw ModelError.file(path, "cannot stat: \(String(cString: strerror(errno)))") }
-        let length = Int(st.st_size)
-        guard length >= GGUFParser.fixedHeaderSize else {
-            throw ModelError.file(path, "truncated: \(length) bytes, a GGUF file starts with a \(GGUFParser.fixedHeaderSize)-byte header")
+        mapping = try MappedFile(path: path, minimumLength: GGUFParser.fixedHeaderSize) {
+            "truncated: \($0) bytes, a GGUF file starts with a \(GGUFParser.fixedHeaderSize)-byte header"
         }
-        guard let mapped = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED else {
-            throw ModelError.file(path, "cannot map: \(String(cString: strerror(errno)))")
-        }
-        base = mapped
-        mappedLength = length
-        do {
-            header = try GGUFFile.parse(bytes: UnsafeRawBufferPointer(start: mapped, count: length),
-                                        fileLength: length, path: path)
-        } catch {
-            munmap(mapped, length)
-            throw error
-        }
+        header = try GGUFFile.parse(bytes: mapping.bytes, fileLength: mapping.length, path: path)
     }
-
-    deinit { munmap(base, mappedLength) }
 
     /// A tensor's bytes inside the mapping (valid while this file is alive).
     /// `info` must come from this file's `tensors`.
     public func bytes(of info: GGUFTensorInfo) -> UnsafeRawBufferPointer {
-        precondition(info.byteOffset >= 0 && info.byteCount >= 0 && info.byteOffset <= mappedLength - info.byteCount,
+        precondition(info.byteOffset >= 0 && info.byteCount >= 0 && info.byteOffset <= mapping.length - info.byteCount,
                      "tensor \(info.name) is not from \(path)")
-        return UnsafeRawBufferPointer(start: base + info.byteOffset, count: info.byteCount)
+        return UnsafeRawBufferPointer(start: mapping.base + info.byteOffset, count: info.byteCount)
     }
 
     /// Drops a tensor's pages from this process's memory (after copying what it needs).
-    public func release(_ info: GGUFTensorInfo) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = info.byteOffset / page * page
-        let end = min(mappedLength, info.byteOffset + info.byteCount)
-        guard end > start else { return }
-        madvise(base + start, end - start, Int32(MADV_DONTNEED))
-    }
+    public func release(_ info: GGUFTensorInfo) { mapping.release(byteOffset: info.byteOffset, byteCount: info.byteCount) }
 
     /// Parses and validates a GGUF header from the first `bytes.count` bytes
     /// of a file of `fileLength` bytes (`bytes` must reach at least the end of

@@ -29,46 +29,22 @@ public struct TensorInfo: Sendable {
 public final class SafetensorsFile: @unchecked Sendable {
     public let path: String
     public let tensors: [String: TensorInfo]
-    let base: UnsafeMutableRawPointer
-    let mappedLength: Int
+    let mapping: MappedFile
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ModelError.file(path, "cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw ModelError.file(path, "cannot stat: \(String(cString: strerror(errno)))") }
-        let length = Int(st.st_size)
-        guard length >= 8 else { throw ModelError.file(path, "truncated: \(length) bytes, a safetensors file starts with an 8-byte header length") }
-        guard let mapped = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED else {
-            throw ModelError.file(path, "cannot map: \(String(cString: strerror(errno)))")
+        mapping = try MappedFile(path: path, minimumLength: 8) {
+            "truncated: \($0) bytes, a safetensors file starts with an 8-byte header length"
         }
-        base = mapped
-        mappedLength = length
-        do {
-            tensors = try SafetensorsHeader.parse(UnsafeRawBufferPointer(start: mapped, count: length),
-                                                  fileLength: length, path: path)
-        } catch {
-            munmap(mapped, length)
-            throw error
-        }
+        tensors = try SafetensorsHeader.parse(mapping.bytes, fileLength: mapping.length, path: path)
     }
 
-    deinit { munmap(base, mappedLength) }
-
     /// Address of a tensor's first byte inside the mapping.
-    func address(of info: TensorInfo) -> UnsafeRawPointer { UnsafeRawPointer(base + info.byteOffset) }
+    func address(of info: TensorInfo) -> UnsafeRawPointer { UnsafeRawPointer(mapping.base + info.byteOffset) }
 
     /// Drops the pages of a tensor from this process's memory once its slice is
     /// copied, so resident memory holds only converted, rank-local weights.
-    func release(_ info: TensorInfo) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = info.byteOffset / page * page
-        let end = min(mappedLength, info.byteOffset + info.byteCount)
-        guard end > start else { return }
-        madvise(base + start, end - start, Int32(MADV_DONTNEED))
-    }
+    func release(_ info: TensorInfo) { mapping.release(byteOffset: info.byteOffset, byteCount: info.byteCount) }
 }
 
 /// Reading and validating a safetensors header: the one place every number
