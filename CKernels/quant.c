@@ -67,37 +67,31 @@ float weft_fp16_to_fp32(uint16_t h) {
 #define FP16(x) weft_fp16_to_fp32(x)
 
 // ------------------------------------------------------------ quantizers
+// One block of 32 as ggml's 8-bit reference quantizers do it: d = max|x| / 127,
+// q = round(x / d). Returns d (in fp32, before its fp16 rounding).
+static float quantize_block_8bit(const float *x, int8_t *qs) {
+    float amax = 0.0f;
+    for (int j = 0; j < WEFT_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+    const float d = amax / ((1 << 7) - 1);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < WEFT_QK; j++) qs[j] = (int8_t)roundf(x[j] * id);
+    return d;
+}
+
 // ggml's quantize_row_q8_0_ref.
 void weft_quantize_row_q8_0(const float *x, weft_block_q8_0 *y, int64_t k) {
     const int64_t nb = k / WEFT_QK;
-    for (int64_t i = 0; i < nb; i++) {
-        float amax = 0.0f;
-        for (int j = 0; j < WEFT_QK; j++) amax = fmaxf(amax, fabsf(x[i * WEFT_QK + j]));
-        const float d = amax / ((1 << 7) - 1);
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = weft_fp32_to_fp16(d);
-        for (int j = 0; j < WEFT_QK; j++) y[i].qs[j] = (int8_t)roundf(x[i * WEFT_QK + j] * id);
-    }
+    for (int64_t i = 0; i < nb; i++) y[i].d = weft_fp32_to_fp16(quantize_block_8bit(x + i * WEFT_QK, y[i].qs));
 }
 
 // ggml's quantize_row_q8_1_ref: s = d * sum(qs) from the fp32 d.
 void weft_quantize_row_q8_1(const float *x, weft_block_q8_1 *y, int64_t k) {
     const int64_t nb = k / WEFT_QK;
     for (int64_t i = 0; i < nb; i++) {
-        float amax = 0.0f;
-        for (int j = 0; j < WEFT_QK; j++) amax = fmaxf(amax, fabsf(x[i * WEFT_QK + j]));
-        const float d = amax / ((1 << 7) - 1);
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float d = quantize_block_8bit(x + i * WEFT_QK, y[i].qs);
         y[i].d = weft_fp32_to_fp16(d);
         int sum = 0;
-        for (int j = 0; j < WEFT_QK / 2; j++) {
-            const float v0 = x[i * WEFT_QK + j] * id;
-            const float v1 = x[i * WEFT_QK + WEFT_QK / 2 + j] * id;
-            y[i].qs[j] = (int8_t)roundf(v0);
-            y[i].qs[WEFT_QK / 2 + j] = (int8_t)roundf(v1);
-            sum += y[i].qs[j];
-            sum += y[i].qs[WEFT_QK / 2 + j];
-        }
+        for (int j = 0; j < WEFT_QK; j++) sum += y[i].qs[j];
         y[i].s = weft_fp32_to_fp16((float)sum * d);
     }
 }
