@@ -3,3 +3,4 @@
 #include "weft_ops.h"
 #include "weft_collective.h"
 #include "weft_quant.h"
+#include "weft_wgemm.h"
