@@ -78,3 +78,12 @@ void weft_rope(float *x, size_t ldx, int rows, int heads, int head_dim,
 void weft_attention(const weft_attention_args *a, int item_begin, int item_end) {
     DISPATCH(weft_attention, (a, item_begin, item_end))
 }
+void weft_f32_to_f16(const float *src, uint16_t *dst, size_t n) {
+    DISPATCH(weft_f32_to_f16, (src, dst, n))
+}
+void weft_f32_to_bf16(const float *src, uint16_t *dst, size_t n) {
+    DISPATCH(weft_f32_to_bf16, (src, dst, n))
+}
+void weft_attention_kv(const weft_attention_kv_args *a, int item_begin, int item_end) {
+    DISPATCH(weft_attention_kv, (a, item_begin, item_end))
+}

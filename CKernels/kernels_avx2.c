@@ -64,6 +64,27 @@ SIMD_INLINE vf v_exp(vf x) {
     return _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
 }
 
+// 16-bit KV cache loads (F16C's vcvtph2ps; bfloat16 is the high half of a float).
+#define SIMD_KV_TARGET __attribute__((target("avx2,fma,f16c")))
+#define SIMD_KV_INLINE static inline __attribute__((always_inline)) SIMD_KV_TARGET
+SIMD_KV_INLINE vf v_load_f16(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+SIMD_KV_INLINE vf v_load_bf16(const uint16_t *p) {
+    __m256i x = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+}
+SIMD_KV_INLINE vf v_load_f16_n(const uint16_t *p, int n) {  // n < 8: no 16-bit masked load in AVX2
+    uint16_t b[8] = {0};
+    memcpy(b, p, sizeof(uint16_t) * (size_t)n);
+    return v_load_f16(b);
+}
+SIMD_KV_INLINE vf v_load_bf16_n(const uint16_t *p, int n) {
+    uint16_t b[8] = {0};
+    memcpy(b, p, sizeof(uint16_t) * (size_t)n);
+    return v_load_bf16(b);
+}
+
 #include "simd_kernels.h"
 
 // ------------------------------------------------------- dtype conversions
@@ -303,6 +324,31 @@ void weft_gemm_packed_avx2(int m, int n0, int n1, int k, const float *x, size_t 
 
 int weft_gemm_mr_avx2(void) { return AVX2_MR; }
 
+// ------------------------------------------------ float32 -> 16-bit (KV cache)
+SIMD_KV_TARGET void weft_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    weft_f32_to_f16_scalar(src + i, dst + i, n - i);
+}
+
+SIMD_TARGET void weft_f32_to_bf16_avx2(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    const __m256i one = _mm256_set1_epi32(1), round = _mm256_set1_epi32(0x7fff);
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i quiet = _mm256_set1_epi32(0x40);
+    for (; i + 8 <= n; i += 8) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(src + i));
+        __m256i hi = _mm256_srli_epi32(x, 16);
+        __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, round), _mm256_and_si256(hi, one)), 16);
+        __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, abs_mask), inf);
+        r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, quiet), is_nan);
+        __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_castsi256_si128(packed));
+    }
+    weft_f32_to_bf16_scalar(src + i, dst + i, n - i);
+}
+
 #else  // not x86-64: the scalar references
 
 void weft_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n) { weft_bf16_to_f32_scalar(src, dst, n); }
@@ -331,5 +377,10 @@ void weft_rope_avx2(float *x, size_t ldx, int rows, int heads, int head_dim,
 void weft_attention_avx2(const weft_attention_args *a, int item_begin, int item_end) {
     weft_attention_scalar(a, item_begin, item_end);
 }
+void weft_attention_kv_avx2(const weft_attention_kv_args *a, int item_begin, int item_end) {
+    weft_attention_kv_scalar(a, item_begin, item_end);
+}
+void weft_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n) { weft_f32_to_f16_scalar(src, dst, n); }
+void weft_f32_to_bf16_avx2(const float *src, uint16_t *dst, size_t n) { weft_f32_to_bf16_scalar(src, dst, n); }
 
 #endif

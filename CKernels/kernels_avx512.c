@@ -51,6 +51,24 @@ SIMD_INLINE vf v_exp(vf x) {
     return _mm512_scalef_ps(y, fx);
 }
 
+// 16-bit KV cache loads (vcvtph2ps is AVX-512F; bfloat16 is the high half of a float).
+#define SIMD_KV_TARGET SIMD_TARGET
+#define SIMD_KV_INLINE SIMD_INLINE
+SIMD_INLINE vf v_load_f16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+SIMD_INLINE vf v_load_f16_n(const uint16_t *p, int n) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lane_mask(n), p));
+}
+SIMD_INLINE vf v_load_bf16(const uint16_t *p) {
+    __m512i x = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+}
+SIMD_INLINE vf v_load_bf16_n(const uint16_t *p, int n) {
+    __m512i x = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lane_mask(n), p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+}
+
 #include "simd_kernels.h"
 
 // ------------------------------------------------------- dtype conversions
@@ -218,6 +236,37 @@ void weft_gemm_packed_avx512(int m, int n0, int n1, int k, const float *x, size_
 
 int weft_gemm_mr_avx512(void) { return AVX512_MR; }
 
+// ------------------------------------------------ float32 -> 16-bit (KV cache)
+SIMD_TARGET void weft_f32_to_f16_avx512(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) {
+        __mmask16 m = lane_mask((int)(n - i));
+        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+}
+
+SIMD_INLINE __m256i f32_to_bf16_16(__m512i x) {
+    __m512i hi = _mm512_srli_epi32(x, 16);
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(hi, _mm512_set1_epi32(1))), 16);
+    __mmask16 is_nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff)),
+                                               _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_mov_epi32(r, is_nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+SIMD_TARGET void weft_f32_to_bf16_avx512(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), f32_to_bf16_16(_mm512_loadu_si512(src + i)));
+    if (i < n) {
+        __mmask16 m = lane_mask((int)(n - i));
+        _mm256_mask_storeu_epi16(dst + i, m, f32_to_bf16_16(_mm512_maskz_loadu_epi32(m, src + i)));
+    }
+}
+
 #else  // not x86-64: the scalar references
 
 void weft_bf16_to_f32_avx512(const uint16_t *src, float *dst, size_t n) { weft_bf16_to_f32_scalar(src, dst, n); }
@@ -246,5 +295,10 @@ void weft_rope_avx512(float *x, size_t ldx, int rows, int heads, int head_dim,
 void weft_attention_avx512(const weft_attention_args *a, int item_begin, int item_end) {
     weft_attention_scalar(a, item_begin, item_end);
 }
+void weft_attention_kv_avx512(const weft_attention_kv_args *a, int item_begin, int item_end) {
+    weft_attention_kv_scalar(a, item_begin, item_end);
+}
+void weft_f32_to_f16_avx512(const float *src, uint16_t *dst, size_t n) { weft_f32_to_f16_scalar(src, dst, n); }
+void weft_f32_to_bf16_avx512(const float *src, uint16_t *dst, size_t n) { weft_f32_to_bf16_scalar(src, dst, n); }
 
 #endif

@@ -191,3 +191,128 @@ void weft_kv_write(float *k_cache, float *v_cache, int block_size, int kv_width,
         memcpy(v_cache + slot * kv_width, v + (size_t)r * ldv, sizeof(float) * kv_width);
     }
 }
+
+// ------------------------------------------------- KV cache element types
+size_t weft_kv_dtype_size(int dtype) {
+    switch (dtype) {
+    case WEFT_KV_F32: return 4;
+    case WEFT_KV_F16: case WEFT_KV_BF16: return 2;
+    default: return 0;
+    }
+}
+
+static inline uint16_t f32_to_f16_bits(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));  // NaN, quieted
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // >= 65520 (or inf) rounds to inf
+    if (ax >= 0x38800000u) {  // normal half: round to nearest even at bit 13, rebias the exponent
+        uint32_t r = ax + 0xfffu + ((ax >> 13) & 1u);
+        return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+    }
+    // Subnormal half (or zero): round(|f| * 2^24) to nearest even.
+    uint32_t e = ax >> 23;
+    if (e < 102) return (uint16_t)sign;  // below 2^-25: rounds to zero (ties at 2^-25 go to even 0)
+    uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126 - e;  // 14..24
+    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u))) q++;
+    return (uint16_t)(sign | q);
+}
+
+static inline uint16_t f32_to_bf16_bits(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);  // NaN, quieted
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+void weft_f32_to_f16_scalar(const float *src, uint16_t *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = f32_to_f16_bits(src[i]);
+}
+
+void weft_f32_to_bf16_scalar(const float *src, uint16_t *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16_bits(src[i]);
+}
+
+static inline float kv_elem(const void *row, int dtype, int d) {
+    if (dtype == WEFT_KV_F32) return ((const float *)row)[d];
+    uint16_t h = ((const uint16_t *)row)[d];
+    float f;
+    if (dtype == WEFT_KV_BF16) {
+        weft_bf16_to_f32_scalar(&h, &f, 1);
+    } else {
+        weft_f16_to_f32_scalar(&h, &f, 1);
+    }
+    return f;
+}
+
+static inline const void *kv_row_any(const void *pool, const weft_attention_kv_args *a, size_t esize,
+                                     const int32_t *table, int pos, int g) {
+    int block = table[pos / a->block_size];
+    int slot = pos % a->block_size;
+    return (const char *)pool + (((size_t)block * a->block_size + slot) * a->n_kv_heads + g) * a->head_dim * esize;
+}
+
+// The scalar reference over any element type: weft_attention_scalar's
+// operation order, each cache element widened to float32 as it is read.
+void weft_attention_kv_scalar(const weft_attention_kv_args *a, int item_begin, int item_end) {
+    int hd = a->head_dim, dt = a->kv_dtype;
+    size_t esize = weft_kv_dtype_size(dt);
+    for (int item = item_begin; item < item_end; item++) {
+        int t = item / a->n_heads, h = item % a->n_heads;
+        int g = a->kv_head_of[h];
+        const float *q = a->q + (size_t)t * a->ldq + (size_t)h * hd;
+        float *out = a->out + (size_t)t * a->ldo + (size_t)h * hd;
+        if (esize == 0) {  // unknown element type
+            for (int d = 0; d < hd; d++) out[d] = NAN;
+            continue;
+        }
+        const int32_t *table = a->block_tables + (size_t)a->table_row[t] * a->max_blocks;
+        int context = a->positions[t] + 1;
+        float running_max = -INFINITY, denom = 0.0f;
+        for (int d = 0; d < hd; d++) out[d] = 0.0f;
+        for (int p = 0; p < context; p++) {
+            const void *k = kv_row_any(a->k_cache, a, esize, table, p, g);
+            float score = 0.0f;
+            for (int d = 0; d < hd; d++) score += q[d] * kv_elem(k, dt, d);
+            score *= a->scale;
+            const void *v = kv_row_any(a->v_cache, a, esize, table, p, g);
+            if (score > running_max) {
+                float correction = expf(running_max - score);
+                denom *= correction;
+                for (int d = 0; d < hd; d++) out[d] *= correction;
+                running_max = score;
+            }
+            float weight = expf(score - running_max);
+            denom += weight;
+            for (int d = 0; d < hd; d++) out[d] += weight * kv_elem(v, dt, d);
+        }
+        float inv = 1.0f / denom;
+        for (int d = 0; d < hd; d++) out[d] *= inv;
+    }
+}
+
+int weft_kv_write_dtype(void *k_cache, void *v_cache, int kv_dtype, int block_size, int kv_width,
+                        const float *k, size_t ldk, const float *v, size_t ldv,
+                        const int32_t *positions, const int32_t *table_row,
+                        const int32_t *block_tables, int max_blocks, int rows) {
+    size_t esize = weft_kv_dtype_size(kv_dtype);
+    if (esize == 0) return -1;
+    if (kv_dtype == WEFT_KV_F32) {
+        weft_kv_write(k_cache, v_cache, block_size, kv_width, k, ldk, v, ldv, positions, table_row,
+                      block_tables, max_blocks, rows);
+        return 0;
+    }
+    void (*convert)(const float *, uint16_t *, size_t) =
+        kv_dtype == WEFT_KV_F16 ? weft_f32_to_f16 : weft_f32_to_bf16;
+    for (int r = 0; r < rows; r++) {
+        const int32_t *table = block_tables + (size_t)table_row[r] * max_blocks;
+        int pos = positions[r];
+        size_t slot = (size_t)table[pos / block_size] * block_size + pos % block_size;
+        convert(k + (size_t)r * ldk, (uint16_t *)k_cache + slot * kv_width, (size_t)kv_width);
+        convert(v + (size_t)r * ldv, (uint16_t *)v_cache + slot * kv_width, (size_t)kv_width);
+    }
+    return 0;
+}

@@ -136,16 +136,15 @@ void weft_op_rope(weft_pool *pool, float *x, size_t ldx, int rows, int heads, in
 // Attention work items are (token, head) pairs. Later tokens of a prefill see
 // longer contexts, so items are dealt out by estimated cost (context length),
 // not by count, to keep threads balanced on causal attention.
-static void attention_run(void *ctx, int t, int threads) {
-    const weft_attention_args *a = ctx;
-    long items = (long)a->n_tokens * a->n_heads;
-    if (threads == 1) { weft_attention(a, 0, (int)items); return; }
+static void attention_share(int n_tokens, int n_heads, const int32_t *positions, int t, int threads,
+                            long *begin_out, long *end_out) {
+    long items = (long)n_tokens * n_heads;
     double total = 0;
-    for (int tok = 0; tok < a->n_tokens; tok++) total += (double)(a->positions[tok] + 1) * a->n_heads;
+    for (int tok = 0; tok < n_tokens; tok++) total += (double)(positions[tok] + 1) * n_heads;
     double lo = total * t / threads, hi = total * (t + 1) / threads, acc = 0;
     long begin = -1, end = -1;
     for (long item = 0; item < items; item++) {
-        double cost = a->positions[item / a->n_heads] + 1;
+        double cost = positions[item / n_heads] + 1;
         double mid = acc + cost / 2;  // an item belongs to the thread owning its midpoint
         if (mid >= lo && (mid < hi || t == threads - 1)) {
             if (begin < 0) begin = item;
@@ -153,7 +152,28 @@ static void attention_run(void *ctx, int t, int threads) {
         }
         acc += cost;
     }
+    *begin_out = begin;
+    *end_out = end;
+}
+
+static void attention_run(void *ctx, int t, int threads) {
+    const weft_attention_args *a = ctx;
+    if (threads == 1) { weft_attention(a, 0, a->n_tokens * a->n_heads); return; }
+    long begin, end;
+    attention_share(a->n_tokens, a->n_heads, a->positions, t, threads, &begin, &end);
     if (begin >= 0) weft_attention(a, (int)begin, (int)end);
+}
+
+static void attention_kv_run(void *ctx, int t, int threads) {
+    const weft_attention_kv_args *a = ctx;
+    if (threads == 1) { weft_attention_kv(a, 0, a->n_tokens * a->n_heads); return; }
+    long begin, end;
+    attention_share(a->n_tokens, a->n_heads, a->positions, t, threads, &begin, &end);
+    if (begin >= 0) weft_attention_kv(a, (int)begin, (int)end);
+}
+
+void weft_op_attention_kv(weft_pool *pool, const weft_attention_kv_args *a) {
+    weft_pool_run(pool, attention_kv_run, (void *)a);
 }
 
 void weft_op_attention(weft_pool *pool, const weft_attention_args *a) {

@@ -161,6 +161,68 @@ void weft_kv_write(float *k_cache, float *v_cache, int block_size, int kv_width,
                    const int32_t *positions, const int32_t *table_row,
                    const int32_t *block_tables, int max_blocks, int rows);
 
+// ------------------------------------------------- KV cache element types
+// The cache may hold keys and values as float32, IEEE half (f16) or bfloat16.
+// Attention widens 16-bit elements to float32 as it loads them, and computes
+// the dot products, the online softmax and the weighted sum in float32.
+typedef enum {
+    WEFT_KV_F32 = 0,
+    WEFT_KV_F16 = 1,
+    WEFT_KV_BF16 = 2,
+} weft_kv_dtype;
+
+/// Bytes per cache element of `dtype` (0 for an unknown value).
+size_t weft_kv_dtype_size(int dtype);
+
+/// float32 -> f16, round to nearest even (as vcvtps2ph with RNE; overflow
+/// gives +-inf, NaN a quiet NaN of the same sign).
+void weft_f32_to_f16(const float *src, uint16_t *dst, size_t n);
+void weft_f32_to_f16_scalar(const float *src, uint16_t *dst, size_t n);
+void weft_f32_to_f16_avx512(const float *src, uint16_t *dst, size_t n);
+void weft_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n);
+/// float32 -> bfloat16, round to nearest even (NaN stays a quiet NaN).
+void weft_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+void weft_f32_to_bf16_scalar(const float *src, uint16_t *dst, size_t n);
+void weft_f32_to_bf16_avx512(const float *src, uint16_t *dst, size_t n);
+void weft_f32_to_bf16_avx2(const float *src, uint16_t *dst, size_t n);
+
+/// weft_attention_args over a cache of any weft_kv_dtype: the pools are
+/// `kv_dtype` elements in the same paged layout (element offsets as above).
+typedef struct {
+    int n_tokens;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    const float *q;
+    size_t ldq;
+    float *out;
+    size_t ldo;
+    const void *k_cache;
+    const void *v_cache;
+    int kv_dtype;                 // weft_kv_dtype
+    int block_size;
+    const int32_t *positions;
+    const int32_t *table_row;
+    const int32_t *block_tables;
+    int max_blocks;
+    const int32_t *kv_head_of;
+    float scale;
+} weft_attention_kv_args;
+
+/// weft_attention over a cache of a->kv_dtype (float32: the same kernel as
+/// weft_attention, bit for bit). An unknown dtype writes NaN to the outputs.
+void weft_attention_kv(const weft_attention_kv_args *a, int item_begin, int item_end);
+void weft_attention_kv_scalar(const weft_attention_kv_args *a, int item_begin, int item_end);
+void weft_attention_kv_avx512(const weft_attention_kv_args *a, int item_begin, int item_end);
+void weft_attention_kv_avx2(const weft_attention_kv_args *a, int item_begin, int item_end);
+
+/// weft_kv_write into a cache of `kv_dtype`: rows are rounded (RNE) to the
+/// cache's type. Returns 0, or -1 for an unknown dtype (nothing written).
+int weft_kv_write_dtype(void *k_cache, void *v_cache, int kv_dtype, int block_size, int kv_width,
+                        const float *k, size_t ldk, const float *v, size_t ldv,
+                        const int32_t *positions, const int32_t *table_row,
+                        const int32_t *block_tables, int max_blocks, int rows);
+
 #ifdef __cplusplus
 }
 #endif

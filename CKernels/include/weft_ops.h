@@ -31,6 +31,8 @@ void weft_op_silu_mul(weft_pool *pool, const float *gate, const float *up, size_
 void weft_op_rope(weft_pool *pool, float *x, size_t ldx, int rows, int heads, int head_dim,
                   const int32_t *positions, const float *inv_freq);
 void weft_op_attention(weft_pool *pool, const weft_attention_args *a);
+/// weft_attention_kv over the pool (any KV element type), items split as weft_op_attention.
+void weft_op_attention_kv(weft_pool *pool, const weft_attention_kv_args *a);
 
 #ifdef __cplusplus
 }
