@@ -21,6 +21,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "KV cache block size in positions.")
     var kvBlockSize: Int = 16
 
+    @Option(name: .long, help: "How the KV cache stores keys and values: f32, f16 or bf16. Attention computes in float32 either way; 16 bits halve the cache's memory and attention's reads.")
+    var kvDtype: String = "f32"
+
     @Option(name: .long, help: "How each layer's reductions run: baseline (MPI_Allreduce, then residual+RMSNorm of every token), fused (fused sequence-parallel AllReduce+residual+RMSNorm), overlap (token split, each half's compute overlapping the other's fused collective) or auto (the cost model chooses per batch).")
     var commMode: String = "auto"
 
@@ -48,6 +51,7 @@ struct ModelOptions: ParsableArguments {
         // Upper bounds keep every later size computation far from overflow.
         if let threads, !(1...4096).contains(threads) { throw ValidationError("--threads must be 1...4096, got \(threads)") }
         if !(1...65536).contains(kvBlockSize) { throw ValidationError("--kv-block-size must be 1...65536, got \(kvBlockSize)") }
+        _ = try parsedKVDType()
         _ = try parsedTransport()
         if !(0...4096).contains(commCores) { throw ValidationError("--comm-cores must be 0...4096, got \(commCores)") }
         if let ranksPerNode, !(1...65536).contains(ranksPerNode) { throw ValidationError("--ranks-per-node must be 1...65536, got \(ranksPerNode)") }
@@ -61,6 +65,13 @@ struct ModelOptions: ParsableArguments {
             throw ValidationError("--comm-mode must be one of \(allowed.map(\.rawValue).joined(separator: ", ")), got \(commMode)")
         }
         return mode
+    }
+
+    func parsedKVDType() throws -> KVDType {
+        guard let dtype = KVDType(rawValue: kvDtype) else {
+            throw ValidationError("--kv-dtype must be f32, f16 or bf16, got \(kvDtype)")
+        }
+        return dtype
     }
 
     func parsedTransport() throws -> CommTransport? {
@@ -80,6 +91,7 @@ struct ModelOptions: ParsableArguments {
         }
         var configuration = EngineConfiguration(weights: weights, threads: threads)
         configuration.kvBlockSize = kvBlockSize
+        configuration.kvDType = try parsedKVDType()
         configuration.maxSequenceLength = maxSequenceLength
         configuration.commMode = try mode ?? parsedMode(allowing: allowedModes)
         configuration.commTransport = try parsedTransport()

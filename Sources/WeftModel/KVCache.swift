@@ -1,4 +1,24 @@
+import CKernels
 import WeftTensor
+
+/// The element type of the KV cache: keys and values are rounded to it (round
+/// to nearest even) when written; attention widens them back to float32 and
+/// computes in float32.
+public enum KVDType: String, Sendable, CaseIterable {
+    case f32, f16, bf16
+
+    /// Bytes per stored element.
+    public var byteSize: Int { self == .f32 ? 4 : 2 }
+
+    /// The kernels' `weft_kv_dtype`.
+    var kernelValue: Int32 {
+        switch self {
+        case .f32: Int32(WEFT_KV_F32.rawValue)
+        case .f16: Int32(WEFT_KV_F16.rawValue)
+        case .bf16: Int32(WEFT_KV_BF16.rawValue)
+        }
+    }
+}
 
 /// Keys and values of every layer in fixed-size blocks (paged), shared by
 /// all sequences: a sequence owns a list of blocks (its block table) that
@@ -10,20 +30,26 @@ public final class PagedKVCache {
     public let layerCount: Int
     public let blockSize: Int
     public let blockCount: Int
-    /// Floats per position per layer: local KV heads × head_dim.
+    /// Elements per position per layer: local KV heads × head_dim.
     public let kvWidth: Int
+    /// How keys and values are stored.
+    public let dtype: KVDType
+    /// Each layer's pools, `dtype` elements in `FloatBuffer`s used as raw,
+    /// 64-byte aligned memory (float32 caches are ordinary float arrays).
     let keys: [FloatBuffer]
     let values: [FloatBuffer]
     private var freeBlocks: [Int32]
     private(set) var tables: [Int: [Int32]] = [:]
 
-    public init(layerCount: Int, blockSize: Int, blockCount: Int, kvWidth: Int, node: Int?) {
+    public init(layerCount: Int, blockSize: Int, blockCount: Int, kvWidth: Int, node: Int?, dtype: KVDType = .f32) {
         precondition(blockSize > 0 && blockCount > 0)
         self.layerCount = layerCount
         self.blockSize = blockSize
         self.blockCount = blockCount
         self.kvWidth = kvWidth
-        let floats = blockSize * blockCount * kvWidth
+        self.dtype = dtype
+        let bytes = blockSize * blockCount * kvWidth * dtype.byteSize
+        let floats = (bytes + 3) / 4
         keys = (0..<layerCount).map { _ in FloatBuffer(count: floats, node: node) }
         values = (0..<layerCount).map { _ in FloatBuffer(count: floats, node: node) }
         freeBlocks = (0..<Int32(blockCount)).reversed()
@@ -31,7 +57,12 @@ public final class PagedKVCache {
 
     public var freeBlockCount: Int { freeBlocks.count }
     public var usedBlockCount: Int { blockCount - freeBlocks.count }
-    public var byteCount: Int { 2 * layerCount * blockSize * blockCount * kvWidth * 4 }
+    public var byteCount: Int { 2 * layerCount * blockSize * blockCount * kvWidth * dtype.byteSize }
+
+    /// Layer `layer`'s key and value pools, as the attention kernels take them.
+    func pools(layer: Int) -> (keys: UnsafeMutableRawPointer, values: UnsafeMutableRawPointer) {
+        (UnsafeMutableRawPointer(keys[layer].pointer), UnsafeMutableRawPointer(values[layer].pointer))
+    }
 
     public func blocksNeeded(forLength length: Int) -> Int { (length + blockSize - 1) / blockSize }
 

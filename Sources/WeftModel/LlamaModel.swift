@@ -245,7 +245,7 @@ public final class LlamaModel {
             let qkv = ws.qkv.pointer + lo * qkvWidth
             layer.qkv.apply(pool: m.pool, rows: rows.count, x: normed + lo * h, ldx: h, y: qkv, ldy: qkvWidth)
             if let bias = layer.qkvBias { weft_add_bias(qkv, qkvWidth, bias.pointer, n, Int32(qkvWidth)) }
-            let keys = m.cache.keys[index].pointer, values = m.cache.values[index].pointer
+            let (keys, values) = m.cache.pools(layer: index), kvDType = m.cache.dtype.kernelValue
             let attentionOut = ws.attention.pointer + lo * qWidth
             batch.positions.withUnsafeBufferPointer { allPositions in
                 tableRow.withUnsafeBufferPointer { allRows in
@@ -254,17 +254,19 @@ public final class LlamaModel {
                             let pos = allPositions.baseAddress! + lo, tableRows = allRows.baseAddress! + lo
                             weft_op_rope(pool, qkv, qkvWidth, n, Int32(m.localHeads), Int32(m.config.headDim), pos, m.inverseFrequencies.pointer)
                             weft_op_rope(pool, qkv + qWidth, qkvWidth, n, Int32(m.localKVHeads), Int32(m.config.headDim), pos, m.inverseFrequencies.pointer)
-                            weft_kv_write(keys, values, Int32(m.cache.blockSize), Int32(kvWidth),
-                                          qkv + qWidth, qkvWidth, qkv + qWidth + kvWidth, qkvWidth,
-                                          pos, tableRows, tbl.baseAddress, Int32(maxBlocks), n)
-                            var args = weft_attention_args(
+                            // Keys and values are rounded to the cache's type here (the
+                            // dtype is one of KVDType's, so the write cannot be refused).
+                            _ = weft_kv_write_dtype(keys, values, kvDType, Int32(m.cache.blockSize), Int32(kvWidth),
+                                                    qkv + qWidth, qkvWidth, qkv + qWidth + kvWidth, qkvWidth,
+                                                    pos, tableRows, tbl.baseAddress, Int32(maxBlocks), n)
+                            var args = weft_attention_kv_args(
                                 n_tokens: n, n_heads: Int32(m.localHeads), n_kv_heads: Int32(m.localKVHeads),
                                 head_dim: Int32(m.config.headDim), q: qkv, ldq: qkvWidth, out: attentionOut, ldo: qWidth,
-                                k_cache: keys, v_cache: values, block_size: Int32(m.cache.blockSize),
+                                k_cache: keys, v_cache: values, kv_dtype: kvDType, block_size: Int32(m.cache.blockSize),
                                 positions: pos, table_row: tableRows, block_tables: tbl.baseAddress,
                                 max_blocks: Int32(maxBlocks), kv_head_of: kvOf.baseAddress,
                                 scale: 1 / Float(m.config.headDim).squareRoot())
-                            weft_op_attention(pool, &args)
+                            weft_op_attention_kv(pool, &args)
                         }
                     }
                 }

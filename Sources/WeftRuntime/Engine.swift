@@ -22,6 +22,9 @@ public struct EngineConfiguration: Sendable {
     /// `maxSequenceLength` tokens of `maxSequences` sequences).
     public var kvBlockSize: Int = 16
     public var kvBlocks: Int?
+    /// How the KV cache stores keys and values (attention computes in float32
+    /// either way); 16 bits halve the cache's memory and attention's reads.
+    public var kvDType: KVDType = .f32
     public var maxSequenceLength: Int?
     public var maxSequences: Int = 1
     /// How each layer's two reductions run; `.auto` lets the cost model choose per batch.
@@ -115,7 +118,7 @@ public final class Engine {
             let blocks = try Engine.kvBlocks(configuration: configuration, length: length, layers: modelConfig.layerCount,
                                              kvWidth: plan.kvHeads.count * modelConfig.headDim)
             return PagedKVCache(layerCount: modelConfig.layerCount, blockSize: configuration.kvBlockSize, blockCount: blocks,
-                                kvWidth: plan.kvHeads.count * modelConfig.headDim, node: node)
+                                kvWidth: plan.kvHeads.count * modelConfig.headDim, node: node, dtype: configuration.kvDType)
         }
         let collective = try comm.agree { () throws -> FusedResidualNorm? in
             guard configuration.commMode != .baseline && configuration.commMode != .nocomm else { return nil }
@@ -160,8 +163,8 @@ public final class Engine {
         guard blocks > 0, blocks <= Int(Int32.max) else {
             throw RuntimeError.invalidOption("--kv-blocks", "the KV cache needs 1...\(Int32.max) blocks, got \(blocks < 0 ? "more" : String(blocks))")
         }
-        // keys and values × layers × positions × width × 4 bytes
-        var bytes = 8
+        // keys and values × layers × positions × width × bytes per element
+        var bytes = 2 * configuration.kvDType.byteSize
         for factor in [layers, blocks, blockSize, kvWidth] {
             let (product, overflow) = bytes.multipliedReportingOverflow(by: factor)
             bytes = overflow ? Int.max : product
