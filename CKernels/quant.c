@@ -4,6 +4,7 @@
 // quant_avx2.c and quant_avx512.c.
 #include "weft_quant.h"
 #include "weft_kernels.h"
+#include "quant_tiles.h"
 
 #include <math.h>
 #include <string.h>
@@ -22,6 +23,10 @@ size_t weft_qtype_block_bytes(int type) {
     case WEFT_QTYPE_Q8_1: return sizeof(weft_block_q8_1);
     case WEFT_QTYPE_Q4_0: return sizeof(weft_block_q4_0);
     case WEFT_QTYPE_Q4_1: return sizeof(weft_block_q4_1);
+    case WEFT_QTYPE_Q4_K: return sizeof(weft_block_q4_K);
+    case WEFT_QTYPE_Q5_K: return sizeof(weft_block_q5_K);
+    case WEFT_QTYPE_Q6_K: return sizeof(weft_block_q6_K);
+    case WEFT_QTYPE_Q8_K: return sizeof(weft_block_q8_K);
     default: return 0;
     }
 }
@@ -274,27 +279,59 @@ float weft_vec_dot_q4_1_q8_1(int n, const weft_block_q4_1 *x, const weft_block_q
 }
 
 // ------------------------------------------------------------ GEMV driver
-typedef float (*qdot_fn)(int n, const void *x, const void *y);
-
-#define QDOT_WRAPPERS(isa)                                                                     \
-    static float dot_q8_0_##isa(int n, const void *x, const void *y) {                        \
-        return weft_vec_dot_q8_0_q8_0_##isa(n, (const weft_block_q8_0 *)x,                    \
-                                            (const weft_block_q8_0 *)y);                      \
+// Each format's kernels as tiles (quant_tiles.h): the block formats' single
+// dot products here; the k-quants' tiles come from kquant*.c.
+#define QTILE_WRAPPERS(isa)                                                                    \
+    static void t_q8_0_##isa(int k, const void *w, size_t bw, const void *a, size_t ba,       \
+                             float *y, size_t ldy) {                                          \
+        (void)bw; (void)ba; (void)ldy;                                                         \
+        *y = weft_vec_dot_q8_0_q8_0_##isa(k, w, a);                                            \
     }                                                                                          \
-    static float dot_q4_0_##isa(int n, const void *x, const void *y) {                        \
-        return weft_vec_dot_q4_0_q8_0_##isa(n, (const weft_block_q4_0 *)x,                    \
-                                            (const weft_block_q8_0 *)y);                      \
+    static void t_q4_0_##isa(int k, const void *w, size_t bw, const void *a, size_t ba,       \
+                             float *y, size_t ldy) {                                          \
+        (void)bw; (void)ba; (void)ldy;                                                         \
+        *y = weft_vec_dot_q4_0_q8_0_##isa(k, w, a);                                            \
     }                                                                                          \
-    static float dot_q4_1_##isa(int n, const void *x, const void *y) {                        \
-        return weft_vec_dot_q4_1_q8_1_##isa(n, (const weft_block_q4_1 *)x,                    \
-                                            (const weft_block_q8_1 *)y);                      \
+    static void t_q4_1_##isa(int k, const void *w, size_t bw, const void *a, size_t ba,       \
+                             float *y, size_t ldy) {                                          \
+        (void)bw; (void)ba; (void)ldy;                                                         \
+        *y = weft_vec_dot_q4_1_q8_1_##isa(k, w, a);                                            \
+    }                                                                                          \
+    static const weft_qtiles q8_0_tiles_##isa = {t_q8_0_##isa, NULL, {NULL, NULL, NULL}};      \
+    static const weft_qtiles q4_0_tiles_##isa = {t_q4_0_##isa, NULL, {NULL, NULL, NULL}};      \
+    static const weft_qtiles q4_1_tiles_##isa = {t_q4_1_##isa, NULL, {NULL, NULL, NULL}};      \
+    static const weft_qtiles *block_tiles_##isa(int wtype) {                                   \
+        switch (wtype) {                                                                       \
+        case WEFT_QTYPE_Q8_0: return &q8_0_tiles_##isa;                                        \
+        case WEFT_QTYPE_Q4_0: return &q4_0_tiles_##isa;                                        \
+        case WEFT_QTYPE_Q4_1: return &q4_1_tiles_##isa;                                        \
+        default: return weft_kq_tiles_##isa(wtype);                                            \
+        }                                                                                      \
     }
-QDOT_WRAPPERS(scalar)
-QDOT_WRAPPERS(avx2)
-QDOT_WRAPPERS(avx512)
+QTILE_WRAPPERS(scalar)
+QTILE_WRAPPERS(avx2)
+QTILE_WRAPPERS(avx512)
+
+// The activation quantizer of each path (one set of bytes: the SIMD ones
+// write the reference's).
+typedef void (*qquant_fn)(const float *x, void *y, int64_t k);
+static void qq8_0_ref(const float *x, void *y, int64_t k) { weft_quantize_row_q8_0(x, y, k); }
+static void qq8_1_ref(const float *x, void *y, int64_t k) { weft_quantize_row_q8_1(x, y, k); }
+static void qq8_K_scalar(const float *x, void *y, int64_t k) { weft_quantize_row_q8_K_scalar(x, y, k); }
+static void qq8_K_avx2(const float *x, void *y, int64_t k) { weft_quantize_row_q8_K_avx2(x, y, k); }
+static void qq8_K_avx512(const float *x, void *y, int64_t k) { weft_quantize_row_q8_K_avx512(x, y, k); }
 
 typedef struct {
-    qdot_fn dot;
+    const weft_qtiles *(*tiles)(int wtype);
+    qquant_fn q8_0, q8_1, q8_K;
+} qgemv_path;
+
+static const qgemv_path path_scalar = {block_tiles_scalar, qq8_0_ref, qq8_1_ref, qq8_K_scalar};
+static const qgemv_path path_avx2 = {block_tiles_avx2, qq8_0_ref, qq8_1_ref, qq8_K_avx2};
+static const qgemv_path path_avx512 = {block_tiles_avx512, qq8_0_ref, qq8_1_ref, qq8_K_avx512};
+
+typedef struct {
+    const weft_qtiles *tiles;
     int m, n, k;
     const unsigned char *xq;
     size_t xq_row_bytes;
@@ -304,11 +341,32 @@ typedef struct {
     size_t ldy;
 } qgemv_task;
 
+// m == 1: four weight rows per pass sharing the activation loads; m > 1: each
+// weight row against up to four activation rows per pass (its unpacked
+// values reused). Every tile gives its path's single-dot bits, so the
+// grouping (and the thread split) never changes a result.
 static void qgemv_rows(const qgemv_task *t, long j0, long j1) {
-    for (long j = j0; j < j1; j++) {
-        const unsigned char *wr = t->w + (size_t)j * t->w_row_bytes;
-        for (int i = 0; i < t->m; i++)
-            t->y[(size_t)i * t->ldy + (size_t)j] = t->dot(t->k, wr, t->xq + (size_t)i * t->xq_row_bytes);
+    const weft_qtiles *T = t->tiles;
+    const size_t wrb = t->w_row_bytes, xrb = t->xq_row_bytes;
+    long j = j0;
+    if (t->m == 1) {
+        if (T->r4c1)
+            for (; j + 4 <= j1; j += 4) T->r4c1(t->k, t->w + (size_t)j * wrb, wrb, t->xq, xrb, t->y + j, t->ldy);
+        for (; j < j1; j++) T->r1c1(t->k, t->w + (size_t)j * wrb, wrb, t->xq, xrb, t->y + j, t->ldy);
+        return;
+    }
+    for (; j < j1; j++) {
+        const unsigned char *wr = t->w + (size_t)j * wrb;
+        for (int i = 0; i < t->m;) {
+            int c = t->m - i < 4 ? t->m - i : 4;
+            weft_qtile_fn f = c == 1 ? T->r1c1 : T->r1c[c - 2];
+            if (!f) {
+                f = T->r1c1;
+                c = 1;
+            }
+            f(t->k, wr, wrb, t->xq + (size_t)i * xrb, xrb, t->y + (size_t)i * t->ldy + (size_t)j, t->ldy);
+            i += c;
+        }
     }
 }
 
@@ -319,45 +377,51 @@ static void qgemv_pool_task(void *context, int index, int count) {
     qgemv_rows(t, j0, j1);
 }
 
+static int block_elements(int wtype) {
+    switch (wtype) {
+    case WEFT_QTYPE_Q8_0: case WEFT_QTYPE_Q4_0: case WEFT_QTYPE_Q4_1: return WEFT_QK;
+    case WEFT_QTYPE_Q4_K: case WEFT_QTYPE_Q5_K: case WEFT_QTYPE_Q6_K: return WEFT_QK_K;
+    default: return 0;
+    }
+}
+
 static size_t activation_block_bytes(int wtype) {
     switch (wtype) {
     case WEFT_QTYPE_Q8_0:
     case WEFT_QTYPE_Q4_0: return sizeof(weft_block_q8_0);
     case WEFT_QTYPE_Q4_1: return sizeof(weft_block_q8_1);
+    case WEFT_QTYPE_Q4_K: case WEFT_QTYPE_Q5_K: case WEFT_QTYPE_Q6_K: return sizeof(weft_block_q8_K);
     default: return 0;
     }
 }
 
 size_t weft_qgemv_scratch_bytes(int wtype, int m, int k) {
     size_t ab = activation_block_bytes(wtype);
-    if (ab == 0 || m < 1 || k < WEFT_QK || k % WEFT_QK != 0) return 0;
-    return (size_t)m * (size_t)(k / WEFT_QK) * ab;
+    int be = block_elements(wtype);
+    if (ab == 0 || m < 1 || k < be || k % be != 0) return 0;
+    return (size_t)m * (size_t)(k / be) * ab;
 }
 
-static int qgemv(qdot_fn d80, qdot_fn d40, qdot_fn d41, int wtype, int m, int n, int k,
-                 const float *x, size_t ldx, const void *w, float *y, size_t ldy, void *scratch,
-                 weft_pool *pool) {
+static int qgemv(const qgemv_path *path, int wtype, int m, int n, int k, const float *x, size_t ldx,
+                 const void *w, float *y, size_t ldy, void *scratch, weft_pool *pool) {
     size_t ab = activation_block_bytes(wtype);
-    if (ab == 0 || m < 1 || n < 0 || k < WEFT_QK || k % WEFT_QK != 0) return -1;
+    int be = block_elements(wtype);
+    if (ab == 0 || m < 1 || n < 0 || k < be || k % be != 0) return -1;
     if (n == 0) return 0;
     if (!x || !w || !y || !scratch) return -1;
-    const size_t nb = (size_t)(k / WEFT_QK);
+    const size_t nb = (size_t)(k / be);
     qgemv_task t = {
-        .dot = wtype == WEFT_QTYPE_Q8_0 ? d80 : wtype == WEFT_QTYPE_Q4_0 ? d40 : d41,
+        .tiles = path->tiles(wtype),
         .m = m, .n = n, .k = k,
         .xq = scratch, .xq_row_bytes = nb * ab,
         .w = w, .w_row_bytes = nb * weft_qtype_block_bytes(wtype),
         .y = y, .ldy = ldy,
     };
+    const qquant_fn quantize = be == WEFT_QK_K ? path->q8_K : wtype == WEFT_QTYPE_Q4_1 ? path->q8_1 : path->q8_0;
     // Activations once per call, on the calling thread (m * k floats: small
     // next to the n * k weights streamed below).
-    for (int i = 0; i < m; i++) {
-        void *dst = (unsigned char *)scratch + (size_t)i * t.xq_row_bytes;
-        if (wtype == WEFT_QTYPE_Q4_1)
-            weft_quantize_row_q8_1(x + (size_t)i * ldx, dst, k);
-        else
-            weft_quantize_row_q8_0(x + (size_t)i * ldx, dst, k);
-    }
+    for (int i = 0; i < m; i++)
+        quantize(x + (size_t)i * ldx, (unsigned char *)scratch + (size_t)i * t.xq_row_bytes, k);
     if (pool && weft_pool_size(pool) > 1)
         weft_pool_run(pool, qgemv_pool_task, &t);
     else
@@ -367,18 +431,15 @@ static int qgemv(qdot_fn d80, qdot_fn d40, qdot_fn d41, int wtype, int m, int n,
 
 int weft_qgemv_scalar(int wtype, int m, int n, int k, const float *x, size_t ldx, const void *w,
                       float *y, size_t ldy, void *scratch, weft_pool *pool) {
-    return qgemv(dot_q8_0_scalar, dot_q4_0_scalar, dot_q4_1_scalar, wtype, m, n, k, x, ldx, w, y,
-                 ldy, scratch, pool);
+    return qgemv(&path_scalar, wtype, m, n, k, x, ldx, w, y, ldy, scratch, pool);
 }
 int weft_qgemv_avx2(int wtype, int m, int n, int k, const float *x, size_t ldx, const void *w,
                     float *y, size_t ldy, void *scratch, weft_pool *pool) {
-    return qgemv(dot_q8_0_avx2, dot_q4_0_avx2, dot_q4_1_avx2, wtype, m, n, k, x, ldx, w, y, ldy,
-                 scratch, pool);
+    return qgemv(&path_avx2, wtype, m, n, k, x, ldx, w, y, ldy, scratch, pool);
 }
 int weft_qgemv_avx512(int wtype, int m, int n, int k, const float *x, size_t ldx, const void *w,
                       float *y, size_t ldy, void *scratch, weft_pool *pool) {
-    return qgemv(dot_q8_0_avx512, dot_q4_0_avx512, dot_q4_1_avx512, wtype, m, n, k, x, ldx, w, y,
-                 ldy, scratch, pool);
+    return qgemv(&path_avx512, wtype, m, n, k, x, ldx, w, y, ldy, scratch, pool);
 }
 int weft_qgemv(int wtype, int m, int n, int k, const float *x, size_t ldx, const void *w,
                float *y, size_t ldy, void *scratch, weft_pool *pool) {

@@ -12,6 +12,7 @@ int weft_wtype_supported(int wtype) {
     switch (wtype) {
     case WEFT_WTYPE_F32: case WEFT_WTYPE_F16: case WEFT_WTYPE_BF16:
     case WEFT_WTYPE_Q8_0: case WEFT_WTYPE_Q4_0: case WEFT_WTYPE_Q4_1:
+    case WEFT_WTYPE_Q4_K: case WEFT_WTYPE_Q5_K: case WEFT_WTYPE_Q6_K:
         return 1;
     default:
         return 0;
@@ -62,6 +63,9 @@ int weft_dequantize_row(int wtype, const void *src, float *dst, int64_t k) {
     case WEFT_WTYPE_Q8_0: weft_dequantize_row_q8_0(src, dst, k); return 0;
     case WEFT_WTYPE_Q4_0: weft_dequantize_row_q4_0(src, dst, k); return 0;
     case WEFT_WTYPE_Q4_1: weft_dequantize_row_q4_1(src, dst, k); return 0;
+    case WEFT_WTYPE_Q4_K: weft_dequantize_row_q4_K(src, dst, k); return 0;
+    case WEFT_WTYPE_Q5_K: weft_dequantize_row_q5_K(src, dst, k); return 0;
+    case WEFT_WTYPE_Q6_K: weft_dequantize_row_q6_K(src, dst, k); return 0;
     default: return -1;
     }
 }
@@ -131,6 +135,7 @@ size_t weft_wgemm_scratch_bytes(int wtype, int m, int n, int k, int threads) {
     case WEFT_WTYPE_F16: case WEFT_WTYPE_BF16:
         return (size_t)threads * (size_t)k * sizeof(float);
     case WEFT_WTYPE_Q8_0: case WEFT_WTYPE_Q4_0: case WEFT_WTYPE_Q4_1:
+    case WEFT_WTYPE_Q4_K: case WEFT_WTYPE_Q5_K: case WEFT_WTYPE_Q6_K:
         return weft_qgemv_scratch_bytes(wtype, m, k);
     default:
         return 0;
@@ -151,6 +156,7 @@ int weft_wgemm(int wtype, int m, int n, int k, const float *x, size_t ldx, const
         return 0;
     }
     case WEFT_WTYPE_Q8_0: case WEFT_WTYPE_Q4_0: case WEFT_WTYPE_Q4_1:
+    case WEFT_WTYPE_Q4_K: case WEFT_WTYPE_Q5_K: case WEFT_WTYPE_Q6_K:
         return weft_qgemv(wtype, m, n, k, x, ldx, w, y, ldy, scratch, pool);
     default:
         return -1;
