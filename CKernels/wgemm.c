@@ -5,6 +5,7 @@
 #include "weft_wgemm.h"
 #include "weft_kernels.h"
 #include "weft_quant.h"
+#include "wgemm_internal.h"
 
 #include <string.h>
 
@@ -87,78 +88,275 @@ int weft_quantize_row(int wtype, const float *src, void *dst, int64_t k) {
     }
 }
 
+static float widen16(int bf16, uint16_t h) {
+    if (!bf16) return weft_fp16_to_fp32(h);
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
 void weft_wgemm_thread_rows(int wtype, int n, int count, int index, long *begin, long *end) {
     (void)wtype;
     weft_split_range(n, count, index, begin, end);
 }
 
-// ------------------------------------------- 16-bit weights (first version)
-// Each weight row is widened into a per-thread float32 buffer, then dotted
-// with every activation row.
+// ------------------------------------------------- 16-bit scalar references
+// The definitions the SIMD paths are tested against: each weight element
+// widened exactly, products summed in float32 in k order.
+void weft_wgemm16_rows_scalar(int bf16, int m, long j0, long j1, int k, const float *x,
+                              size_t ldx, const uint16_t *w, float *y, size_t ldy) {
+    for (long j = j0; j < j1; j++) {
+        const uint16_t *wj = w + (size_t)j * (size_t)k;
+        for (int i = 0; i < m; i++) {
+            const float *xi = x + (size_t)i * ldx;
+            float s = 0.0f;
+            for (int t = 0; t < k; t++) s += xi[t] * widen16(bf16, wj[t]);
+            y[(size_t)i * ldy + (size_t)j] = s;
+        }
+    }
+}
+
+void weft_wgemm_pack16_scalar(int bf16, const uint16_t *w, size_t ldw, int nrows, int kc, float *dst) {
+    for (int kk = 0; kk < kc; kk++)
+        for (int r = 0; r < WEFT_GEMM_NR; r++)
+            dst[(size_t)kk * WEFT_GEMM_NR + r] = r < nrows ? widen16(bf16, w[(size_t)r * ldw + kk]) : 0.0f;
+}
+
+void weft_wgemm_pack32_scalar(const float *rows, size_t ldr, int nrows, int kc, float *dst) {
+    for (int kk = 0; kk < kc; kk++)
+        for (int r = 0; r < WEFT_GEMM_NR; r++)
+            dst[(size_t)kk * WEFT_GEMM_NR + r] = r < nrows ? rows[(size_t)r * ldr + kk] : 0.0f;
+}
+
+// The reference has no direct block-format packer: rows are dequantized by
+// weft_dequantize_row and packed by weft_wgemm_pack32_scalar.
+int weft_wgemm_packq_scalar(int wtype, const void *w, size_t row_bytes, int nrows, int kc, float *dst) {
+    (void)wtype, (void)w, (void)row_bytes, (void)nrows, (void)kc, (void)dst;
+    return 0;
+}
+
+// ------------------------------------------------------- per-ISA selection
+typedef struct {
+    wgemm16_fn rows16;
+    wgemm_pack16_fn pack16;
+    wgemm_pack32_fn pack32;
+    wgemm_packq_fn packq;
+} wgemm_isa_fns;
+
+static wgemm_isa_fns isa_fns(void) {
+    switch (weft_isa_current()) {
+    case WEFT_ISA_AVX512:
+        return (wgemm_isa_fns){weft_wgemm16_rows_avx512, weft_wgemm_pack16_avx512, weft_wgemm_pack32_avx512,
+                               weft_wgemm_packq_avx512};
+    case WEFT_ISA_AVX2:
+        if (weft_wgemm_has_f16c())
+            return (wgemm_isa_fns){weft_wgemm16_rows_avx2, weft_wgemm_pack16_avx2, weft_wgemm_pack32_avx2,
+                                   weft_wgemm_packq_avx2};
+        // fall through: an AVX2 CPU without F16C gets the references
+    default:
+        return (wgemm_isa_fns){weft_wgemm16_rows_scalar, weft_wgemm_pack16_scalar, weft_wgemm_pack32_scalar,
+                               weft_wgemm_packq_scalar};
+    }
+}
+
+// ------------------------------------------------------------- the paths
+static int is16(int wtype) { return wtype == WEFT_WTYPE_F16 || wtype == WEFT_WTYPE_BF16; }
+
+// Per-thread scratch of the panel path: one block of packed panels and, for
+// block formats, 32 dequantized rows of a K chunk; 64 bytes of alignment slack.
+static size_t panel_thread_bytes(int wtype, int k) {
+    size_t kc = (size_t)(k < WGEMM_KC ? k : WGEMM_KC);
+    size_t floats = (size_t)WGEMM_BLOCK_ROWS * kc + (is16(wtype) ? 0 : (size_t)WEFT_GEMM_NR * kc);
+    return floats * sizeof(float) + 64;
+}
+
+// The dot path's scratch: none for 16-bit weights (nominally 64 bytes, so
+// that 0 keeps meaning "invalid"), the quantized activations of weft_qgemv
+// otherwise (0 when weft_qgemv does not take the format).
+static size_t dot_bytes(int wtype, int m, int k) {
+    if (is16(wtype)) return 64;
+    return weft_qgemv_scratch_bytes(wtype, m, k);
+}
+
+size_t weft_wgemm_path_scratch_bytes(int path, int wtype, int m, int n, int k, int threads) {
+    if (m < 1 || n < 0 || threads < 1 || wtype == WEFT_WTYPE_F32 || !weft_wtype_supported(wtype) ||
+        weft_wtype_row_bytes(wtype, k) == 0)
+        return 0;
+    switch (path) {
+    case WEFT_WGEMM_DOT: return dot_bytes(wtype, m, k);
+    case WEFT_WGEMM_PANEL: return (size_t)threads * panel_thread_bytes(wtype, k);
+    default: return 0;
+    }
+}
+
+// The smallest m from which weft_wgemm takes the panel path, per format and
+// thread count. Measured with `weft bench gemm` on the Llama-3.2-1B shapes;
+// Docs/Kernels.md ("Weights in their stored format") has the table.
+static int panel_from(int wtype, int threads) {
+    (void)threads;
+    switch (wtype) {
+    case WEFT_WTYPE_F16: case WEFT_WTYPE_BF16: return 16;
+    case WEFT_WTYPE_Q8_0: return 16;
+    case WEFT_WTYPE_Q4_0: return 16;
+    case WEFT_WTYPE_Q4_1: return 16;
+    case WEFT_WTYPE_Q4_K: case WEFT_WTYPE_Q5_K: case WEFT_WTYPE_Q6_K: return 16;
+    default: return 1;  // formats without an integer-dot kernel
+    }
+}
+
+int weft_wgemm_choose(int wtype, int m, int n, int k, int threads) {
+    if (weft_wgemm_path_scratch_bytes(WEFT_WGEMM_PANEL, wtype, m, n, k, threads) == 0) return 0;
+    if (m >= panel_from(wtype, threads)) return WEFT_WGEMM_PANEL;
+    return weft_wgemm_path_scratch_bytes(WEFT_WGEMM_DOT, wtype, m, n, k, threads) ? WEFT_WGEMM_DOT
+                                                                                  : WEFT_WGEMM_PANEL;
+}
+
+size_t weft_wgemm_scratch_bytes(int wtype, int m, int n, int k, int threads) {
+    int path = weft_wgemm_choose(wtype, m, n, k, threads);
+    if (path == 0) return 0;
+    size_t need = weft_wgemm_path_scratch_bytes(path, wtype, m, n, k, threads);
+    // Nondecreasing in m: a buffer sized for the largest batch serves every
+    // smaller one, whichever path those take.
+    int below = m < panel_from(wtype, threads) ? m : panel_from(wtype, threads) - 1;
+    if (below >= 1) {
+        size_t dot = weft_wgemm_path_scratch_bytes(WEFT_WGEMM_DOT, wtype, below, n, k, threads);
+        if (dot > need) need = dot;
+    }
+    return need;
+}
+
 typedef struct {
     int wtype, m, n, k;
     const float *x;
     size_t ldx;
-    const uint16_t *w;
+    const unsigned char *w;
+    size_t row_bytes;
     float *y;
     size_t ldy;
-    float *rows;  // per-thread k floats
-} wide_task;
+    unsigned char *scratch;  // panel path: per-thread blocks
+    size_t thread_bytes;
+    wgemm_isa_fns fns;
+} wgemm_task;
 
-static float dot_f32(const float *a, const float *b, int k) {
-    float s = 0;
-    for (int i = 0; i < k; i++) s += a[i] * b[i];
-    return s;
+static void dot16_rows(const wgemm_task *t, int thread, long j0, long j1) {
+    (void)thread;
+    if (j0 < j1)
+        t->fns.rows16(t->wtype == WEFT_WTYPE_BF16, t->m, j0, j1, t->k, t->x, t->ldx,
+                      (const uint16_t *)t->w, t->y, t->ldy);
 }
 
-static void wide_rows(const wide_task *t, int thread, long j0, long j1) {
-    float *row = t->rows + (size_t)thread * (size_t)t->k;
-    for (long j = j0; j < j1; j++) {
-        const uint16_t *src = t->w + (size_t)j * (size_t)t->k;
-        if (t->wtype == WEFT_WTYPE_F16) weft_f16_to_f32(src, row, (size_t)t->k);
-        else weft_bf16_to_f32(src, row, (size_t)t->k);
-        for (int i = 0; i < t->m; i++)
-            t->y[(size_t)i * t->ldy + (size_t)j] = dot_f32(row, t->x + (size_t)i * t->ldx, t->k);
+// Rows [j0, j1) in blocks of WGEMM_BLOCK_ROWS: each K chunk of a block is
+// dequantized into packed panels, then weft_gemm_packed multiplies all m
+// activation rows with it (adding into y after the first chunk).
+static void panel_rows(const wgemm_task *t, int thread, long j0, long j1) {
+    const int NR = WEFT_GEMM_NR, k = t->k;
+    uintptr_t base = (uintptr_t)(t->scratch + (size_t)thread * t->thread_bytes);
+    float *block = (float *)((base + 63) & ~(uintptr_t)63);
+    float *rows = block + (size_t)WGEMM_BLOCK_ROWS * (size_t)(k < WGEMM_KC ? k : WGEMM_KC);
+    const int be = weft_wtype_block_elements(t->wtype);
+    const size_t bb = weft_wtype_block_bytes(t->wtype);
+    const int sixteen = is16(t->wtype), bf16 = t->wtype == WEFT_WTYPE_BF16;
+    for (long b0 = j0; b0 < j1; b0 += WGEMM_BLOCK_ROWS) {
+        long b1 = j1 - b0 < WGEMM_BLOCK_ROWS ? j1 : b0 + WGEMM_BLOCK_ROWS;
+        for (int pc = 0; pc < k; pc += WGEMM_KC) {
+            int kc = k - pc < WGEMM_KC ? k - pc : WGEMM_KC;
+            for (long p0 = b0; p0 < b1; p0 += NR) {
+                int nrows = b1 - p0 < NR ? (int)(b1 - p0) : NR;
+                float *dst = block + (size_t)((p0 - b0) / NR) * NR * (size_t)kc;
+                if (sixteen) {
+                    t->fns.pack16(bf16, (const uint16_t *)t->w + (size_t)p0 * (size_t)k + pc, (size_t)k,
+                                  nrows, kc, dst);
+                } else if (!t->fns.packq(t->wtype, t->w + (size_t)p0 * t->row_bytes + (size_t)(pc / be) * bb,
+                                         t->row_bytes, nrows, kc, dst)) {
+                    for (int r = 0; r < nrows; r++)
+                        weft_dequantize_row(t->wtype, t->w + (size_t)(p0 + r) * t->row_bytes + (size_t)(pc / be) * bb,
+                                            rows + (size_t)r * kc, kc);
+                    t->fns.pack32(rows, (size_t)kc, nrows, kc, dst);
+                }
+            }
+            weft_gemm_packed(t->m, 0, (int)(b1 - b0), kc, t->x + pc, t->ldx, block, t->y + b0, t->ldy, pc > 0);
+        }
     }
 }
 
-static void wide_pool_task(void *context, int index, int count) {
-    const wide_task *t = context;
+static void dot16_pool_task(void *context, int index, int count) {
+    const wgemm_task *t = context;
     long j0, j1;
     weft_wgemm_thread_rows(t->wtype, t->n, count, index, &j0, &j1);
-    wide_rows(t, index, j0, j1);
+    dot16_rows(t, index, j0, j1);
 }
 
-size_t weft_wgemm_scratch_bytes(int wtype, int m, int n, int k, int threads) {
-    if (m < 1 || n < 0 || threads < 1 || weft_wtype_row_bytes(wtype, k) == 0) return 0;
-    switch (wtype) {
-    case WEFT_WTYPE_F16: case WEFT_WTYPE_BF16:
-        return (size_t)threads * (size_t)k * sizeof(float);
-    case WEFT_WTYPE_Q8_0: case WEFT_WTYPE_Q4_0: case WEFT_WTYPE_Q4_1:
-    case WEFT_WTYPE_Q4_K: case WEFT_WTYPE_Q5_K: case WEFT_WTYPE_Q6_K:
-        return weft_qgemv_scratch_bytes(wtype, m, k);
-    default:
-        return 0;
-    }
+static void panel_pool_task(void *context, int index, int count) {
+    const wgemm_task *t = context;
+    long j0, j1;
+    weft_wgemm_thread_rows(t->wtype, t->n, count, index, &j0, &j1);
+    if (j0 < j1) panel_rows(t, index, j0, j1);
+}
+
+int weft_wgemm_path(int path, int wtype, int m, int n, int k, const float *x, size_t ldx,
+                    const void *w, float *y, size_t ldy, void *scratch, size_t scratch_bytes,
+                    weft_pool *pool) {
+    int threads = pool ? weft_pool_size(pool) : 1;
+    if (path == WEFT_WGEMM_AUTO) path = weft_wgemm_choose(wtype, m, n, k, threads);
+    size_t need = weft_wgemm_path_scratch_bytes(path, wtype, m, n, k, threads);
+    if (need == 0 || scratch_bytes < need || !x || !w || !y || !scratch) return -1;
+    if (ldx < (size_t)k || ldy < (size_t)n) return -1;
+    if (n == 0) return 0;
+    wgemm_task t = {wtype, m, n, k, x, ldx, w, weft_wtype_row_bytes(wtype, k), y, ldy,
+                    scratch, panel_thread_bytes(wtype, k), isa_fns()};
+    if (path == WEFT_WGEMM_DOT && !is16(wtype))
+        return weft_qgemv(wtype, m, n, k, x, ldx, w, y, ldy, scratch, pool);
+    weft_task_fn fn = path == WEFT_WGEMM_DOT ? dot16_pool_task : panel_pool_task;
+    if (threads > 1) weft_pool_run(pool, fn, &t);
+    else fn(&t, 0, 1);
+    return 0;
 }
 
 int weft_wgemm(int wtype, int m, int n, int k, const float *x, size_t ldx, const void *w,
                float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool) {
+    return weft_wgemm_path(WEFT_WGEMM_AUTO, wtype, m, n, k, x, ldx, w, y, ldy, scratch,
+                           scratch_bytes, pool);
+}
+
+// ------------------------------------------------------ benchmark read loop
+uint64_t weft_wgemm_read_scalar(const unsigned char *p, size_t bytes) {
+    uint64_t sum = 0, word;
+    for (size_t i = 0; i + 8 <= bytes; i += 8) {
+        memcpy(&word, p + i, 8);
+        sum += word;
+    }
+    return sum;
+}
+
+typedef struct {
+    const unsigned char *p;
+    size_t bytes;
+    uint64_t (*read)(const unsigned char *, size_t);
+    uint64_t sums[256];
+} read_task;
+
+static void read_pool_task(void *context, int index, int count) {
+    read_task *t = context;
+    long l0, l1, lines = (long)(t->bytes / 64);
+    weft_split_range(lines, count, index, &l0, &l1);
+    size_t end = index == count - 1 ? t->bytes : (size_t)l1 * 64;
+    uint64_t s = t->read(t->p + (size_t)l0 * 64, end - (size_t)l0 * 64);
+    if (index < 256) t->sums[index] = s;
+}
+
+uint64_t weft_wgemm_read_loop(const void *p, size_t bytes, weft_pool *pool) {
+    if (!p || bytes == 0) return 0;
+    read_task t = {p, bytes, weft_wgemm_read_scalar, {0}};
+    switch (weft_isa_current()) {
+    case WEFT_ISA_AVX512: t.read = weft_wgemm_read_avx512; break;
+    case WEFT_ISA_AVX2: t.read = weft_wgemm_read_avx2; break;
+    default: break;
+    }
     int threads = pool ? weft_pool_size(pool) : 1;
-    size_t need = weft_wgemm_scratch_bytes(wtype, m, n, k, threads);
-    if (need == 0 || scratch_bytes < need || !x || !w || !y || !scratch) return -1;
-    if (n == 0) return 0;
-    switch (wtype) {
-    case WEFT_WTYPE_F16: case WEFT_WTYPE_BF16: {
-        wide_task t = {wtype, m, n, k, x, ldx, w, y, ldy, scratch};
-        if (threads > 1) weft_pool_run(pool, wide_pool_task, &t);
-        else wide_rows(&t, 0, 0, n);
-        return 0;
-    }
-    case WEFT_WTYPE_Q8_0: case WEFT_WTYPE_Q4_0: case WEFT_WTYPE_Q4_1:
-    case WEFT_WTYPE_Q4_K: case WEFT_WTYPE_Q5_K: case WEFT_WTYPE_Q6_K:
-        return weft_qgemv(wtype, m, n, k, x, ldx, w, y, ldy, scratch, pool);
-    default:
-        return -1;
-    }
+    if (threads > 1) weft_pool_run(pool, read_pool_task, &t);
+    else read_pool_task(&t, 0, 1);
+    uint64_t sum = 0;
+    for (int i = 0; i < threads && i < 256; i++) sum += t.sums[i];
+    return sum;
 }

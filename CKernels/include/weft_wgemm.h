@@ -65,8 +65,44 @@ int weft_wgemm(int wtype, int m, int n, int k, const float *x, size_t ldx, const
                float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool);
 
 /// The weight rows [*begin, *end) thread `index` of `count` multiplies in
-/// weft_wgemm (aligned to the kernels' row groups).
+/// weft_wgemm (weft_split_range over the n rows, for every format and path).
 void weft_wgemm_thread_rows(int wtype, int n, int count, int index, long *begin, long *end);
+
+/// The two kernels weft_wgemm chooses between.
+typedef enum {
+    WEFT_WGEMM_AUTO = 0,   // weft_wgemm's own choice (weft_wgemm_choose)
+    /// Decode: weight rows streamed once against every activation row. 16-bit
+    /// weights are widened in registers (F16C / a shift for BF16) into FMAs
+    /// over register tiles of weight x activation rows; block formats use the
+    /// integer dot products of weft_qgemv over 8-bit activation blocks.
+    WEFT_WGEMM_DOT = 1,
+    /// Prefill: per thread, blocks of 256 weight rows x 256 columns are
+    /// dequantized into float32 packed panels in the scratch and multiplied
+    /// with all m activation rows by the float32 GEMM (weft_gemm_packed).
+    WEFT_WGEMM_PANEL = 2,
+} weft_wgemm_path_kind;
+
+/// The path weft_wgemm takes for these arguments (0 if they are invalid).
+int weft_wgemm_choose(int wtype, int m, int n, int k, int threads);
+/// Scratch bytes of one path (0 if the arguments are invalid or the path does
+/// not take the format). weft_wgemm_scratch_bytes is that of the chosen path,
+/// raised so that it never decreases as m grows: a buffer sized for the
+/// largest batch serves every smaller one.
+size_t weft_wgemm_path_scratch_bytes(int path, int wtype, int m, int n, int k, int threads);
+/// weft_wgemm on a given path (WEFT_WGEMM_AUTO: the chosen one), with that
+/// path's scratch (weft_wgemm_path_scratch_bytes). Same results up to float
+/// rounding (and, for block formats on the dot path, the 8-bit quantization
+/// of the activations). Returns 0, or -1 for invalid arguments (also ldx < k
+/// or ldy < n).
+int weft_wgemm_path(int path, int wtype, int m, int n, int k, const float *x, size_t ldx,
+                    const void *w, float *y, size_t ldy, void *scratch, size_t scratch_bytes,
+                    weft_pool *pool);
+
+/// Benchmark helper: reads `bytes` bytes at `p` once, split over the threads
+/// of `pool` (NULL: the calling thread) as weft_split_range splits 64-byte
+/// lines, with 256-bit loads on the SIMD paths. The machine's read
+/// bandwidth for `weft bench gemm`; returns a checksum so the loads stay.
+uint64_t weft_wgemm_read_loop(const void *p, size_t bytes, weft_pool *pool);
 
 #ifdef __cplusplus
 }
