@@ -309,8 +309,13 @@ float weft_vec_dot_q4_1_q8_1(int n, const weft_block_q4_1 *x, const weft_block_q
         }                                                                                      \
     }
 QTILE_WRAPPERS(scalar)
-QTILE_WRAPPERS(avx2)
 QTILE_WRAPPERS(avx512)
+
+// AVX2: quant_avx2.c's tiles (the scalar ones where it has none: not x86-64).
+static const weft_qtiles *block_tiles_avx2(int wtype) {
+    const weft_qtiles *t = weft_q_tiles_avx2(wtype);
+    return t ? t : block_tiles_scalar(wtype);
+}
 
 // The activation quantizer of each path (one set of bytes: the SIMD ones
 // write the reference's).

@@ -1,10 +1,13 @@
-// AVX2 + FMA + F16C dot products of the block formats, ggml's pattern: the
-// 32 products of a block are summed exactly in integers (vpmaddubsw on
-// |x| and sign(y, x), then vpmaddwd with ones), converted to float and
-// multiplied by the block's scale product with one FMA per block into 8-lane
+// AVX2 + FMA + F16C dot products of the block formats as tiles of weight rows
+// x activation rows (below). The products of a block are summed exactly in
+// integers (vpmaddubsw, then vpmaddwd with ones), converted to float and
+// multiplied by the blocks' scale products with FMAs into 8-lane
 // accumulators. Function-level target attributes; runs only where
 // weft_quant_has_avx2().
 #include "weft_quant.h"
+#include "quant_tiles.h"
+
+#include <string.h>
 
 #if defined(__x86_64__)
 
@@ -15,26 +18,11 @@
 
 QINLINE float fp16_f16c(uint16_t h) { return _cvtsh_ss(h); }
 
-// 32 nibbles -> 32 bytes: low nibbles in the lower 128 bits (elements 0..15),
-// high nibbles in the upper (16..31).
-QINLINE __m256i bytes_from_nibbles_32(const uint8_t *p) {
-    const __m128i tmp = _mm_loadu_si128((const __m128i *)p);
-    const __m256i bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
-    return _mm256_and_si256(_mm256_set1_epi8(0x0F), bytes);
-}
-
 // Unsigned x (0..255) times signed y, pairs summed into 8 int32 lanes.
 QINLINE __m256 mul_sum_us8_pairs_float(__m256i ax, __m256i sy) {
     const __m256i dot = _mm256_maddubs_epi16(ax, sy);
     const __m256i summed = _mm256_madd_epi16(_mm256_set1_epi16(1), dot);
     return _mm256_cvtepi32_ps(summed);
-}
-
-// Signed x times signed y: |x| times y with x's sign.
-QINLINE __m256 mul_sum_i8_pairs_float(__m256i x, __m256i y) {
-    const __m256i ax = _mm256_sign_epi8(x, x);
-    const __m256i sy = _mm256_sign_epi8(y, x);
-    return mul_sum_us8_pairs_float(ax, sy);
 }
 
 QINLINE float hsum_float_8(__m256 x) {
@@ -45,78 +33,214 @@ QINLINE float hsum_float_8(__m256 x) {
     return _mm_cvtss_f32(res);
 }
 
-QTARGET float weft_vec_dot_q8_0_q8_0_avx2(int n, const weft_block_q8_0 *x, const weft_block_q8_0 *y) {
-    const int nb = n / WEFT_QK;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int ib = 0;
-    for (; ib + 2 <= nb; ib += 2) {
-        const __m256 d0 = _mm256_set1_ps(fp16_f16c(x[ib].d) * fp16_f16c(y[ib].d));
-        const __m256 d1 = _mm256_set1_ps(fp16_f16c(x[ib + 1].d) * fp16_f16c(y[ib + 1].d));
-        const __m256i qx0 = _mm256_loadu_si256((const __m256i *)x[ib].qs);
-        const __m256i qy0 = _mm256_loadu_si256((const __m256i *)y[ib].qs);
-        const __m256i qx1 = _mm256_loadu_si256((const __m256i *)x[ib + 1].qs);
-        const __m256i qy1 = _mm256_loadu_si256((const __m256i *)y[ib + 1].qs);
-        acc0 = _mm256_fmadd_ps(d0, mul_sum_i8_pairs_float(qx0, qy0), acc0);
-        acc1 = _mm256_fmadd_ps(d1, mul_sum_i8_pairs_float(qx1, qy1), acc1);
-    }
-    for (; ib < nb; ib++) {
-        const __m256 d = _mm256_set1_ps(fp16_f16c(x[ib].d) * fp16_f16c(y[ib].d));
-        const __m256i qx = _mm256_loadu_si256((const __m256i *)x[ib].qs);
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[ib].qs);
-        acc0 = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc0);
-    }
-    return hsum_float_8(_mm256_add_ps(acc0, acc1));
+// ------------------------------------------------------------------ tiles
+// The kernels are tiles of NR weight rows x NC activation rows (quant_tiles.h):
+// the activation vectors of a block are loaded once for the NR rows, a weight
+// row's unpacked values serve the NC activation rows. Each (row, activation)
+// pair has its own float32 accumulators and the same operations in the same
+// order whatever the tile shape, so every tile (and the single dot product,
+// the 1 x 1 tile) gives the same bits.
+//
+// Q4_0 / Q4_1: two blocks per 256-bit vector. Block b's 16 nibble bytes go to
+// the low 128 bits and block b + 1's to the high 128 bits; the low nibbles
+// (elements 0..15 of each block) and the high nibbles (16..31) meet the
+// activations arranged the same way. vpmaddubsw of the unsigned nibbles with
+// the int8 activations, the two halves added in int16 and summed to int32
+// (exact), give per 128-bit half four partial sums of one block; Q4_0's -8 is
+// taken out exactly as 8 * the activations' partial sums. One FMA per pair of
+// blocks applies both blocks' scales (d_x * d_y, in lanes 0..3 and 4..7).
+
+QINLINE __m256i load_2x16(const void *lo, const void *hi) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
+                                   _mm_loadu_si128((const __m128i *)hi), 1);
 }
 
-QTARGET float weft_vec_dot_q4_0_q8_0_avx2(int n, const weft_block_q4_0 *x, const weft_block_q8_0 *y) {
-    const int nb = n / WEFT_QK;
-    const __m256i off = _mm256_set1_epi8(8);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int ib = 0;
-    for (; ib + 2 <= nb; ib += 2) {
-        const __m256 d0 = _mm256_set1_ps(fp16_f16c(x[ib].d) * fp16_f16c(y[ib].d));
-        const __m256 d1 = _mm256_set1_ps(fp16_f16c(x[ib + 1].d) * fp16_f16c(y[ib + 1].d));
-        const __m256i qx0 = _mm256_sub_epi8(bytes_from_nibbles_32(x[ib].qs), off);
-        const __m256i qx1 = _mm256_sub_epi8(bytes_from_nibbles_32(x[ib + 1].qs), off);
-        const __m256i qy0 = _mm256_loadu_si256((const __m256i *)y[ib].qs);
-        const __m256i qy1 = _mm256_loadu_si256((const __m256i *)y[ib + 1].qs);
-        acc0 = _mm256_fmadd_ps(d0, mul_sum_i8_pairs_float(qx0, qy0), acc0);
-        acc1 = _mm256_fmadd_ps(d1, mul_sum_i8_pairs_float(qx1, qy1), acc1);
-    }
-    for (; ib < nb; ib++) {
-        const __m256 d = _mm256_set1_ps(fp16_f16c(x[ib].d) * fp16_f16c(y[ib].d));
-        const __m256i qx = _mm256_sub_epi8(bytes_from_nibbles_32(x[ib].qs), off);
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[ib].qs);
-        acc0 = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc0);
-    }
-    return hsum_float_8(_mm256_add_ps(acc0, acc1));
+// Two fp16 values to float32 lanes 0 and 1.
+QINLINE __m128 fp16_pair(uint16_t a, uint16_t b) {
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)a | (uint32_t)b << 16)));
 }
 
-QTARGET float weft_vec_dot_q4_1_q8_1_avx2(int n, const weft_block_q4_1 *x, const weft_block_q8_1 *y) {
-    const int nb = n / WEFT_QK;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float summs = 0;
+// [a0 a0 a0 a0 a1 a1 a1 a1] from lanes 0, 1 of a.
+QINLINE __m256 spread_pair(__m128 a) {
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(a), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+}
+
+QINLINE float hsum_128(__m128 x) {
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+// Q4_0 (OFFSET = 1) and Q4_1 (OFFSET = 0) share the body; wb is a row of
+// 18- or 20-byte blocks (qs at byte qs_at, d at 0, Q4_1's m at 2), the
+// activations Q8_0 (34 bytes: d, qs at 2) or Q8_1 (36: d, s, qs at 4).
+QINLINE void q4_tile(int k, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba, float *out,
+                     size_t ldo, const int NR, const int NC, const int OFFSET) {
+    const int nb = k / WEFT_QK;
+    const size_t xb = OFFSET ? sizeof(weft_block_q4_0) : sizeof(weft_block_q4_1);
+    const size_t yb = OFFSET ? sizeof(weft_block_q8_0) : sizeof(weft_block_q8_1);
+    const int xq = OFFSET ? 2 : 4, yq = OFFSET ? 2 : 4;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
+    __m256 acc[4][4];
+    __m128 ms[4][4];  // Q4_1: m_x * s_y of both blocks in lanes 0, 1
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) {
+            acc[r][c] = _mm256_setzero_ps();
+            ms[r][c] = _mm_setzero_ps();
+        }
     int ib = 0;
     for (; ib + 2 <= nb; ib += 2) {
-        const __m256 d0 = _mm256_set1_ps(fp16_f16c(x[ib].d) * fp16_f16c(y[ib].d));
-        const __m256 d1 = _mm256_set1_ps(fp16_f16c(x[ib + 1].d) * fp16_f16c(y[ib + 1].d));
-        summs += fp16_f16c(x[ib].m) * fp16_f16c(y[ib].s);
-        summs += fp16_f16c(x[ib + 1].m) * fp16_f16c(y[ib + 1].s);
-        const __m256i qx0 = bytes_from_nibbles_32(x[ib].qs);
-        const __m256i qx1 = bytes_from_nibbles_32(x[ib + 1].qs);
-        const __m256i qy0 = _mm256_loadu_si256((const __m256i *)y[ib].qs);
-        const __m256i qy1 = _mm256_loadu_si256((const __m256i *)y[ib + 1].qs);
-        acc0 = _mm256_fmadd_ps(d0, mul_sum_us8_pairs_float(qx0, qy0), acc0);
-        acc1 = _mm256_fmadd_ps(d1, mul_sum_us8_pairs_float(qx1, qy1), acc1);
+        __m256i ylo[4], yhi[4], off[4];
+        __m128 dy[4], sy[4];
+        for (int c = 0; c < NC; c++) {
+            const unsigned char *y0 = a + (size_t)c * ba + (size_t)ib * yb, *y1 = y0 + yb;
+            ylo[c] = load_2x16(y0 + yq, y1 + yq);
+            yhi[c] = load_2x16(y0 + yq + 16, y1 + yq + 16);
+            uint16_t d0, d1;
+            memcpy(&d0, y0, 2);
+            memcpy(&d1, y1, 2);
+            dy[c] = fp16_pair(d0, d1);
+            if (OFFSET) {
+                off[c] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(eight, ylo[c]),
+                                                            _mm256_maddubs_epi16(eight, yhi[c])), ones);
+            } else {
+                uint16_t s0, s1;
+                memcpy(&s0, y0 + 2, 2);
+                memcpy(&s1, y1 + 2, 2);
+                sy[c] = fp16_pair(s0, s1);
+            }
+        }
+        for (int r = 0; r < NR; r++) {
+            const unsigned char *x0 = w + (size_t)r * bw + (size_t)ib * xb, *x1 = x0 + xb;
+            const __m256i q = load_2x16(x0 + xq, x1 + xq);
+            const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            uint16_t d0, d1;
+            memcpy(&d0, x0, 2);
+            memcpy(&d1, x1, 2);
+            const __m128 dx = fp16_pair(d0, d1);
+            __m128 mx = _mm_setzero_ps();
+            if (!OFFSET) {
+                uint16_t m0, m1;
+                memcpy(&m0, x0 + 2, 2);
+                memcpy(&m1, x1 + 2, 2);
+                mx = fp16_pair(m0, m1);
+            }
+            for (int c = 0; c < NC; c++) {
+                __m256i s = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo[c]),
+                                                               _mm256_maddubs_epi16(hi, yhi[c])), ones);
+                if (OFFSET) s = _mm256_sub_epi32(s, off[c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), spread_pair(_mm_mul_ps(dx, dy[c])), acc[r][c]);
+                if (!OFFSET) ms[r][c] = _mm_fmadd_ps(mx, sy[c], ms[r][c]);
+            }
+        }
     }
-    for (; ib < nb; ib++) {
-        const __m256 d = _mm256_set1_ps(fp16_f16c(x[ib].d) * fp16_f16c(y[ib].d));
-        summs += fp16_f16c(x[ib].m) * fp16_f16c(y[ib].s);
-        const __m256i qx = bytes_from_nibbles_32(x[ib].qs);
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[ib].qs);
-        acc0 = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc0);
+    float tail[4][4] = {{0}};
+    if (ib < nb) {  // the odd last block, in 128 bits
+        const __m128i m4s = _mm_set1_epi8(0x0F), eights = _mm_set1_epi8(8), ones1 = _mm_set1_epi16(1);
+        for (int c = 0; c < NC; c++) {
+            const unsigned char *y0 = a + (size_t)c * ba + (size_t)ib * yb;
+            const __m128i ylo1 = _mm_loadu_si128((const __m128i *)(y0 + yq));
+            const __m128i yhi1 = _mm_loadu_si128((const __m128i *)(y0 + yq + 16));
+            uint16_t dyh, syh = 0;
+            memcpy(&dyh, y0, 2);
+            if (!OFFSET) memcpy(&syh, y0 + 2, 2);
+            const __m128i off1 = _mm_madd_epi16(_mm_add_epi16(_mm_maddubs_epi16(eights, ylo1),
+                                                              _mm_maddubs_epi16(eights, yhi1)), ones1);
+            for (int r = 0; r < NR; r++) {
+                const unsigned char *x0 = w + (size_t)r * bw + (size_t)ib * xb;
+                const __m128i q = _mm_loadu_si128((const __m128i *)(x0 + xq));
+                const __m128i lo = _mm_and_si128(q, m4s), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4s);
+                __m128i s = _mm_madd_epi16(_mm_add_epi16(_mm_maddubs_epi16(lo, ylo1), _mm_maddubs_epi16(hi, yhi1)), ones1);
+                if (OFFSET) s = _mm_sub_epi32(s, off1);
+                uint16_t dxh, mxh = 0;
+                memcpy(&dxh, x0, 2);
+                if (!OFFSET) memcpy(&mxh, x0 + 2, 2);
+                const __m128 v = _mm_mul_ps(_mm_cvtepi32_ps(s), _mm_set1_ps(fp16_f16c(dxh) * fp16_f16c(dyh)));
+                tail[r][c] = hsum_128(v);
+                if (!OFFSET) tail[r][c] += fp16_f16c(mxh) * fp16_f16c(syh);
+            }
+        }
     }
-    return hsum_float_8(_mm256_add_ps(acc0, acc1)) + summs;
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++)
+            out[(size_t)c * ldo + (size_t)r] = hsum_float_8(acc[r][c]) + hsum_128(ms[r][c]) + tail[r][c];
+}
+
+// Q8_0: one block per vector; |x| and sign(y, x) into vpmaddubsw (ggml's
+// pattern), the activation loads and scales shared by the NR rows.
+QINLINE void q8_tile(int k, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba, float *out,
+                     size_t ldo, const int NR, const int NC) {
+    const int nb = k / WEFT_QK;
+    const size_t b8 = sizeof(weft_block_q8_0);
+    __m256 acc[4][4];
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_ps();
+    for (int ib = 0; ib < nb; ib++) {
+        __m256i qy[4];
+        float dy[4];
+        for (int c = 0; c < NC; c++) {
+            const weft_block_q8_0 *y = (const weft_block_q8_0 *)(a + (size_t)c * ba) + ib;
+            qy[c] = _mm256_loadu_si256((const __m256i *)y->qs);
+            dy[c] = fp16_f16c(y->d);
+        }
+        for (int r = 0; r < NR; r++) {
+            const weft_block_q8_0 *x = (const weft_block_q8_0 *)(w + (size_t)r * bw + (size_t)ib * b8);
+            const __m256i qx = _mm256_loadu_si256((const __m256i *)x->qs);
+            const __m256i ax = _mm256_sign_epi8(qx, qx);
+            const float dx = fp16_f16c(x->d);
+            for (int c = 0; c < NC; c++)
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy[c]),
+                                            mul_sum_us8_pairs_float(ax, _mm256_sign_epi8(qy[c], qx)), acc[r][c]);
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) out[(size_t)c * ldo + (size_t)r] = hsum_float_8(acc[r][c]);
+}
+
+#define TILE_SET(name, call)                                                                         \
+    static QTARGET void name##_r1c1(int k, const void *w, size_t bw, const void *a, size_t ba,       \
+                                    float *y, size_t ldy) { call(1, 1); }                            \
+    static QTARGET void name##_r4c1(int k, const void *w, size_t bw, const void *a, size_t ba,       \
+                                    float *y, size_t ldy) { call(4, 1); }                            \
+    static QTARGET void name##_r1c2(int k, const void *w, size_t bw, const void *a, size_t ba,       \
+                                    float *y, size_t ldy) { call(1, 2); }                            \
+    static QTARGET void name##_r1c3(int k, const void *w, size_t bw, const void *a, size_t ba,       \
+                                    float *y, size_t ldy) { call(1, 3); }                            \
+    static QTARGET void name##_r1c4(int k, const void *w, size_t bw, const void *a, size_t ba,       \
+                                    float *y, size_t ldy) { call(1, 4); }                            \
+    static const weft_qtiles name##_tiles = {name##_r1c1, name##_r4c1,                               \
+                                             {name##_r1c2, name##_r1c3, name##_r1c4}};
+
+#define CALL_Q40(NR, NC) q4_tile(k, w, bw, a, ba, y, ldy, NR, NC, 1)
+#define CALL_Q41(NR, NC) q4_tile(k, w, bw, a, ba, y, ldy, NR, NC, 0)
+#define CALL_Q80(NR, NC) q8_tile(k, w, bw, a, ba, y, ldy, NR, NC)
+TILE_SET(q4_0_avx2, CALL_Q40)
+TILE_SET(q4_1_avx2, CALL_Q41)
+TILE_SET(q8_0_avx2, CALL_Q80)
+
+const weft_qtiles *weft_q_tiles_avx2(int wtype) {
+    switch (wtype) {
+    case WEFT_QTYPE_Q8_0: return &q8_0_avx2_tiles;
+    case WEFT_QTYPE_Q4_0: return &q4_0_avx2_tiles;
+    case WEFT_QTYPE_Q4_1: return &q4_1_avx2_tiles;
+    default: return weft_kq_tiles_avx2(wtype);
+    }
+}
+
+float weft_vec_dot_q8_0_q8_0_avx2(int n, const weft_block_q8_0 *x, const weft_block_q8_0 *y) {
+    float s;
+    q8_0_avx2_r1c1(n, x, 0, y, 0, &s, 1);
+    return s;
+}
+float weft_vec_dot_q4_0_q8_0_avx2(int n, const weft_block_q4_0 *x, const weft_block_q8_0 *y) {
+    float s;
+    q4_0_avx2_r1c1(n, x, 0, y, 0, &s, 1);
+    return s;
+}
+float weft_vec_dot_q4_1_q8_1_avx2(int n, const weft_block_q4_1 *x, const weft_block_q8_1 *y) {
+    float s;
+    q4_1_avx2_r1c1(n, x, 0, y, 0, &s, 1);
+    return s;
 }
 
 #else  // not x86-64: the scalar references
@@ -130,5 +254,6 @@ float weft_vec_dot_q4_0_q8_0_avx2(int n, const weft_block_q4_0 *x, const weft_bl
 float weft_vec_dot_q4_1_q8_1_avx2(int n, const weft_block_q4_1 *x, const weft_block_q8_1 *y) {
     return weft_vec_dot_q4_1_q8_1_scalar(n, x, y);
 }
+const weft_qtiles *weft_q_tiles_avx2(int wtype) { return weft_kq_tiles_avx2(wtype); }
 
 #endif

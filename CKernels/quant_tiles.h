@@ -17,6 +17,9 @@ typedef struct {
     weft_qtile_fn r1c[3];  // 1 weight row x 2, 3, 4 activation rows, or NULL
 } weft_qtiles;
 
+// The AVX2 tiles of Q8_0, Q4_0, Q4_1 (quant_avx2.c; then the k-quants').
+const weft_qtiles *weft_q_tiles_avx2(int wtype);
+
 // The k-quant tiles of an ISA for wtype 12, 13, 14 (NULL for another type).
 const weft_qtiles *weft_kq_tiles_scalar(int wtype);
 const weft_qtiles *weft_kq_tiles_avx2(int wtype);
