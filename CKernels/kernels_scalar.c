@@ -252,7 +252,7 @@ static inline const void *kv_row_any(const void *pool, const weft_attention_kv_a
                                      const int32_t *table, int pos, int g) {
     int block = table[pos / a->block_size];
     int slot = pos % a->block_size;
-    return (const char *)pool + (((size_t)block * a->block_size + slot) * a->n_kv_heads + g) * a->head_dim * esize;
+    return (const char *)pool + (((size_t)block * a->n_kv_heads + g) * a->block_size + slot) * a->head_dim * esize;
 }
 
 // The scalar reference over any element type: weft_attention_scalar's
@@ -294,25 +294,36 @@ void weft_attention_kv_scalar(const weft_attention_kv_args *a, int item_begin, i
     }
 }
 
-int weft_kv_write_dtype(void *k_cache, void *v_cache, int kv_dtype, int block_size, int kv_width,
+int weft_kv_write_dtype(void *k_cache, void *v_cache, int kv_dtype, int block_size,
+                        int n_kv_heads, int head_dim,
                         const float *k, size_t ldk, const float *v, size_t ldv,
                         const int32_t *positions, const int32_t *table_row,
                         const int32_t *block_tables, int max_blocks, int rows) {
     size_t esize = weft_kv_dtype_size(kv_dtype);
     if (esize == 0) return -1;
-    if (kv_dtype == WEFT_KV_F32) {
-        weft_kv_write(k_cache, v_cache, block_size, kv_width, k, ldk, v, ldv, positions, table_row,
-                      block_tables, max_blocks, rows);
-        return 0;
-    }
-    void (*convert)(const float *, uint16_t *, size_t) =
-        kv_dtype == WEFT_KV_F16 ? weft_f32_to_f16 : weft_f32_to_bf16;
     for (int r = 0; r < rows; r++) {
         const int32_t *table = block_tables + (size_t)table_row[r] * max_blocks;
         int pos = positions[r];
-        size_t slot = (size_t)table[pos / block_size] * block_size + pos % block_size;
-        convert(k + (size_t)r * ldk, (uint16_t *)k_cache + slot * kv_width, (size_t)kv_width);
-        convert(v + (size_t)r * ldv, (uint16_t *)v_cache + slot * kv_width, (size_t)kv_width);
+        size_t block = (size_t)table[pos / block_size], slot = (size_t)(pos % block_size);
+        for (int g = 0; g < n_kv_heads; g++) {
+            size_t at = ((block * n_kv_heads + g) * block_size + slot) * head_dim;  // elements
+            const float *kr = k + (size_t)r * ldk + (size_t)g * head_dim;
+            const float *vr = v + (size_t)r * ldv + (size_t)g * head_dim;
+            switch (kv_dtype) {
+            case WEFT_KV_F32:
+                memcpy((float *)k_cache + at, kr, sizeof(float) * (size_t)head_dim);
+                memcpy((float *)v_cache + at, vr, sizeof(float) * (size_t)head_dim);
+                break;
+            case WEFT_KV_F16:
+                weft_f32_to_f16(kr, (uint16_t *)k_cache + at, (size_t)head_dim);
+                weft_f32_to_f16(vr, (uint16_t *)v_cache + at, (size_t)head_dim);
+                break;
+            default:
+                weft_f32_to_bf16(kr, (uint16_t *)k_cache + at, (size_t)head_dim);
+                weft_f32_to_bf16(vr, (uint16_t *)v_cache + at, (size_t)head_dim);
+                break;
+            }
+        }
     }
     return 0;
 }

@@ -292,168 +292,194 @@ SIMD_TARGET void SIMD_FN(weft_attention)(const weft_attention_args *a, int item_
     }
 }
 
-// ------------------------------------------------ attention over a 16-bit cache
-// The same chunked online softmax as weft_attention, the keys and values
-// widened to float32 as they are loaded (the including file defines, under
-// SIMD_KV_TARGET / SIMD_KV_INLINE, v_load_f16, v_load_f16_n, v_load_bf16 and
-// v_load_bf16_n: VW or the first n < VW 16-bit elements, widened). `dt` is a
-// compile-time constant in each instantiation below.
-SIMD_KV_INLINE vf SIMD_FN(kv16_load)(const uint16_t *p, int dt) {
-    return dt == WEFT_KV_F16 ? v_load_f16(p) : v_load_bf16(p);
+// ------------------------------------- attention over a cache of any KV dtype
+// The query heads that share a KV head (grouped-query attention) run
+// together: each key and value row is loaded (and widened, for a 16-bit
+// cache) once for the whole group, not once per head. Within a group the
+// algorithm is weft_attention's: chunks of keys, the running maximum raised
+// once per chunk, the chunk's weights exponentiated together, all float32.
+// The including file defines, under SIMD_KV_TARGET / SIMD_KV_INLINE,
+// v_load_f16, v_load_f16_n, v_load_bf16 and v_load_bf16_n (VW or the first
+// n < VW 16-bit elements, widened). `dt` and `G` are compile-time constants
+// in every instantiation below.
+#define WEFT_ATTN_GROUP 8  // query heads per group at most
+#ifndef WEFT_ATTN_AHEAD
+#define WEFT_ATTN_AHEAD 8  // key/value rows prefetched ahead of use
+#endif
+
+SIMD_KV_INLINE vf SIMD_FN(kv_load)(const char *row, int d, int dt) {
+    if (dt == WEFT_KV_F32) return v_load((const float *)row + d);
+    if (dt == WEFT_KV_F16) return v_load_f16((const uint16_t *)row + d);
+    return v_load_bf16((const uint16_t *)row + d);
 }
-SIMD_KV_INLINE vf SIMD_FN(kv16_load_n)(const uint16_t *p, int n, int dt) {
-    return dt == WEFT_KV_F16 ? v_load_f16_n(p, n) : v_load_bf16_n(p, n);
+SIMD_KV_INLINE vf SIMD_FN(kv_load_n)(const char *row, int d, int n, int dt) {
+    if (dt == WEFT_KV_F32) return v_load_n((const float *)row + d, n);
+    if (dt == WEFT_KV_F16) return v_load_f16_n((const uint16_t *)row + d, n);
+    return v_load_bf16_n((const uint16_t *)row + d, n);
 }
 
-SIMD_KV_INLINE float SIMD_FN(kv16_dot)(const float *q, const uint16_t *k, int n, int dt) {
-    vf s0 = v_zero(), s1 = v_zero();
-    int d = 0;
-    for (; d + 2 * VW <= n; d += 2 * VW) {
-        s0 = v_fma(v_load(q + d), SIMD_FN(kv16_load)(k + d, dt), s0);
-        s1 = v_fma(v_load(q + d + VW), SIMD_FN(kv16_load)(k + d + VW, dt), s1);
+// Heads h0 .. h0+G-1 of token t, all reading KV head kv_head_of[h0].
+SIMD_KV_INLINE void SIMD_FN(attention_group)(const weft_attention_kv_args *a, int t, int h0,
+                                             const int G, const int dt) {
+    const int hd = a->head_dim;
+    const size_t es = dt == WEFT_KV_F32 ? 4 : 2;
+    float scores[WEFT_ATTN_GROUP][WEFT_ATTN_CHUNK] __attribute__((aligned(64)));
+    // Row pointers of the chunk and of the WEFT_ATTN_AHEAD positions after
+    // it: each key's rows are prefetched that far ahead (the hardware
+    // prefetchers lose the stream at every block boundary).
+    const char *kr[WEFT_ATTN_CHUNK + WEFT_ATTN_AHEAD], *vr[WEFT_ATTN_CHUNK + WEFT_ATTN_AHEAD];
+    const char *kpool = a->k_cache, *vpool = a->v_cache;
+    const size_t row_bytes = (size_t)hd * es;
+    const int g = a->kv_head_of[h0];
+    const float *q = a->q + (size_t)t * a->ldq + (size_t)h0 * hd;  // head i at q + i*hd
+    float *out = a->out + (size_t)t * a->ldo + (size_t)h0 * hd;
+    const int32_t *table = a->block_tables + (size_t)a->table_row[t] * a->max_blocks;
+    const int context = a->positions[t] + 1;
+    float running_max[WEFT_ATTN_GROUP], denom[WEFT_ATTN_GROUP];
+    for (int i = 0; i < G; i++) {
+        running_max[i] = -INFINITY;
+        denom[i] = 0.0f;
     }
-    for (; d < n; d += VW) {
-        int c = n - d < VW ? n - d : VW;
-        s0 = v_fma(v_load_n(q + d, c), SIMD_FN(kv16_load_n)(k + d, c, dt), s0);
-    }
-    return v_hsum(v_add(s0, s1));
-}
-
-SIMD_KV_INLINE void SIMD_FN(kv16_dot4)(const float *q, const uint16_t *k0, const uint16_t *k1,
-                                       const uint16_t *k2, const uint16_t *k3, int n, int dt,
-                                       float *out) {
-    vf s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero();
-    int d = 0;
-    for (; d + VW <= n; d += VW) {
-        vf qv = v_load(q + d);
-        s0 = v_fma(qv, SIMD_FN(kv16_load)(k0 + d, dt), s0);
-        s1 = v_fma(qv, SIMD_FN(kv16_load)(k1 + d, dt), s1);
-        s2 = v_fma(qv, SIMD_FN(kv16_load)(k2 + d, dt), s2);
-        s3 = v_fma(qv, SIMD_FN(kv16_load)(k3 + d, dt), s3);
-    }
-    if (d < n) {
-        int c = n - d;
-        vf qv = v_load_n(q + d, c);
-        s0 = v_fma(qv, SIMD_FN(kv16_load_n)(k0 + d, c, dt), s0);
-        s1 = v_fma(qv, SIMD_FN(kv16_load_n)(k1 + d, c, dt), s1);
-        s2 = v_fma(qv, SIMD_FN(kv16_load_n)(k2 + d, c, dt), s2);
-        s3 = v_fma(qv, SIMD_FN(kv16_load_n)(k3 + d, c, dt), s3);
-    }
-    out[0] = v_hsum(s0);
-    out[1] = v_hsum(s1);
-    out[2] = v_hsum(s2);
-    out[3] = v_hsum(s3);
-}
-
-// out[0:n) += w0*v0 + w1*v1 + w2*v2 + w3*v3 (added in that order)
-SIMD_KV_INLINE void SIMD_FN(kv16_axpy4)(float *out, const float *w, const uint16_t *v0,
-                                        const uint16_t *v1, const uint16_t *v2,
-                                        const uint16_t *v3, int n, int dt) {
-    vf w0 = v_set1(w[0]), w1 = v_set1(w[1]), w2 = v_set1(w[2]), w3 = v_set1(w[3]);
-    int d = 0;
-    for (; d + VW <= n; d += VW) {
-        vf o = v_load(out + d);
-        o = v_fma(w0, SIMD_FN(kv16_load)(v0 + d, dt), o);
-        o = v_fma(w1, SIMD_FN(kv16_load)(v1 + d, dt), o);
-        o = v_fma(w2, SIMD_FN(kv16_load)(v2 + d, dt), o);
-        o = v_fma(w3, SIMD_FN(kv16_load)(v3 + d, dt), o);
-        v_store(out + d, o);
-    }
-    if (d < n) {
-        int c = n - d;
-        vf o = v_load_n(out + d, c);
-        o = v_fma(w0, SIMD_FN(kv16_load_n)(v0 + d, c, dt), o);
-        o = v_fma(w1, SIMD_FN(kv16_load_n)(v1 + d, c, dt), o);
-        o = v_fma(w2, SIMD_FN(kv16_load_n)(v2 + d, c, dt), o);
-        o = v_fma(w3, SIMD_FN(kv16_load_n)(v3 + d, c, dt), o);
-        v_store_n(out + d, o, c);
-    }
-}
-
-SIMD_KV_INLINE void SIMD_FN(kv16_axpy1)(float *out, float w, const uint16_t *v, int n, int dt) {
-    vf wv = v_set1(w);
-    int d = 0;
-    for (; d + VW <= n; d += VW) v_store(out + d, v_fma(wv, SIMD_FN(kv16_load)(v + d, dt), v_load(out + d)));
-    if (d < n)
-        v_store_n(out + d, v_fma(wv, SIMD_FN(kv16_load_n)(v + d, n - d, dt), v_load_n(out + d, n - d)), n - d);
-}
-
-SIMD_KV_INLINE void SIMD_FN(attention16)(const weft_attention_kv_args *a, int item_begin,
-                                         int item_end, const int dt) {
-    int hd = a->head_dim;
-    float scores[WEFT_ATTN_CHUNK] __attribute__((aligned(64)));
-    const uint16_t *kr[WEFT_ATTN_CHUNK], *vr[WEFT_ATTN_CHUNK];
-    const uint16_t *kpool = a->k_cache, *vpool = a->v_cache;
-    for (int item = item_begin; item < item_end; item++) {
-        int t = item / a->n_heads, h = item % a->n_heads;
-        int g = a->kv_head_of[h];
-        const float *q = a->q + (size_t)t * a->ldq + (size_t)h * hd;
-        float *out = a->out + (size_t)t * a->ldo + (size_t)h * hd;
-        const int32_t *table = a->block_tables + (size_t)a->table_row[t] * a->max_blocks;
-        int context = a->positions[t] + 1;
-        float running_max = -INFINITY, denom = 0.0f;
-        memset(out, 0, sizeof(float) * (size_t)hd);
-        for (int p0 = 0; p0 < context; p0 += WEFT_ATTN_CHUNK) {
-            int cnt = context - p0 < WEFT_ATTN_CHUNK ? context - p0 : WEFT_ATTN_CHUNK;
+    memset(out, 0, sizeof(float) * (size_t)hd * (size_t)G);
+    const int tail = hd % VW, full = hd - tail;
+    for (int p0 = 0; p0 < context; p0 += WEFT_ATTN_CHUNK) {
+        const int cnt = context - p0 < WEFT_ATTN_CHUNK ? context - p0 : WEFT_ATTN_CHUNK;
+        const int ahead = context - p0 - cnt < WEFT_ATTN_AHEAD ? context - p0 - cnt : WEFT_ATTN_AHEAD;
+        for (int j = 0; j < cnt + ahead; j++) {
+            int pos = p0 + j;
+            size_t off = (((size_t)table[pos / a->block_size] * a->n_kv_heads + g) * a->block_size +
+                          pos % a->block_size) * hd * es;
+            kr[j] = kpool + off;
+            vr[j] = vpool + off;
+        }
+        if (p0 == 0)  // the first rows: nothing prefetched them
+            for (int j = 0; j < WEFT_ATTN_AHEAD && j < cnt; j++)
+                for (size_t b = 0; b < row_bytes; b += 64) {
+                    __builtin_prefetch(kr[j] + b);
+                    __builtin_prefetch(vr[j] + b);
+                }
+        // Scores: each key row once for the G heads.
+        for (int j = 0; j < cnt; j++) {
+            if (j + WEFT_ATTN_AHEAD < cnt + ahead)
+                for (size_t b = 0; b < row_bytes; b += 64) {
+                    __builtin_prefetch(kr[j + WEFT_ATTN_AHEAD] + b);
+                    __builtin_prefetch(vr[j + WEFT_ATTN_AHEAD] + b);
+                }
+            vf acc[WEFT_ATTN_GROUP];
+#pragma GCC unroll 8
+            for (int i = 0; i < G; i++) acc[i] = v_zero();
+            for (int d = 0; d < full; d += VW) {
+                vf k = SIMD_FN(kv_load)(kr[j], d, dt);
+#pragma GCC unroll 8
+                for (int i = 0; i < G; i++) acc[i] = v_fma(v_load(q + i * hd + d), k, acc[i]);
+            }
+            if (tail) {
+                vf k = SIMD_FN(kv_load_n)(kr[j], full, tail, dt);
+#pragma GCC unroll 8
+                for (int i = 0; i < G; i++) acc[i] = v_fma(v_load_n(q + i * hd + full, tail), k, acc[i]);
+            }
+#pragma GCC unroll 8
+            for (int i = 0; i < G; i++) scores[i][j] = v_hsum(acc[i]);
+        }
+        // Online softmax, per head.
+        for (int i = 0; i < G; i++) {
+            float *s = scores[i];
+            float chunk_max = -INFINITY;
             for (int j = 0; j < cnt; j++) {
-                int pos = p0 + j;
-                size_t off = (((size_t)table[pos / a->block_size] * a->block_size + pos % a->block_size) *
-                                  a->n_kv_heads + g) * hd;
-                kr[j] = kpool + off;
-                vr[j] = vpool + off;
+                s[j] *= a->scale;
+                if (s[j] > chunk_max) chunk_max = s[j];
+            }
+            if (chunk_max > running_max[i]) {
+                float correction = expf(running_max[i] - chunk_max);
+                denom[i] *= correction;
+                SIMD_FN(scale_row)(out + i * hd, correction, hd);
+                running_max[i] = chunk_max;
+            }
+            vf vmax = v_set1(running_max[i]);
+            for (int j = 0; j < cnt; j += VW) {
+                int n = cnt - j < VW ? cnt - j : VW;
+                v_store_n(s + j, v_exp(v_sub(v_load_n(s + j, n), vmax)), n);
+            }
+            for (int j = 0; j < cnt; j++) denom[i] += s[j];
+        }
+        // Weighted values: each value row slice once for the G heads; with
+        // few heads, even and odd keys accumulate separately (FMA latency).
+        for (int d = 0; d < hd; d += VW) {
+            const int c = hd - d < VW ? hd - d : VW;
+            vf acc[WEFT_ATTN_GROUP], odd[WEFT_ATTN_GROUP];
+#pragma GCC unroll 8
+            for (int i = 0; i < G; i++) {
+                acc[i] = c == VW ? v_load(out + i * hd + d) : v_load_n(out + i * hd + d, c);
+                odd[i] = v_zero();
             }
             int j = 0;
-            for (; j + 4 <= cnt; j += 4)
-                SIMD_FN(kv16_dot4)(q, kr[j], kr[j + 1], kr[j + 2], kr[j + 3], hd, dt, scores + j);
-            for (; j < cnt; j++) scores[j] = SIMD_FN(kv16_dot)(q, kr[j], hd, dt);
-            float chunk_max = -INFINITY;
-            for (j = 0; j < cnt; j++) {
-                scores[j] *= a->scale;
-                if (scores[j] > chunk_max) chunk_max = scores[j];
+            if (G <= 4) {
+                for (; j + 2 <= cnt; j += 2) {
+                    vf v0 = c == VW ? SIMD_FN(kv_load)(vr[j], d, dt) : SIMD_FN(kv_load_n)(vr[j], d, c, dt);
+                    vf v1 = c == VW ? SIMD_FN(kv_load)(vr[j + 1], d, dt) : SIMD_FN(kv_load_n)(vr[j + 1], d, c, dt);
+#pragma GCC unroll 8
+                    for (int i = 0; i < G; i++) {
+                        acc[i] = v_fma(v_set1(scores[i][j]), v0, acc[i]);
+                        odd[i] = v_fma(v_set1(scores[i][j + 1]), v1, odd[i]);
+                    }
+                }
             }
-            if (chunk_max > running_max) {
-                float correction = expf(running_max - chunk_max);
-                denom *= correction;
-                SIMD_FN(scale_row)(out, correction, hd);
-                running_max = chunk_max;
+            for (; j < cnt; j++) {
+                vf v0 = c == VW ? SIMD_FN(kv_load)(vr[j], d, dt) : SIMD_FN(kv_load_n)(vr[j], d, c, dt);
+#pragma GCC unroll 8
+                for (int i = 0; i < G; i++) acc[i] = v_fma(v_set1(scores[i][j]), v0, acc[i]);
             }
-            vf vmax = v_set1(running_max);
-            for (j = 0; j < cnt; j += VW) {
-                int n = cnt - j < VW ? cnt - j : VW;
-                vf w = v_exp(v_sub(v_load_n(scores + j, n), vmax));
-                v_store_n(scores + j, w, n);
+#pragma GCC unroll 8
+            for (int i = 0; i < G; i++) {
+                vf r = G <= 4 ? v_add(acc[i], odd[i]) : acc[i];
+                if (c == VW) v_store(out + i * hd + d, r);
+                else v_store_n(out + i * hd + d, r, c);
             }
-            for (j = 0; j < cnt; j++) denom += scores[j];
-            for (j = 0; j + 4 <= cnt; j += 4)
-                SIMD_FN(kv16_axpy4)(out, scores + j, vr[j], vr[j + 1], vr[j + 2], vr[j + 3], hd, dt);
-            for (; j < cnt; j++) SIMD_FN(kv16_axpy1)(out, scores[j], vr[j], hd, dt);
         }
-        SIMD_FN(scale_row)(out, 1.0f / denom, hd);
+    }
+    for (int i = 0; i < G; i++) SIMD_FN(scale_row)(out + i * hd, 1.0f / denom[i], hd);
+}
+
+// Items [item_begin, item_end) (item = t * n_heads + h), consecutive heads of
+// one token that share a KV head taken as one group.
+SIMD_KV_INLINE void SIMD_FN(attention_items)(const weft_attention_kv_args *a, int item_begin,
+                                             int item_end, const int dt) {
+    int item = item_begin;
+    while (item < item_end) {
+        int t = item / a->n_heads, h = item % a->n_heads;
+        int g = a->kv_head_of[h], n = 1;
+        while (n < WEFT_ATTN_GROUP && item + n < item_end && h + n < a->n_heads && a->kv_head_of[h + n] == g) n++;
+        switch (n) {
+        case 1: SIMD_FN(attention_group)(a, t, h, 1, dt); break;
+        case 2: SIMD_FN(attention_group)(a, t, h, 2, dt); break;
+        case 3: SIMD_FN(attention_group)(a, t, h, 3, dt); break;
+        case 4: SIMD_FN(attention_group)(a, t, h, 4, dt); break;
+        case 5: SIMD_FN(attention_group)(a, t, h, 5, dt); break;
+        case 6: SIMD_FN(attention_group)(a, t, h, 6, dt); break;
+        case 7: SIMD_FN(attention_group)(a, t, h, 7, dt); break;
+        default: SIMD_FN(attention_group)(a, t, h, 8, dt); break;
+        }
+        item += n;
     }
 }
 
+static SIMD_KV_TARGET void SIMD_FN(attention_f32)(const weft_attention_kv_args *a, int item_begin,
+                                                  int item_end) {
+    SIMD_FN(attention_items)(a, item_begin, item_end, WEFT_KV_F32);
+}
 static SIMD_KV_TARGET void SIMD_FN(attention_f16)(const weft_attention_kv_args *a, int item_begin,
                                                   int item_end) {
-    SIMD_FN(attention16)(a, item_begin, item_end, WEFT_KV_F16);
+    SIMD_FN(attention_items)(a, item_begin, item_end, WEFT_KV_F16);
 }
 static SIMD_KV_TARGET void SIMD_FN(attention_bf16)(const weft_attention_kv_args *a, int item_begin,
                                                    int item_end) {
-    SIMD_FN(attention16)(a, item_begin, item_end, WEFT_KV_BF16);
+    SIMD_FN(attention_items)(a, item_begin, item_end, WEFT_KV_BF16);
 }
 
 SIMD_TARGET void SIMD_FN(weft_attention_kv)(const weft_attention_kv_args *a, int item_begin,
                                             int item_end) {
     switch (a->kv_dtype) {
-    case WEFT_KV_F32: {
-        weft_attention_args f = {
-            .n_tokens = a->n_tokens, .n_heads = a->n_heads, .n_kv_heads = a->n_kv_heads,
-            .head_dim = a->head_dim, .q = a->q, .ldq = a->ldq, .out = a->out, .ldo = a->ldo,
-            .k_cache = a->k_cache, .v_cache = a->v_cache, .block_size = a->block_size,
-            .positions = a->positions, .table_row = a->table_row, .block_tables = a->block_tables,
-            .max_blocks = a->max_blocks, .kv_head_of = a->kv_head_of, .scale = a->scale};
-        SIMD_FN(weft_attention)(&f, item_begin, item_end);
-        break;
-    }
+    case WEFT_KV_F32: SIMD_FN(attention_f32)(a, item_begin, item_end); break;
     case WEFT_KV_F16: SIMD_FN(attention_f16)(a, item_begin, item_end); break;
     case WEFT_KV_BF16: SIMD_FN(attention_bf16)(a, item_begin, item_end); break;
     default: weft_attention_kv_scalar(a, item_begin, item_end); break;  // writes NaN

@@ -186,8 +186,11 @@ void weft_f32_to_bf16_scalar(const float *src, uint16_t *dst, size_t n);
 void weft_f32_to_bf16_avx512(const float *src, uint16_t *dst, size_t n);
 void weft_f32_to_bf16_avx2(const float *src, uint16_t *dst, size_t n);
 
-/// weft_attention_args over a cache of any weft_kv_dtype: the pools are
-/// `kv_dtype` elements in the same paged layout (element offsets as above).
+/// weft_attention_args over a cache of any weft_kv_dtype. The pools hold
+/// `kv_dtype` elements in a head-major paged layout: element
+/// (block b, kv head g, slot s, d) is at
+/// ((b * n_kv_heads + g) * block_size + s) * head_dim + d, so the rows one KV
+/// head reads in a block are contiguous (streamed by the hardware prefetchers).
 typedef struct {
     int n_tokens;
     int n_heads;
@@ -209,16 +212,19 @@ typedef struct {
     float scale;
 } weft_attention_kv_args;
 
-/// weft_attention over a cache of a->kv_dtype (float32: the same kernel as
-/// weft_attention, bit for bit). An unknown dtype writes NaN to the outputs.
+/// weft_attention over a cache of a->kv_dtype, in the layout above. The query
+/// heads that share a KV head are computed together (each key and value row
+/// read once for the group). An unknown dtype writes NaN to the outputs.
 void weft_attention_kv(const weft_attention_kv_args *a, int item_begin, int item_end);
 void weft_attention_kv_scalar(const weft_attention_kv_args *a, int item_begin, int item_end);
 void weft_attention_kv_avx512(const weft_attention_kv_args *a, int item_begin, int item_end);
 void weft_attention_kv_avx2(const weft_attention_kv_args *a, int item_begin, int item_end);
 
-/// weft_kv_write into a cache of `kv_dtype`: rows are rounded (RNE) to the
+/// Copies rows' keys and values (n_kv_heads * head_dim floats each) into a
+/// cache of `kv_dtype` in weft_attention_kv's layout, rounded (RNE) to the
 /// cache's type. Returns 0, or -1 for an unknown dtype (nothing written).
-int weft_kv_write_dtype(void *k_cache, void *v_cache, int kv_dtype, int block_size, int kv_width,
+int weft_kv_write_dtype(void *k_cache, void *v_cache, int kv_dtype, int block_size,
+                        int n_kv_heads, int head_dim,
                         const float *k, size_t ldk, const float *v, size_t ldv,
                         const int32_t *positions, const int32_t *table_row,
                         const int32_t *block_tables, int max_blocks, int rows);

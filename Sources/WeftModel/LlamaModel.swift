@@ -256,7 +256,8 @@ public final class LlamaModel {
                             weft_op_rope(pool, qkv + qWidth, qkvWidth, n, Int32(m.localKVHeads), Int32(m.config.headDim), pos, m.inverseFrequencies.pointer)
                             // Keys and values are rounded to the cache's type here (the
                             // dtype is one of KVDType's, so the write cannot be refused).
-                            _ = weft_kv_write_dtype(keys, values, kvDType, Int32(m.cache.blockSize), Int32(kvWidth),
+                            _ = weft_kv_write_dtype(keys, values, kvDType, Int32(m.cache.blockSize),
+                                                    Int32(m.localKVHeads), Int32(m.config.headDim),
                                                     qkv + qWidth, qkvWidth, qkv + qWidth + kvWidth, qkvWidth,
                                                     pos, tableRows, tbl.baseAddress, Int32(maxBlocks), n)
                             var args = weft_attention_kv_args(

@@ -3,10 +3,10 @@ import XCTest
 
 /// The KV cache in 16 bits: float32 -> f16/bf16 rounding (every path against
 /// the scalar reference, the scalar reference against Swift's Float16 and
-/// the nearest-even rule), the typed KV write, and attention over f16 and
-/// bf16 caches (scalar against a float64 two-pass softmax over the same
-/// rounded values, each SIMD path against the scalar one, float32 caches bit
-/// for bit the existing kernel).
+/// the nearest-even rule), the typed KV write (head-major layout), and
+/// attention over f32, f16 and bf16 caches (scalar against a float64
+/// two-pass softmax over the same rounded values, each SIMD path against the
+/// scalar one, and against the float32 weft_attention on the same data).
 final class KV16AttentionTests: XCTestCase {
     typealias Convert = @convention(c) (UnsafePointer<Float>?, UnsafeMutablePointer<UInt16>?, Int) -> Void
     typealias AttentionKV = @convention(c) (UnsafePointer<weft_attention_kv_args>?, Int32, Int32) -> Void
@@ -123,7 +123,7 @@ final class KV16AttentionTests: XCTestCase {
 
     func testTypedKVWriteRoundsIntoItsSlots() {
         var rng = TestRandom(seed: 29)
-        let blockSize = 3, kvWidth = 13, blocks = 5, rows = 4, ld = kvWidth + 2
+        let blockSize = 3, kvHeads = 2, headDim = 7, kvWidth = kvHeads * headDim, blocks = 5, rows = 4, ld = kvWidth + 2
         let tables: [Int32] = [4, 1, 3, 0, 2, 4]   // two rows of max_blocks 3
         let positions: [Int32] = [0, 7, 2, 5], tableRow: [Int32] = [0, 0, 1, 1]
         let k = rng.floats(rows * ld, scale: 100), v = rng.floats(rows * ld, scale: 100)
@@ -131,64 +131,96 @@ final class KV16AttentionTests: XCTestCase {
             let esize = weft_kv_dtype_size(Int32(dtype.rawValue))
             let bytes = blocks * blockSize * kvWidth * esize
             var kc = [UInt8](repeating: 0x5A, count: bytes), vc = [UInt8](repeating: 0x5A, count: bytes)
-            let status = weft_kv_write_dtype(&kc, &vc, Int32(dtype.rawValue), Int32(blockSize), Int32(kvWidth), k, ld, v, ld,
-                                             positions, tableRow, tables, 3, Int32(rows))
+            let status = weft_kv_write_dtype(&kc, &vc, Int32(dtype.rawValue), Int32(blockSize), Int32(kvHeads), Int32(headDim),
+                                             k, ld, v, ld, positions, tableRow, tables, 3, Int32(rows))
             XCTAssertEqual(status, 0)
             var expectK = [UInt8](repeating: 0x5A, count: bytes), expectV = expectK
             for r in 0..<rows {
                 let p = Int(positions[r])
-                let slot = Int(tables[Int(tableRow[r]) * 3 + p / blockSize]) * blockSize + p % blockSize
-                for (src, dst) in [(k, 0), (v, 1)] {
-                    let row = Array(src[(r * ld)..<(r * ld + kvWidth)])
-                    var encoded: [UInt8]
-                    switch dtype {
-                    case WEFT_KV_F16:
-                        var h = [UInt16](repeating: 0, count: kvWidth); weft_f32_to_f16_scalar(row, &h, kvWidth)
-                        encoded = h.withUnsafeBytes { Array($0) }
-                    case WEFT_KV_BF16:
-                        var h = [UInt16](repeating: 0, count: kvWidth); weft_f32_to_bf16_scalar(row, &h, kvWidth)
-                        encoded = h.withUnsafeBytes { Array($0) }
-                    default:
-                        encoded = row.withUnsafeBytes { Array($0) }
+                let block = Int(tables[Int(tableRow[r]) * 3 + p / blockSize])
+                for g in 0..<kvHeads {
+                    for (src, dst) in [(k, 0), (v, 1)] {
+                        let row = Array(src[(r * ld + g * headDim)..<(r * ld + (g + 1) * headDim)])
+                        var encoded: [UInt8]
+                        switch dtype {
+                        case WEFT_KV_F16:
+                            var h = [UInt16](repeating: 0, count: headDim); weft_f32_to_f16_scalar(row, &h, headDim)
+                            encoded = h.withUnsafeBytes { Array($0) }
+                        case WEFT_KV_BF16:
+                            var h = [UInt16](repeating: 0, count: headDim); weft_f32_to_bf16_scalar(row, &h, headDim)
+                            encoded = h.withUnsafeBytes { Array($0) }
+                        default:
+                            encoded = row.withUnsafeBytes { Array($0) }
+                        }
+                        // Head-major: (block, kv head, slot, d).
+                        let offset = ((block * kvHeads + g) * blockSize + p % blockSize) * headDim * esize
+                        if dst == 0 { expectK.replaceSubrange(offset..<(offset + encoded.count), with: encoded) }
+                        else { expectV.replaceSubrange(offset..<(offset + encoded.count), with: encoded) }
                     }
-                    let offset = slot * kvWidth * esize
-                    if dst == 0 { expectK.replaceSubrange(offset..<(offset + encoded.count), with: encoded) }
-                    else { expectV.replaceSubrange(offset..<(offset + encoded.count), with: encoded) }
                 }
             }
             XCTAssertEqual(kc, expectK, "keys, dtype \(dtype.rawValue)")
             XCTAssertEqual(vc, expectV, "values, dtype \(dtype.rawValue)")
         }
         var sinkK = [UInt8](repeating: 0, count: 64), sinkV = sinkK
-        XCTAssertEqual(weft_kv_write_dtype(&sinkK, &sinkV, 7, 1, 1, k, ld, v, ld, positions, tableRow, tables, 3, 1), -1)
+        XCTAssertEqual(weft_kv_write_dtype(&sinkK, &sinkV, 7, 1, 1, 1, k, ld, v, ld, positions, tableRow, tables, 3, 1), -1)
         XCTAssertEqual(weft_kv_dtype_size(7), 0)
         XCTAssertEqual(sinkK + sinkV, [UInt8](repeating: 0, count: 128), "an unknown dtype writes nothing")
     }
 
     // ------------------------------------------------------------ attention
 
-    /// AttentionTests' random paged cache, stored in `dtype`.
+    /// AttentionTests' random paged cache (position-major layout), moved to
+    /// weft_attention_kv's head-major layout and stored in `dtype`.
     struct TypedCase {
-        let base: AttentionTests.Case
+        var base: AttentionTests.Case
         let dtype: weft_kv_dtype
-        /// The cache as stored (16-bit element bits, or float32 bits).
+        /// The 16-bit cache as stored.
         var keys16: [UInt16] = [], values16: [UInt16] = []
-        /// The stored values widened back to float32 (what attention must see).
+        /// The stored values widened back to float32 (what attention must
+        /// see), head-major; for float32 the cache itself.
         var keys: [Float] = [], values: [Float] = []
 
-        init(rng: inout TestRandom, headDim: Int, dtype: weft_kv_dtype) {
+        /// (block, slot, kv head, d) -> (block, kv head, slot, d).
+        static func headMajor(_ x: [Float], _ c: AttentionTests.Case) -> [Float] {
+            var y = x
+            let blocks = x.count / (c.blockSize * c.kvHeads * c.headDim)
+            for b in 0..<blocks {
+                for s in 0..<c.blockSize {
+                    for g in 0..<c.kvHeads {
+                        let from = ((b * c.blockSize + s) * c.kvHeads + g) * c.headDim
+                        let to = ((b * c.kvHeads + g) * c.blockSize + s) * c.headDim
+                        for d in 0..<c.headDim { y[to + d] = x[from + d] }
+                    }
+                }
+            }
+            return y
+        }
+
+        /// `group`: query heads per KV head instead of the base case's 1...3;
+        /// `interleaved`: head h reads KV head h % kvHeads (no two adjacent
+        /// heads share one) instead of h / group.
+        init(rng: inout TestRandom, headDim: Int, dtype: weft_kv_dtype, group: Int? = nil, interleaved: Bool = false) {
             base = AttentionTests.Case(rng: &rng, headDim: headDim)
+            if group != nil || interleaved {
+                let g = group ?? base.heads / base.kvHeads, kvHeads = base.kvHeads
+                base.heads = kvHeads * g
+                base.ldq = base.heads * headDim + rng.int(0, 5)
+                base.ldo = base.heads * headDim + rng.int(0, 5)
+                base.q = rng.floats(base.tokens * base.ldq, scale: 3)
+                base.kvHeadOf = (0..<base.heads).map { Int32(interleaved ? $0 % kvHeads : $0 / g) }
+            }
             self.dtype = dtype
-            keys = base.keys
-            values = base.values
+            keys = Self.headMajor(base.keys, base)
+            values = Self.headMajor(base.values, base)
             if dtype != WEFT_KV_F32 {
                 let n = keys.count
                 keys16 = [UInt16](repeating: 0, count: n)
                 values16 = [UInt16](repeating: 0, count: n)
                 let convert = dtype == WEFT_KV_F16 ? weft_f32_to_f16_scalar : weft_f32_to_bf16_scalar
                 let widen = dtype == WEFT_KV_F16 ? weft_f16_to_f32_scalar : weft_bf16_to_f32_scalar
-                convert(base.keys, &keys16, n)
-                convert(base.values, &values16, n)
+                convert(keys, &keys16, n)
+                convert(values, &values16, n)
                 widen(keys16, &keys, n)
                 widen(values16, &values, n)
             }
@@ -222,7 +254,7 @@ final class KV16AttentionTests: XCTestCase {
                 }
             }
             if dtype == WEFT_KV_F32 {
-                c.keys.withUnsafeBytes { k in c.values.withUnsafeBytes { v in go(k.baseAddress!, v.baseAddress!) } }
+                keys.withUnsafeBytes { k in values.withUnsafeBytes { v in go(k.baseAddress!, v.baseAddress!) } }
             } else {
                 keys16.withUnsafeBytes { k in values16.withUnsafeBytes { v in go(k.baseAddress!, v.baseAddress!) } }
             }
@@ -235,7 +267,7 @@ final class KV16AttentionTests: XCTestCase {
             let g = Int(c.kvHeadOf[h]), context = Int(c.positions[t]) + 1, hd = c.headDim
             let table = Int(c.tableRow[t]) * c.maxBlocks
             func row(_ p: Int) -> Int {
-                ((Int(c.blockTables[table + p / c.blockSize]) * c.blockSize + p % c.blockSize) * c.kvHeads + g) * hd
+                ((Int(c.blockTables[table + p / c.blockSize]) * c.kvHeads + g) * c.blockSize + p % c.blockSize) * hd
             }
             let scale = Double(1 / Float(hd).squareRoot())
             let scores = (0..<context).map { p in
@@ -248,12 +280,14 @@ final class KV16AttentionTests: XCTestCase {
         }
     }
 
-    func testScalarMatchesTwoPassSoftmaxOver16BitCaches() {
+    func testScalarMatchesTwoPassSoftmax() {
         var rng = TestRandom(seed: 41)
-        for dtype in [WEFT_KV_F16, WEFT_KV_BF16] {
+        for dtype in [WEFT_KV_F32, WEFT_KV_F16, WEFT_KV_BF16] {
             for headDim in [8, 13, 64] {
                 let c = TypedCase(rng: &rng, headDim: headDim, dtype: dtype)
-                XCTAssertNotEqual(c.keys, c.base.keys, "the 16-bit cache must differ from float32 (else this test is float32's)")
+                if dtype != WEFT_KV_F32 {
+                    XCTAssertNotEqual(c.keys, TypedCase.headMajor(c.base.keys, c.base), "the 16-bit cache must differ from float32")
+                }
                 let out = c.run(weft_attention_kv_scalar, split: 0, initial: [Float](repeating: 0, count: c.base.tokens * c.base.ldo))
                 for t in 0..<c.base.tokens {
                     for h in 0..<c.base.heads {
@@ -271,8 +305,10 @@ final class KV16AttentionTests: XCTestCase {
         }
     }
 
-    /// A float32 cache through the typed entry points is the existing kernel, bit for bit.
-    func testFloat32CacheIsTheExistingKernel() {
+    /// A float32 cache in the typed layout gives weft_attention's results on
+    /// the same data: the scalar references bit for bit (same operation
+    /// order), the SIMD paths within 1e-5 (grouped heads sum in another order).
+    func testFloat32CacheMatchesWeftAttention() {
         var rng = TestRandom(seed: 43)
         var paths: [(String, AttentionKV, SIMDPath.Attention)] = [("scalar", weft_attention_kv_scalar, weft_attention_scalar)]
         if weft_isa_detect().rawValue >= WEFT_ISA_AVX2.rawValue { paths.append(("avx2", weft_attention_kv_avx2, weft_attention_avx2)) }
@@ -283,7 +319,14 @@ final class KV16AttentionTests: XCTestCase {
             for (name, typed, plain) in paths {
                 let got = c.run(typed, split: 1, initial: initial)
                 let want = c.base.run(plain, split: 1, initial: initial)
-                XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), "\(name) head_dim \(headDim)")
+                if name == "scalar" {
+                    XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), "\(name) head_dim \(headDim)")
+                } else {
+                    for i in got.indices where !(abs(got[i] - want[i]) <= 1e-5) {
+                        XCTFail("\(name) head_dim \(headDim): out[\(i)] = \(got[i]), weft_attention \(want[i])")
+                        return
+                    }
+                }
             }
         }
     }
@@ -302,17 +345,21 @@ final class KV16AttentionTests: XCTestCase {
         }
     }
 
-    func testAVX2Over16BitCaches() throws { try checkAttention(Self.require(Self.avx2)) }
-    func testAVX512Over16BitCaches() throws { try checkAttention(Self.require(Self.avx512)) }
+    func testAVX2Attention() throws { try checkAttention(Self.require(Self.avx2)) }
+    func testAVX512Attention() throws { try checkAttention(Self.require(Self.avx512)) }
 
     /// Against the scalar reference over the same cache: outputs are convex
     /// combinations of values in [-1, 1], absolute 1e-5; padding untouched.
     private func checkAttention(_ path: Path) {
         var rng = TestRandom(seed: 53)
-        for dtype in [WEFT_KV_F16, WEFT_KV_BF16] {
+        for dtype in [WEFT_KV_F32, WEFT_KV_F16, WEFT_KV_BF16] {
             for headDim in [1, 3, 8, 16, 20, 32, 64, 100, 128] {
-                for _ in 0..<2 {
-                    let c = TypedCase(rng: &rng, headDim: headDim, dtype: dtype)
+                for variant in 0..<4 {
+                    // The base case (1-3 heads per KV head), 4-8 heads per KV
+                    // head (the widest groups, one or two per token), interleaved heads.
+                    let c = TypedCase(rng: &rng, headDim: headDim, dtype: dtype,
+                                      group: variant == 1 ? rng.int(4, 8) : variant == 2 ? rng.int(9, 12) : nil,
+                                      interleaved: variant == 3)
                     let initial = rng.floats(c.base.tokens * c.base.ldo)
                     let split = rng.int(0, c.base.tokens * c.base.heads)
                     let want = c.run(weft_attention_kv_scalar, split: 0, initial: initial)
