@@ -318,10 +318,12 @@ static const weft_qtiles *block_tiles_avx2(int wtype) {
 }
 
 // The activation quantizer of each path (one set of bytes: the SIMD ones
-// write the reference's).
+// write the reference's, so the path's dot products see the same blocks).
 typedef void (*qquant_fn)(const float *x, void *y, int64_t k);
 static void qq8_0_ref(const float *x, void *y, int64_t k) { weft_quantize_row_q8_0(x, y, k); }
 static void qq8_1_ref(const float *x, void *y, int64_t k) { weft_quantize_row_q8_1(x, y, k); }
+static void qq8_0_avx2(const float *x, void *y, int64_t k) { weft_quantize_row_q8_0_avx2(x, y, k); }
+static void qq8_1_avx2(const float *x, void *y, int64_t k) { weft_quantize_row_q8_1_avx2(x, y, k); }
 static void qq8_K_scalar(const float *x, void *y, int64_t k) { weft_quantize_row_q8_K_scalar(x, y, k); }
 static void qq8_K_avx2(const float *x, void *y, int64_t k) { weft_quantize_row_q8_K_avx2(x, y, k); }
 static void qq8_K_avx512(const float *x, void *y, int64_t k) { weft_quantize_row_q8_K_avx512(x, y, k); }
@@ -332,8 +334,9 @@ typedef struct {
 } qgemv_path;
 
 static const qgemv_path path_scalar = {block_tiles_scalar, qq8_0_ref, qq8_1_ref, qq8_K_scalar};
-static const qgemv_path path_avx2 = {block_tiles_avx2, qq8_0_ref, qq8_1_ref, qq8_K_avx2};
-static const qgemv_path path_avx512 = {block_tiles_avx512, qq8_0_ref, qq8_1_ref, qq8_K_avx512};
+// (Every AVX-512 CPU runs the AVX2 8-bit quantizers.)
+static const qgemv_path path_avx2 = {block_tiles_avx2, qq8_0_avx2, qq8_1_avx2, qq8_K_avx2};
+static const qgemv_path path_avx512 = {block_tiles_avx512, qq8_0_avx2, qq8_1_avx2, qq8_K_avx512};
 
 typedef struct {
     const weft_qtiles *tiles;

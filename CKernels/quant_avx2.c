@@ -243,6 +243,57 @@ float weft_vec_dot_q4_1_q8_1_avx2(int n, const weft_block_q4_1 *x, const weft_bl
     return s;
 }
 
+// --------------------------------------------------- activation quantizers
+// ggml's quantize_row_q8_0_ref / q8_1_ref, 8 lanes at a time, writing the
+// reference's bytes: amax as fmaxf (NaN ignored), d = amax / 127, id = 1 / d
+// (0 for d = 0), roundf (half away from zero) as trunc plus a step of 1 where
+// |x - trunc(x)| >= 0.5, and the int8 as the low byte of the truncating
+// conversion (the reference's (int8_t) of cvttss2si). Q8_1's s = fp16(sum * d).
+QINLINE float q8_block(const float *x, int8_t *qs) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    __m256 v[4];
+    __m256 vmax = _mm256_setzero_ps();
+    for (int t = 0; t < 4; t++) {
+        v[t] = _mm256_loadu_ps(x + 8 * t);
+        vmax = _mm256_max_ps(_mm256_andnot_ps(sign, v[t]), vmax);  // NaN: keeps vmax
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float d = _mm_cvtss_f32(m) / ((1 << 7) - 1);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const __m256 vid = _mm256_set1_ps(id), low = _mm256_castsi256_ps(_mm256_set1_epi32(0xff));
+    __m256i q[4];
+    for (int t = 0; t < 4; t++) {
+        const __m256 p = _mm256_mul_ps(v[t], vid);
+        const __m256 tr = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        const __m256 frac = _mm256_andnot_ps(sign, _mm256_sub_ps(p, tr));
+        const __m256 step = _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ), _mm256_or_ps(_mm256_and_ps(p, sign), one));
+        q[t] = _mm256_and_si256(_mm256_cvttps_epi32(_mm256_add_ps(tr, step)), _mm256_castps_si256(low));
+    }
+    const __m256i packed = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]), _mm256_packus_epi32(q[2], q[3]));
+    _mm256_storeu_si256((__m256i *)qs, _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    return d;
+}
+
+QTARGET void weft_quantize_row_q8_0_avx2(const float *x, weft_block_q8_0 *y, int64_t k) {
+    for (int64_t i = 0; i < k / WEFT_QK; i++)
+        y[i].d = _cvtss_sh(q8_block(x + i * WEFT_QK, y[i].qs), _MM_FROUND_TO_NEAREST_INT);
+}
+
+QTARGET void weft_quantize_row_q8_1_avx2(const float *x, weft_block_q8_1 *y, int64_t k) {
+    for (int64_t i = 0; i < k / WEFT_QK; i++) {
+        const float d = q8_block(x + i * WEFT_QK, y[i].qs);
+        y[i].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        // Sum of 32 int8 = sum of the bytes + 128 (vpsadbw) - 32 * 128.
+        const __m256i b = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)y[i].qs), _mm256_set1_epi8((char)0x80));
+        const __m256i sad = _mm256_sad_epu8(b, _mm256_setzero_si256());
+        const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+        const int sum = (int)(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1)) - 32 * 128;
+        y[i].s = _cvtss_sh((float)sum * d, _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
 #else  // not x86-64: the scalar references
 
 float weft_vec_dot_q8_0_q8_0_avx2(int n, const weft_block_q8_0 *x, const weft_block_q8_0 *y) {
@@ -255,5 +306,7 @@ float weft_vec_dot_q4_1_q8_1_avx2(int n, const weft_block_q4_1 *x, const weft_bl
     return weft_vec_dot_q4_1_q8_1_scalar(n, x, y);
 }
 const weft_qtiles *weft_q_tiles_avx2(int wtype) { return weft_kq_tiles_avx2(wtype); }
+void weft_quantize_row_q8_0_avx2(const float *x, weft_block_q8_0 *y, int64_t k) { weft_quantize_row_q8_0(x, y, k); }
+void weft_quantize_row_q8_1_avx2(const float *x, weft_block_q8_1 *y, int64_t k) { weft_quantize_row_q8_1(x, y, k); }
 
 #endif

@@ -87,6 +87,11 @@ void weft_quantize_row_q8_1(const float *x, weft_block_q8_1 *y, int64_t k);
 void weft_quantize_row_q4_0(const float *x, weft_block_q4_0 *y, int64_t k);
 void weft_quantize_row_q4_1(const float *x, weft_block_q4_1 *y, int64_t k);
 
+/// AVX2 versions of the 8-bit quantizers (the activations of weft_qgemv on the
+/// AVX2 and AVX-512 paths): the same bytes as the references above.
+void weft_quantize_row_q8_0_avx2(const float *x, weft_block_q8_0 *y, int64_t k);
+void weft_quantize_row_q8_1_avx2(const float *x, weft_block_q8_1 *y, int64_t k);
+
 void weft_dequantize_row_q8_0(const weft_block_q8_0 *x, float *y, int64_t k);
 void weft_dequantize_row_q8_1(const weft_block_q8_1 *x, float *y, int64_t k);
 void weft_dequantize_row_q4_0(const weft_block_q4_0 *x, float *y, int64_t k);

@@ -255,6 +255,35 @@ final class QuantKTests: XCTestCase {
         }
     }
 
+    /// The AVX2 Q8_0 / Q8_1 activation quantizers write the references' bytes: on the gguf
+    /// package's Q8_0 fixtures (.5 ties, zeros, fp16 overflow) and on random rows.
+    func testSIMD8BitQuantizersMatchTheReferences() throws {
+        try requireKPath("avx2")
+        let names = ["random_normal", "random_uniform_wide", "zeros", "one_huge", "negative_max", "round_half", "tiny", "constant"]
+        var rows: [[Float]] = try names.map { floats(try fixture("\($0).f32")) }
+        var rng = TestRandom(seed: 808)
+        for _ in 0..<300 {
+            var x = kRandomRows(&rng, count: 32 * rng.int(1, 9))
+            if rng.int(0, 3) == 0 { for i in 0..<x.count { x[i] = Float(rng.int(-254, 254)) / 2 } }  // .5 ties
+            if rng.int(0, 5) == 0 { x[rng.int(0, x.count - 1)] = -0.0 }
+            rows.append(x)
+        }
+        for (n, x) in rows.enumerated() {
+            let nb = x.count / 32
+            var r0 = [weft_block_q8_0](repeating: weft_block_q8_0(), count: nb), s0 = r0
+            var r1 = [weft_block_q8_1](repeating: weft_block_q8_1(), count: nb), s1 = r1
+            weft_quantize_row_q8_0(x, &r0, Int64(x.count))
+            weft_quantize_row_q8_0_avx2(x, &s0, Int64(x.count))
+            weft_quantize_row_q8_1(x, &r1, Int64(x.count))
+            weft_quantize_row_q8_1_avx2(x, &s1, Int64(x.count))
+            let b0 = r0.withUnsafeBytes { [UInt8]($0) }, c0 = s0.withUnsafeBytes { [UInt8]($0) }
+            let b1 = r1.withUnsafeBytes { [UInt8]($0) }, c1 = s1.withUnsafeBytes { [UInt8]($0) }
+            XCTAssertEqual(c0, b0, "q8_0 row \(n)")
+            XCTAssertEqual(c1, b1, "q8_1 row \(n)")
+            if n < names.count { XCTAssertEqual(c0, try fixture("\(names[n]).q8_0"), "q8_0 \(names[n]) vs the gguf package") }
+        }
+    }
+
     // MARK: dot products
 
     func testAVX2() throws { try requireKPath("avx2"); checkDots("avx2") }
