@@ -33,30 +33,78 @@ KQ_INLINE int KQ_NAME(kq_hsum_i32)(__m256i v) {
 
 KQ_INLINE float KQ_NAME(kq_fp16)(uint16_t h) { return _cvtsh_ss(h); }
 
-// ------------------------------------------------------------------- Q4_K
-KQ_INLINE void KQ_NAME(q4k_tile)(int nb, const unsigned char *w, size_t bw, const unsigned char *a,
-                                 size_t ba, float *out, size_t ldo, const int NR, const int NC) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+// Sum of each of up to four int32 vectors, in lanes 0..3 (exact).
+KQ_INLINE __m128i KQ_NAME(kq_hsum4)(const __m256i *v, int count) {
+    __m128i f[4];
+    for (int p = 0; p < 4; p++)
+        f[p] = p < count ? _mm_add_epi32(_mm256_castsi256_si128(v[p]), _mm256_extracti128_si256(v[p], 1))
+                         : _mm_setzero_si128();
+    return _mm_hadd_epi32(_mm_hadd_epi32(f[0], f[1]), _mm_hadd_epi32(f[2], f[3]));
+}
+
+// Q4_K / Q5_K scales and mins as 16-bit lanes (ggml's utmp unpacking):
+// *scales = sc[0..7] in both 128-bit halves, *mins = m[0..7].
+KQ_INLINE void KQ_NAME(kq_scales_mins16)(const uint8_t *packed, __m256i *scales, __m128i *mins) {
+    uint32_t u[4];
+    memcpy(u, packed, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    const uint32_t aux = u[1] & 0x3f3f3f3fu;
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    u[2] = aux;
+    u[0] &= 0x3f3f3f3fu;
+    const __m256i ms = _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+    *scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(ms));
+    *mins = _mm256_extracti128_si256(ms, 1);
+}
+
+// vpshufb patterns broadcasting 16-bit lane j of a 128-bit half (ggml's get_scale_shuffle_k4).
+static const uint8_t KQ_NAME(kq_shuffle16)[8][32] __attribute__((aligned(32))) = {
+#define KQ_S(j) {2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j,  \
+                 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, \
+                 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1}
+    KQ_S(0), KQ_S(1), KQ_S(2), KQ_S(3), KQ_S(4), KQ_S(5), KQ_S(6), KQ_S(7)
+#undef KQ_S
+};
+
+// ------------------------------------------------------------- Q4_K / Q5_K
+// FIVE = 0: Q4_K (qs at byte 16), 1: Q5_K (qh at 16, qs at 48).
+KQ_INLINE void KQ_NAME(q45k_tile)(int nb, const unsigned char *w, size_t bw, const unsigned char *a,
+                                  size_t ba, float *out, size_t ldo, const int NR, const int NC, const int FIVE) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const size_t xb = FIVE ? sizeof(weft_block_q5_K) : sizeof(weft_block_q4_K);
+    const int qs_at = FIVE ? 48 : 16;
     float sumf[4][4] = {{0}};
     for (int i = 0; i < nb; i++) {
-        const weft_block_q4_K *x[4];
+        const unsigned char *x[4];
         const weft_block_q8_K *y[4];
-        uint8_t sc[4][8], mn[4][8];
+        __m256i sc[4], hb[4], acc[4][4];
+        __m128i mn[4], q8s[4];
         for (int r = 0; r < NR; r++) {
-            x[r] = (const weft_block_q4_K *)(w + (size_t)r * bw) + i;
-            weft_kq_scales_mins(x[r]->scales, sc[r], mn[r]);
+            x[r] = w + (size_t)r * bw + (size_t)i * xb;
+            KQ_NAME(kq_scales_mins16)(x[r] + 4, &sc[r], &mn[r]);
+            if (FIVE) hb[r] = _mm256_loadu_si256((const __m256i *)(x[r] + 16));
         }
-        for (int c = 0; c < NC; c++) y[c] = (const weft_block_q8_K *)(a + (size_t)c * ba) + i;
-        __m256i acc[4][4];
+        for (int c = 0; c < NC; c++) {
+            y[c] = (const weft_block_q8_K *)(a + (size_t)c * ba) + i;
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)y[c]->bsums);
+            q8s[c] = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));  // pair sums
+        }
         for (int r = 0; r < NR; r++)
             for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
             for (int r = 0; r < NR; r++) {
-                const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[r]->qs + 32 * j));
-                const __m256i lo = _mm256_and_si256(bits, m4);
-                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-                const __m256i s0 = _mm256_set1_epi16(sc[r][2 * j]);
-                const __m256i s1 = _mm256_set1_epi16(sc[r][2 * j + 1]);
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[r] + qs_at + 32 * j));
+                __m256i lo = _mm256_and_si256(bits, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                if (FIVE) {
+                    // hb[r] is qh >> 2j (16-bit lanes): bit 0 of each byte is bit 2j of that
+                    // byte of qh, after one more shift bit 2j + 1; moved to bit 4.
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb[r], one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb[r], 1), one), 4));
+                    hb[r] = _mm256_srli_epi16(hb[r], 2);
+                }
+                const __m256i s0 = _mm256_shuffle_epi8(sc[r], _mm256_load_si256((const __m256i *)KQ_NAME(kq_shuffle16)[2 * j]));
+                const __m256i s1 = _mm256_shuffle_epi8(sc[r], _mm256_load_si256((const __m256i *)KQ_NAME(kq_shuffle16)[2 * j + 1]));
                 for (int c = 0; c < NC; c++) {
                     const __m256i q0 = _mm256_loadu_si256((const __m256i *)(y[c]->qs + 64 * j));
                     const __m256i q1 = _mm256_loadu_si256((const __m256i *)(y[c]->qs + 64 * j + 32));
@@ -65,73 +113,47 @@ KQ_INLINE void KQ_NAME(q4k_tile)(int nb, const unsigned char *w, size_t bw, cons
                 }
             }
         }
+        // The exact sums of up to four (row, activation) pairs at once, then the float
+        // step of kquant_internal.h per pair.
+        __m256i v[4], mv[4];
+        int np = 0;
+        for (int r = 0; r < NR; r++)
+            for (int c = 0; c < NC; c++, np++) {
+                v[np] = acc[r][c];
+                mv[np] = _mm256_castsi128_si256(_mm_madd_epi16(mn[r], q8s[c]));
+                mv[np] = _mm256_inserti128_si256(mv[np], _mm_setzero_si128(), 1);
+            }
+        int sumi[4], summ[4];
+        _mm_storeu_si128((__m128i *)sumi, KQ_NAME(kq_hsum4)(v, np));
+        _mm_storeu_si128((__m128i *)summ, KQ_NAME(kq_hsum4)(mv, np));
+        np = 0;
         for (int r = 0; r < NR; r++) {
-            const float d = KQ_NAME(kq_fp16)(x[r]->d), dmin = KQ_NAME(kq_fp16)(x[r]->dmin);
-            for (int c = 0; c < NC; c++)
-                sumf[r][c] = weft_kq_accumulate(sumf[r][c], y[c]->d, d, dmin, KQ_NAME(kq_hsum_i32)(acc[r][c]),
-                                                weft_kq_mins_sum(mn[r], y[c]->bsums));
+            uint16_t dh, mh;
+            memcpy(&dh, x[r], 2);
+            memcpy(&mh, x[r] + 2, 2);
+            const float d = KQ_NAME(kq_fp16)(dh), dmin = KQ_NAME(kq_fp16)(mh);
+            for (int c = 0; c < NC; c++, np++)
+                sumf[r][c] = weft_kq_accumulate(sumf[r][c], y[c]->d, d, dmin, sumi[np], summ[np]);
         }
     }
     for (int r = 0; r < NR; r++)
         for (int c = 0; c < NC; c++) out[(size_t)c * ldo + (size_t)r] = sumf[r][c];
 }
 
-// ------------------------------------------------------------------- Q5_K
-KQ_INLINE void KQ_NAME(q5k_tile)(int nb, const unsigned char *w, size_t bw, const unsigned char *a,
-                                 size_t ba, float *out, size_t ldo, const int NR, const int NC) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i one = _mm256_set1_epi8(1);
-    float sumf[4][4] = {{0}};
-    for (int i = 0; i < nb; i++) {
-        const weft_block_q5_K *x[4];
-        const weft_block_q8_K *y[4];
-        uint8_t sc[4][8], mn[4][8];
-        __m256i hb[4];
-        for (int r = 0; r < NR; r++) {
-            x[r] = (const weft_block_q5_K *)(w + (size_t)r * bw) + i;
-            weft_kq_scales_mins(x[r]->scales, sc[r], mn[r]);
-            hb[r] = _mm256_loadu_si256((const __m256i *)x[r]->qh);
-        }
-        for (int c = 0; c < NC; c++) y[c] = (const weft_block_q8_K *)(a + (size_t)c * ba) + i;
-        __m256i acc[4][4];
-        for (int r = 0; r < NR; r++)
-            for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_si256();
-        for (int j = 0; j < 4; j++) {
-            for (int r = 0; r < NR; r++) {
-                const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[r]->qs + 32 * j));
-                // hb[r] is qh >> 2j (16-bit lanes): bit 0 of each byte is bit 2j
-                // of that byte of qh, and after one more shift bit 2j + 1; moved to bit 4.
-                const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(hb[r], one), 4);
-                const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb[r], 1), one), 4);
-                hb[r] = _mm256_srli_epi16(hb[r], 2);
-                const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m4), h0);
-                const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), h1);
-                const __m256i s0 = _mm256_set1_epi16(sc[r][2 * j]);
-                const __m256i s1 = _mm256_set1_epi16(sc[r][2 * j + 1]);
-                for (int c = 0; c < NC; c++) {
-                    const __m256i q0 = _mm256_loadu_si256((const __m256i *)(y[c]->qs + 64 * j));
-                    const __m256i q1 = _mm256_loadu_si256((const __m256i *)(y[c]->qs + 64 * j + 32));
-                    acc[r][c] = KQ_SCALED_ADD(acc[r][c], s0, _mm256_maddubs_epi16(lo, q0));
-                    acc[r][c] = KQ_SCALED_ADD(acc[r][c], s1, _mm256_maddubs_epi16(hi, q1));
-                }
-            }
-        }
-        for (int r = 0; r < NR; r++) {
-            const float d = KQ_NAME(kq_fp16)(x[r]->d), dmin = KQ_NAME(kq_fp16)(x[r]->dmin);
-            for (int c = 0; c < NC; c++)
-                sumf[r][c] = weft_kq_accumulate(sumf[r][c], y[c]->d, d, dmin, KQ_NAME(kq_hsum_i32)(acc[r][c]),
-                                                weft_kq_mins_sum(mn[r], y[c]->bsums));
-        }
-    }
-    for (int r = 0; r < NR; r++)
-        for (int c = 0; c < NC; c++) out[(size_t)c * ldo + (size_t)r] = sumf[r][c];
+KQ_INLINE void KQ_NAME(q4k_tile)(int nb, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba,
+                                 float *out, size_t ldo, const int NR, const int NC) {
+    KQ_NAME(q45k_tile)(nb, w, bw, a, ba, out, ldo, NR, NC, 0);
+}
+KQ_INLINE void KQ_NAME(q5k_tile)(int nb, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba,
+                                 float *out, size_t ldo, const int NR, const int NC) {
+    KQ_NAME(q45k_tile)(nb, w, bw, a, ba, out, ldo, NR, NC, 1);
 }
 
 // ------------------------------------------------------------------- Q6_K
 // Per half h and quarter t (32 elements, two scale groups of 16), the scale
 // vector holds scales[8h + 2t] in its low 128 bits and scales[8h + 2t + 1] in
-// its high 128 bits, as 16-bit lanes. The -32 offset is taken out at the end
-// as 32 * sum_g scales[g] * bsums[g] (exact).
+// its high 128 bits, as 16-bit lanes. The -32 offset is taken out exactly as
+// 32 * sum_g scales[g] * bsums[g] (vpmaddwd of the two).
 KQ_INLINE void KQ_NAME(q6k_tile)(int nb, const unsigned char *w, size_t bw, const unsigned char *a,
                                  size_t ba, float *out, size_t ldo, const int NR, const int NC) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -140,11 +162,21 @@ KQ_INLINE void KQ_NAME(q6k_tile)(int nb, const unsigned char *w, size_t bw, cons
     for (int i = 0; i < nb; i++) {
         const weft_block_q6_K *x[4];
         const weft_block_q8_K *y[4];
-        for (int r = 0; r < NR; r++) x[r] = (const weft_block_q6_K *)(w + (size_t)r * bw) + i;
-        for (int c = 0; c < NC; c++) y[c] = (const weft_block_q8_K *)(a + (size_t)c * ba) + i;
+        __m128i sc8[4];
+        __m256i bs[4];
+        for (int r = 0; r < NR; r++) {
+            x[r] = (const weft_block_q6_K *)(w + (size_t)r * bw) + i;
+            sc8[r] = _mm_loadu_si128((const __m128i *)x[r]->scales);
+        }
+        for (int c = 0; c < NC; c++) {
+            y[c] = (const weft_block_q8_K *)(a + (size_t)c * ba) + i;
+            bs[c] = _mm256_loadu_si256((const __m256i *)y[c]->bsums);
+        }
         __m256i acc[4][4];
         for (int r = 0; r < NR; r++)
-            for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_si256();
+            for (int c = 0; c < NC; c++)  // start from -32 * sum_g scales[g] * bsums[g]
+                acc[r][c] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                             _mm256_slli_epi32(_mm256_madd_epi16(bs[c], _mm256_cvtepi8_epi16(sc8[r])), 5));
         for (int h = 0; h < 2; h++) {
             for (int r = 0; r < NR; r++) {
                 const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[r]->ql + 64 * h));
@@ -159,9 +191,10 @@ KQ_INLINE void KQ_NAME(q6k_tile)(int nb, const unsigned char *w, size_t bw, cons
                 q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 6), m3), 4));
                 for (int t = 0; t < 4; t++) {
+                    // scales[8h + 2t] in the low 8 bytes, scales[8h + 2t + 1] in the high, widened.
                     const int g = 8 * h + 2 * t;
-                    const __m256i s = _mm256_set_m128i(_mm_set1_epi16(x[r]->scales[g + 1]),
-                                                       _mm_set1_epi16(x[r]->scales[g]));
+                    const __m128i pick = _mm_unpacklo_epi64(_mm_set1_epi8((char)g), _mm_set1_epi8((char)(g + 1)));
+                    const __m256i s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8[r], pick));
                     for (int c = 0; c < NC; c++) {
                         const __m256i qy = _mm256_loadu_si256((const __m256i *)(y[c]->qs + 128 * h + 32 * t));
                         acc[r][c] = KQ_SCALED_ADD(acc[r][c], s, _mm256_maddubs_epi16(q[t], qy));
@@ -169,13 +202,16 @@ KQ_INLINE void KQ_NAME(q6k_tile)(int nb, const unsigned char *w, size_t bw, cons
                 }
             }
         }
+        __m256i v[4];
+        int np = 0;
+        for (int r = 0; r < NR; r++)
+            for (int c = 0; c < NC; c++) v[np++] = acc[r][c];
+        int sumi[4];
+        _mm_storeu_si128((__m128i *)sumi, KQ_NAME(kq_hsum4)(v, np));
+        np = 0;
         for (int r = 0; r < NR; r++) {
             const float d = KQ_NAME(kq_fp16)(x[r]->d);
-            for (int c = 0; c < NC; c++) {
-                int offset = 0;
-                for (int g = 0; g < 16; g++) offset += x[r]->scales[g] * y[c]->bsums[g];
-                sumf[r][c] = weft_kq6_accumulate(sumf[r][c], y[c]->d, d, KQ_NAME(kq_hsum_i32)(acc[r][c]) - 32 * offset);
-            }
+            for (int c = 0; c < NC; c++, np++) sumf[r][c] = weft_kq6_accumulate(sumf[r][c], y[c]->d, d, sumi[np]);
         }
     }
     for (int r = 0; r < NR; r++)
