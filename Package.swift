@@ -15,7 +15,7 @@ let package = Package(
         .executable(name: "weft-embedding-example", targets: ["WeftEmbeddingExample"]),
         // The embeddable engine: WeftRuntime's ServingEngine, with the
         // communicator, model and tokenizer types its API uses.
-        .library(name: "Weft", targets: ["WeftRuntime", "WeftComm", "WeftModel", "WeftTokenizer"]),
+        .library(name: "Weft", targets: ["WeftRuntime", "WeftComm", "WeftModel", "WeftTensor", "WeftTokenizer"]),
         .library(name: "WeftServer", targets: ["WeftServer"]),
         // Fuzzing harness: `weft-fuzz replay TARGET PATH...`, or libFuzzer via Scripts/fuzz.
         .executable(name: "weft-fuzz", targets: ["WeftFuzz"]),

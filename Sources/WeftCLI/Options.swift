@@ -3,11 +3,18 @@ import Foundation
 import WeftComm
 import WeftModel
 import WeftRuntime
+import WeftTensor
 
 /// Where the weights come from and how a rank computes.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .long, help: "Hugging Face model folder (config.json, *.safetensors, tokenizer.json).")
+    @Option(name: .long, help: "Hugging Face model folder (config.json, *.safetensors, tokenizer.json) or a GGUF file.")
     var model: String?
+
+    @Option(name: .long, help: "Format of the linear weights: auto (as stored: a bf16 checkpoint stays bf16, GGUF tensors as their blocks), f32, bf16, f16, q8_0, q4_0 or q4_1 (quantized at load with ggml's rule).")
+    var weightDtype: String = "auto"
+
+    @Option(name: .long, help: "Folder with tokenizer.json, for a GGUF model (default: the model folder's).")
+    var tokenizer: String?
 
     @Option(name: .long, help: "Use random weights of this model shape (a config.json-style file, e.g. Configs/models/llama-3.2-1b.json) instead of a checkpoint.")
     var randomWeights: String?
@@ -46,7 +53,8 @@ struct ModelOptions: ParsableArguments {
     var allowedModes: [CommMode] { [.baseline, .fused, .overlap, .auto] }
 
     func validate() throws {
-        if model == nil && randomWeights == nil { throw ValidationError("give --model DIR or --random-weights SHAPE.json") }
+        if model == nil && randomWeights == nil { throw ValidationError("give --model DIR|FILE.gguf or --random-weights SHAPE.json") }
+        _ = try parsedWeightFormat()
         if model != nil && randomWeights != nil { throw ValidationError("give only one of --model and --random-weights") }
         // Upper bounds keep every later size computation far from overflow.
         if let threads, !(1...4096).contains(threads) { throw ValidationError("--threads must be 1...4096, got \(threads)") }
@@ -65,6 +73,14 @@ struct ModelOptions: ParsableArguments {
             throw ValidationError("--comm-mode must be one of \(allowed.map(\.rawValue).joined(separator: ", ")), got \(commMode)")
         }
         return mode
+    }
+
+    func parsedWeightFormat() throws -> WeightFormat? {
+        if weightDtype == "auto" { return nil }
+        guard let format = WeightFormat(name: weightDtype), format.canQuantize else {
+            throw ValidationError("--weight-dtype must be auto, f32, bf16, f16, q8_0, q4_0 or q4_1, got \(weightDtype)")
+        }
+        return format
     }
 
     func parsedKVDType() throws -> KVDType {
@@ -90,6 +106,11 @@ struct ModelOptions: ParsableArguments {
             weights = .random(shape: URL(fileURLWithPath: randomWeights!), seed: weightSeed)
         }
         var configuration = EngineConfiguration(weights: weights, threads: threads)
+        configuration.weightFormat = try parsedWeightFormat()
+        configuration.tokenizerDirectory = tokenizer.map { path in
+            let url = URL(fileURLWithPath: path)
+            return url.lastPathComponent == "tokenizer.json" ? url.deletingLastPathComponent() : url
+        }
         configuration.kvBlockSize = kvBlockSize
         configuration.kvDType = try parsedKVDType()
         configuration.maxSequenceLength = maxSequenceLength

@@ -1,24 +1,27 @@
+import CKernels
 import Foundation
 import WeftTensor
 
-/// One rank's share of a Llama-family model's weights, in float32, packed for
-/// the GEMM kernels and placed on the rank's NUMA node.
+/// One rank's share of a Llama-family model's weights. Linear layers keep
+/// the format chosen at load (float32 packed panels, 16-bit floats or ggml
+/// blocks: see `WeightFormat`); norms and biases are float32. Each rank's
+/// pages are placed on its NUMA node by the threads that multiply them.
 public final class LlamaWeights: @unchecked Sendable {
     public final class Layer: @unchecked Sendable {
         public let inputNorm: FloatBuffer
-        /// q (local heads), k and v (local KV heads) rows fused into one GEMM.
-        public let qkv: PackedWeight
+        /// q (local heads), k and v (local KV heads) rows, one GEMM per format.
+        public let qkv: Linear
         public let qkvBias: FloatBuffer?
         /// o_proj columns of the local heads.
-        public let output: PackedWeight
+        public let output: Linear
         public let postAttentionNorm: FloatBuffer
-        /// gate rows then up rows of the local intermediate range, one GEMM.
-        public let gateUp: PackedWeight
+        /// gate rows then up rows of the local intermediate range.
+        public let gateUp: Linear
         /// down_proj columns of the local intermediate range.
-        public let down: PackedWeight
+        public let down: Linear
 
-        init(inputNorm: FloatBuffer, qkv: PackedWeight, qkvBias: FloatBuffer?, output: PackedWeight,
-             postAttentionNorm: FloatBuffer, gateUp: PackedWeight, down: PackedWeight) {
+        init(inputNorm: FloatBuffer, qkv: Linear, qkvBias: FloatBuffer?, output: Linear,
+             postAttentionNorm: FloatBuffer, gateUp: Linear, down: Linear) {
             self.inputNorm = inputNorm
             self.qkv = qkv
             self.qkvBias = qkvBias
@@ -29,24 +32,58 @@ public final class LlamaWeights: @unchecked Sendable {
         }
     }
 
+    /// The embedding table of the local vocabulary range.
+    public enum Embedding: @unchecked Sendable {
+        case floats(FloatBuffer)
+        case blocks(BlockWeight)
+        /// Tied to the LM head, whose rows are read for lookups.
+        case tied
+    }
+
     public let config: ModelConfig
     public let plan: TensorParallelPlan
-    /// Embedding rows of the local vocabulary range; nil when tied to the LM
-    /// head, whose packed rows are then read for lookups.
-    public let embedding: FloatBuffer?
+    public let embedding: Embedding
     public let layers: [Layer]
     public let finalNorm: FloatBuffer
     /// LM head rows of the local vocabulary range.
-    public let lmHead: PackedWeight
+    public let lmHead: Linear
+    /// Working memory of the block-format kernels, shared by every layer.
+    public let scratch = WeightScratch()
+    /// One line per kind of tensor converted at load because its stored
+    /// blocks do not fall on this tensor-parallel split (printed by rank 0).
+    public private(set) var conversions: [String] = []
 
     /// Bytes of weights resident on this rank.
     public var byteCount: Int {
-        var floats = finalNorm.count + lmHead.storage.count + (embedding?.count ?? 0)
-        for l in layers {
-            floats += l.inputNorm.count + l.postAttentionNorm.count + l.qkv.storage.count + (l.qkvBias?.count ?? 0)
-            floats += l.output.storage.count + l.gateUp.storage.count + l.down.storage.count
+        var bytes = (finalNorm.count) * 4 + lmHead.byteCount
+        switch embedding {
+        case .floats(let table): bytes += table.count * 4
+        case .blocks(let table): bytes += table.byteCount
+        case .tied: break
         }
-        return floats * 4
+        for l in layers {
+            bytes += (l.inputNorm.count + l.postAttentionNorm.count + (l.qkvBias?.count ?? 0)) * 4
+            bytes += l.qkv.byteCount + l.output.byteCount + l.gateUp.byteCount + l.down.byteCount
+        }
+        return bytes
+    }
+
+    /// The formats of the linear layers, e.g. "q4_K+q6_K" for a Q4_K_M file.
+    public var formatDescription: String {
+        var seen: [String] = []
+        for linear in layers.flatMap({ [$0.qkv, $0.output, $0.gateUp, $0.down] }) + [lmHead] {
+            for part in linear.parts where !seen.contains(part.format.description) { seen.append(part.format.description) }
+        }
+        return seen.joined(separator: "+")
+    }
+
+    /// The block size the intermediate (MLP) split should align to, so that
+    /// down_proj's columns split on its blocks: the largest block among the
+    /// formats its tensors will have.
+    public static func intermediateAlignment(config: ModelConfig, source: WeightSource, format: WeightFormat?) -> Int {
+        (0..<config.layerCount).map { i in
+            (format ?? source.storedFormat("model.layers.\(i).mlp.down_proj.weight")).blockElements
+        }.max() ?? 1
     }
 
     /// A contiguous piece of the rows of a fused weight: `rowCount` rows read
@@ -59,44 +96,82 @@ public final class LlamaWeights: @unchecked Sendable {
     }
 
     /// Validates every tensor against the config, then loads this rank's slices.
-    public init(config: ModelConfig, plan: TensorParallelPlan, source: WeightSource, pool: ComputePool, node: Int?) throws {
+    ///
+    /// - Parameter format: the format of every linear weight (and of an
+    ///   untied embedding), quantized or widened at load; nil keeps each
+    ///   tensor's stored format (a bf16 checkpoint stays bf16, a GGUF tensor
+    ///   is copied as its blocks are). A tensor whose blocks would be cut by
+    ///   this rank's split is converted to Q8_0 (or a 16-bit float where even
+    ///   32 does not divide the split) and listed in `conversions`.
+    public init(config: ModelConfig, plan: TensorParallelPlan, source: WeightSource, pool: ComputePool, node: Int?,
+                format requested: WeightFormat? = nil) throws {
         self.config = config
         self.plan = plan
         let h = config.hiddenSize, hd = config.headDim
         let qRows = config.headCount * hd, kvRows = config.kvHeadCount * hd
         let tied = config.tieWordEmbeddings
+        if let requested, !requested.canQuantize {
+            throw ModelError.input("weight format \(requested) cannot be produced at load (only f32, f16, bf16, q8_0, q4_0, q4_1)")
+        }
 
-        // Validate first, so a bad checkpoint fails before any slow loading.
-        try source.validate("model.embed_tokens.weight", shape: [config.vocabularySize, h])
-        if !tied { try source.validate("lm_head.weight", shape: [config.vocabularySize, h]) }
+        // Validate first, so a bad checkpoint fails before any slow loading,
+        // and add up this rank's share of the weights in their formats.
+        var shareBytes = 0.0
+        func matrix(_ name: String, _ rows: Int, _ columns: Int) throws {
+            try source.validate(name, shape: [rows, columns])
+            let format = requested ?? source.storedFormat(name)
+            shareBytes += Double(rows) * Double(columns) * Double(format.blockBytes) / Double(format.blockElements) / Double(plan.size)
+        }
+        try matrix("model.embed_tokens.weight", config.vocabularySize, h)
+        if !tied { try matrix("lm_head.weight", config.vocabularySize, h) }
         try source.validate("model.norm.weight", shape: [h])
         for i in 0..<config.layerCount {
             let p = "model.layers.\(i)."
             try source.validate(p + "input_layernorm.weight", shape: [h])
             try source.validate(p + "post_attention_layernorm.weight", shape: [h])
-            try source.validate(p + "self_attn.q_proj.weight", shape: [qRows, h])
-            try source.validate(p + "self_attn.k_proj.weight", shape: [kvRows, h])
-            try source.validate(p + "self_attn.v_proj.weight", shape: [kvRows, h])
-            try source.validate(p + "self_attn.o_proj.weight", shape: [h, qRows])
+            try matrix(p + "self_attn.q_proj.weight", qRows, h)
+            try matrix(p + "self_attn.k_proj.weight", kvRows, h)
+            try matrix(p + "self_attn.v_proj.weight", kvRows, h)
+            try matrix(p + "self_attn.o_proj.weight", h, qRows)
             if config.attentionBias {
                 try source.validate(p + "self_attn.q_proj.bias", shape: [qRows])
                 try source.validate(p + "self_attn.k_proj.bias", shape: [kvRows])
                 try source.validate(p + "self_attn.v_proj.bias", shape: [kvRows])
             }
-            try source.validate(p + "mlp.gate_proj.weight", shape: [config.intermediateSize, h])
-            try source.validate(p + "mlp.up_proj.weight", shape: [config.intermediateSize, h])
-            try source.validate(p + "mlp.down_proj.weight", shape: [h, config.intermediateSize])
+            try matrix(p + "mlp.gate_proj.weight", config.intermediateSize, h)
+            try matrix(p + "mlp.up_proj.weight", config.intermediateSize, h)
+            try matrix(p + "mlp.down_proj.weight", h, config.intermediateSize)
         }
 
         // Refuse a model this host cannot hold before allocating any of it (a
         // config within every limit can still ask for terabytes, e.g. with
-        // random weights). This rank's share of the float32 weights, rounded
-        // up: config.validate bounds the parameter count to 2^42, so no overflow.
-        let shareBytes = (config.parameterCount + plan.size - 1) / plan.size * MemoryLayout<Float>.stride
-        let hostBytes = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+        // random weights).
+        let hostBytes = Double(sysconf(Int32(_SC_PHYS_PAGES))) * Double(sysconf(Int32(_SC_PAGESIZE)))
         if hostBytes > 0, shareBytes > hostBytes {
-            let gib = { (bytes: Int) in String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
-            throw ModelError.parallelism("the model's float32 weights need \(gib(shareBytes)) per rank at tensor-parallel degree \(plan.size) (\(config.parameterCount) parameters), more than this host's \(gib(hostBytes)) of memory")
+            let gib = { (bytes: Double) in String(format: "%.1f GiB", bytes / 1_073_741_824) }
+            throw ModelError.parallelism("the model's weights need \(gib(shareBytes)) per rank at tensor-parallel degree \(plan.size) (\(config.parameterCount) parameters), more than this host's \(gib(hostBytes)) of memory")
+        }
+
+        // Every rank's plan, so that a tensor converted because some rank's
+        // slice would cut its blocks is converted on every rank alike.
+        let plans = (0..<plan.size).map { r in
+            r == plan.rank ? plan : (try? TensorParallelPlan(config: config, rank: r, size: plan.size,
+                                                            intermediateAlignment: plan.intermediateAlignment)) ?? plan
+        }
+        var conversionNames: [String: [String]] = [:]
+        let scratch = self.scratch
+
+        /// The format `tensor` is held in, given the column ranges of every rank.
+        func target(_ tensor: String, columns allColumns: [Range<Int>]) -> WeightFormat {
+            let stored = source.storedFormat(tensor)
+            let want = requested ?? stored
+            func fits(_ block: Int) -> Bool { allColumns.allSatisfy { $0.lowerBound % block == 0 && $0.count % block == 0 } }
+            if fits(want.blockElements) { return want }
+            let fallback: WeightFormat = fits(32) ? .q8_0 : (stored == .f32 || stored == .bf16 ? stored : .f16)
+            let short = tensor.replacingOccurrences(of: "model.layers.", with: "")
+            let why = "\(want) blocks of \(want.blockElements) do not fall on the tensor-parallel split at degree \(plan.size); converted to \(fallback) at load"
+            conversionNames[why, default: []].append(short)
+            return fallback
         }
 
         func vector(_ name: String, _ range: Range<Int>) -> FloatBuffer {
@@ -105,33 +180,77 @@ public final class LlamaWeights: @unchecked Sendable {
             source.finished(name)
             return buffer
         }
-        func packed(_ segments: [Segment], inFeatures: Int) -> PackedWeight {
-            let total = segments.reduce(0) { $0 + $1.rowCount }
-            let weight = PackedWeight(outFeatures: total, inFeatures: inFeatures, node: node, pool: pool) { first, count, scratch, ld in
-                // Map fused rows [first, first+count) back to their tensors.
-                var row = first, out = scratch, remaining = count, offset = 0
-                for segment in segments {
-                    defer { offset += segment.rowCount }
-                    guard remaining > 0, row < offset + segment.rowCount else { continue }
-                    let take = min(remaining, offset + segment.rowCount - row)
-                    let sourceRow = segment.firstRow + (row - offset)
-                    source.readSlice(segment.tensor, rows: sourceRow..<sourceRow + take, columns: segment.columns, into: out, ld: ld)
-                    out += take * ld
-                    row += take
-                    remaining -= take
+
+        /// Rows of `format` for `segments` (a fused weight's pieces), each
+        /// read as stored or converted through float32.
+        func fill(_ segments: [Segment], format: WeightFormat, first: Int, count: Int, destination: UnsafeMutableRawPointer, rowBytes: Int) {
+            var row = first, out = destination, remaining = count, offset = 0
+            for segment in segments {
+                defer { offset += segment.rowCount }
+                guard remaining > 0, row < offset + segment.rowCount else { continue }
+                let take = min(remaining, offset + segment.rowCount - row)
+                let sourceRow = segment.firstRow + (row - offset)
+                if source.storedFormat(segment.tensor) == format {
+                    source.readStoredRows(segment.tensor, rows: sourceRow..<sourceRow + take, columns: segment.columns, into: out, stride: rowBytes)
+                } else {
+                    let k = segment.columns.count
+                    let floats = UnsafeMutablePointer<Float>.allocate(capacity: k)
+                    defer { floats.deallocate() }
+                    for i in 0..<take {
+                        source.readSlice(segment.tensor, rows: sourceRow + i ..< sourceRow + i + 1, columns: segment.columns, into: floats, ld: k)
+                        _ = weft_quantize_row(format.rawValue, floats, out + i * rowBytes, Int64(k))
+                    }
                 }
+                out += take * rowBytes
+                row += take
+                remaining -= take
+            }
+        }
+
+        /// A linear layer from `segments`; consecutive segments of one format
+        /// share a GEMM. `columnsByRank` gives each rank's columns of a
+        /// row-parallel weight (nil: whole rows).
+        func linear(_ segments: [Segment], inFeatures: Int, columnsByRank: [Range<Int>]? = nil) -> Linear {
+            var groups: [(WeightFormat, [Segment])] = []
+            for segment in segments {
+                let format = target(segment.tensor, columns: columnsByRank ?? [segment.columns])
+                if let last = groups.last, last.0 == format { groups[groups.count - 1].1.append(segment) } else { groups.append((format, [segment])) }
+            }
+            let parts = groups.map { format, group -> Linear.Part in
+                let total = group.reduce(0) { $0 + $1.rowCount }
+                if format == .f32 {
+                    return .packed(PackedWeight(outFeatures: total, inFeatures: inFeatures, node: node, pool: pool) { first, count, scratch, ld in
+                        var row = first, out = scratch, remaining = count, offset = 0
+                        for segment in group {
+                            defer { offset += segment.rowCount }
+                            guard remaining > 0, row < offset + segment.rowCount else { continue }
+                            let take = min(remaining, offset + segment.rowCount - row)
+                            let sourceRow = segment.firstRow + (row - offset)
+                            source.readSlice(segment.tensor, rows: sourceRow..<sourceRow + take, columns: segment.columns, into: out, ld: ld)
+                            out += take * ld
+                            row += take
+                            remaining -= take
+                        }
+                    })
+                }
+                let rowBytes = format.rowBytes(inFeatures)!
+                return .blocks(BlockWeight(format: format, outFeatures: total, inFeatures: inFeatures, node: node, pool: pool, scratch: scratch) { first, count, destination in
+                    fill(group, format: format, first: first, count: count, destination: destination, rowBytes: rowBytes)
+                })
             }
             for segment in Set(segments.map(\.tensor)) { source.finished(segment) }
-            return weight
+            return Linear(parts: parts, inFeatures: inFeatures)
         }
 
         let qRange = plan.heads.lowerBound * hd ..< plan.heads.upperBound * hd
         let kvRange = plan.kvHeads.lowerBound * hd ..< plan.kvHeads.upperBound * hd
         let inter = plan.intermediate
+        let qColumns = plans.map { $0.heads.lowerBound * hd ..< $0.heads.upperBound * hd }
+        let interColumns = plans.map(\.intermediate)
         var layers: [Layer] = []
         for i in 0..<config.layerCount {
             let p = "model.layers.\(i)."
-            let qkv = packed([
+            let qkv = linear([
                 Segment(tensor: p + "self_attn.q_proj.weight", firstRow: qRange.lowerBound, rowCount: qRange.count, columns: 0..<h),
                 Segment(tensor: p + "self_attn.k_proj.weight", firstRow: kvRange.lowerBound, rowCount: kvRange.count, columns: 0..<h),
                 Segment(tensor: p + "self_attn.v_proj.weight", firstRow: kvRange.lowerBound, rowCount: kvRange.count, columns: 0..<h),
@@ -148,32 +267,47 @@ public final class LlamaWeights: @unchecked Sendable {
                 inputNorm: vector(p + "input_layernorm.weight", 0..<h),
                 qkv: qkv,
                 qkvBias: bias,
-                output: packed([Segment(tensor: p + "self_attn.o_proj.weight", firstRow: 0, rowCount: h, columns: qRange)], inFeatures: qRange.count),
+                output: linear([Segment(tensor: p + "self_attn.o_proj.weight", firstRow: 0, rowCount: h, columns: qRange)],
+                               inFeatures: qRange.count, columnsByRank: qColumns),
                 postAttentionNorm: vector(p + "post_attention_layernorm.weight", 0..<h),
-                gateUp: packed([
+                gateUp: linear([
                     Segment(tensor: p + "mlp.gate_proj.weight", firstRow: inter.lowerBound, rowCount: inter.count, columns: 0..<h),
                     Segment(tensor: p + "mlp.up_proj.weight", firstRow: inter.lowerBound, rowCount: inter.count, columns: 0..<h),
                 ], inFeatures: h),
-                down: packed([Segment(tensor: p + "mlp.down_proj.weight", firstRow: 0, rowCount: h, columns: inter)], inFeatures: inter.count)))
+                down: linear([Segment(tensor: p + "mlp.down_proj.weight", firstRow: 0, rowCount: h, columns: inter)],
+                             inFeatures: inter.count, columnsByRank: interColumns)))
         }
         self.layers = layers
         finalNorm = vector("model.norm.weight", 0..<h)
         let vocab = plan.vocabulary
         let headTensor = tied ? "model.embed_tokens.weight" : "lm_head.weight"
-        lmHead = packed([Segment(tensor: headTensor, firstRow: vocab.lowerBound, rowCount: vocab.count, columns: 0..<h)], inFeatures: h)
+        lmHead = linear([Segment(tensor: headTensor, firstRow: vocab.lowerBound, rowCount: vocab.count, columns: 0..<h)], inFeatures: h)
+        let embedTensor = "model.embed_tokens.weight"
         if tied {
-            embedding = nil
+            embedding = .tied
+        } else if case let format = target(embedTensor, columns: [0..<h]), format != .f32 {
+            let rowBytes = format.rowBytes(h)!
+            let segment = [Segment(tensor: embedTensor, firstRow: vocab.lowerBound, rowCount: vocab.count, columns: 0..<h)]
+            embedding = .blocks(BlockWeight(format: format, outFeatures: vocab.count, inFeatures: h, node: node, pool: pool, scratch: scratch) { first, count, destination in
+                fill(segment, format: format, first: first, count: count, destination: destination, rowBytes: rowBytes)
+            })
+            source.finished(embedTensor)
         } else {
             let table = FloatBuffer(count: vocab.count * h, node: node)
             // Rows are first-touched by the pool threads in even row ranges.
             pool.run { t, n in
                 let rows = TensorParallelPlan.evenSplit(vocab.count, parts: n, index: t)
                 guard !rows.isEmpty else { return }
-                source.readSlice("model.embed_tokens.weight", rows: vocab.lowerBound + rows.lowerBound ..< vocab.lowerBound + rows.upperBound,
+                source.readSlice(embedTensor, rows: vocab.lowerBound + rows.lowerBound ..< vocab.lowerBound + rows.upperBound,
                                  columns: 0..<h, into: table.pointer + rows.lowerBound * h, ld: h)
             }
-            source.finished("model.embed_tokens.weight")
-            embedding = table
+            source.finished(embedTensor)
+            embedding = .floats(table)
+        }
+        conversions = conversionNames.keys.sorted().map { why in
+            let names = conversionNames[why]!
+            let shown = names.count > 4 ? names.prefix(3).joined(separator: ", ") + " and \(names.count - 3) more" : names.joined(separator: ", ")
+            return "\(shown): \(why)"
         }
     }
 
@@ -182,13 +316,10 @@ public final class LlamaWeights: @unchecked Sendable {
     func embed(token: Int, into out: UnsafeMutablePointer<Float>) {
         let local = token - plan.vocabulary.lowerBound
         let h = config.hiddenSize
-        if let embedding {
-            out.update(from: embedding.pointer + local * h, count: h)
-        } else {
-            // Tied: gather the row from the LM head's packed panels.
-            let nr = PackedWeight.panelRows
-            let panel = lmHead.storage.pointer + (local / nr) * nr * h + local % nr
-            for k in 0..<h { out[k] = panel[k * nr] }
+        switch embedding {
+        case .floats(let table): out.update(from: table.pointer + local * h, count: h)
+        case .blocks(let table): table.dequantizeRow(local, into: out)
+        case .tied: lmHead.row(local, into: out)
         }
     }
 }

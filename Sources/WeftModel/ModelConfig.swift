@@ -34,6 +34,9 @@ public struct ModelConfig: Sendable, Equatable {
     public var attentionBias: Bool
     public var bosTokenID: Int?
     public var eosTokenIDs: [Int]
+    /// Per-frequency divisors of the RoPE inverse frequencies, as GGUF files
+    /// store Llama 3's scaling (`rope_freqs.weight`); nil: none.
+    public var ropeFrequencyFactors: [Float]?
 
     public init(architecture: Architecture, hiddenSize: Int, intermediateSize: Int, layerCount: Int,
                 headCount: Int, kvHeadCount: Int, headDim: Int? = nil, vocabularySize: Int,
@@ -82,6 +85,10 @@ public struct ModelConfig: Sendable, Equatable {
                     / (s.highFreqFactor - s.lowFreqFactor)
                 return (1 - smooth) * freq / s.factor + smooth * freq
             }
+        }
+        if let factors = ropeFrequencyFactors, factors.count == half {
+            // llama.cpp: theta = position * base^(-2i/d) / factor[i].
+            return zip(inv, factors).map { Float($0) / $1 }
         }
         return inv.map { Float($0) }
     }

@@ -17,25 +17,44 @@ public struct TensorParallelPlan: Sendable, Equatable {
     public let intermediate: Range<Int>
     /// Vocabulary rows of the embedding and LM head on this rank; may be uneven.
     public let vocabulary: Range<Int>
+    /// The alignment the intermediate range was split with.
+    public let intermediateAlignment: Int
 
-    public init(config: ModelConfig, rank: Int, size: Int) throws {
+    /// - Parameter intermediateAlignment: the intermediate (MLP) range of every
+    ///   rank starts at a multiple of this (the block size of a quantized
+    ///   down_proj, whose columns split along K) when the size allows it.
+    public init(config: ModelConfig, rank: Int, size: Int, intermediateAlignment: Int = 1) throws {
         guard size >= 1, rank >= 0, rank < size else {
             throw ModelError.parallelism("invalid rank \(rank) of \(size)")
         }
-        guard config.headCount % size == 0 else {
-            throw ModelError.parallelism("tensor-parallel degree \(size) does not divide num_attention_heads \(config.headCount); use a degree that divides it (\(Self.divisors(config.headCount).map(String.init).joined(separator: ", ")))")
+        guard size <= config.headCount else {
+            throw ModelError.parallelism("tensor-parallel degree \(size) exceeds num_attention_heads \(config.headCount): every rank needs at least one attention head")
         }
         guard config.intermediateSize >= size, config.vocabularySize >= size else {
             throw ModelError.parallelism("tensor-parallel degree \(size) exceeds intermediate_size \(config.intermediateSize) or vocab_size \(config.vocabularySize)")
         }
         self.rank = rank
         self.size = size
-        let perRank = config.headCount / size
-        heads = rank * perRank ..< (rank + 1) * perRank
+        self.intermediateAlignment = max(1, intermediateAlignment)
+        // Query heads as evenly as possible (uneven when the degree does not
+        // divide them, e.g. 9 heads on 2 or 4 ranks); each rank holds the KV
+        // heads its query heads use.
+        heads = Self.evenSplit(config.headCount, parts: size, index: rank)
         let group = config.headCount / config.kvHeadCount
         kvHeads = heads.lowerBound / group ..< (heads.upperBound - 1) / group + 1
-        intermediate = Self.evenSplit(config.intermediateSize, parts: size, index: rank)
+        intermediate = Self.alignedSplit(config.intermediateSize, parts: size, index: rank, alignment: intermediateAlignment)
         vocabulary = Self.evenSplit(config.vocabularySize, parts: size, index: rank)
+    }
+
+    /// Like `evenSplit`, but every range starts at a multiple of `alignment`
+    /// (the last one ends at `total`); falls back to `evenSplit` when there
+    /// are fewer aligned units than parts.
+    public static func alignedSplit(_ total: Int, parts: Int, index: Int, alignment: Int) -> Range<Int> {
+        guard alignment > 1 else { return evenSplit(total, parts: parts, index: index) }
+        let units = (total + alignment - 1) / alignment
+        guard units >= parts else { return evenSplit(total, parts: parts, index: index) }
+        let u = evenSplit(units, parts: parts, index: index)
+        return min(u.lowerBound * alignment, total) ..< min(u.upperBound * alignment, total)
     }
 
     /// The part `index` of `total` items split into `parts` near-equal ranges

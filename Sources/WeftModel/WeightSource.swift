@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import WeftTensor
 
 /// Where a rank's weights come from: a checkpoint on disk, or deterministic
 /// random values of a given shape (for benchmarks without a checkpoint).
@@ -14,6 +15,22 @@ public protocol WeightSource: Sendable {
     /// Called once a tensor's slices have all been read.
     func finished(_ name: String)
     var description: String { get }
+    /// The format `name` is stored in (float32 for sources of floats only).
+    func storedFormat(_ name: String) -> WeightFormat
+    /// Copies `rows` of the 2-D tensor `name` in its stored format, restricted
+    /// to `columns` (which start and end on the format's blocks), each row's
+    /// bytes `stride` apart in `destination`.
+    func readStoredRows(_ name: String, rows: Range<Int>, columns: Range<Int>,
+                        into destination: UnsafeMutableRawPointer, stride: Int)
+}
+
+extension WeightSource {
+    public func storedFormat(_ name: String) -> WeightFormat { .f32 }
+    public func readStoredRows(_ name: String, rows: Range<Int>, columns: Range<Int>,
+                               into destination: UnsafeMutableRawPointer, stride: Int) {
+        precondition(stride % 4 == 0, "float32 rows are 4-byte aligned")
+        readSlice(name, rows: rows, columns: columns, into: destination.assumingMemoryBound(to: Float.self), ld: stride / 4)
+    }
 }
 
 extension WeightSource {
@@ -107,6 +124,25 @@ public final class CheckpointSource: WeightSource, @unchecked Sendable {
 
     public func finished(_ name: String) {
         if let (file, info) = tensors[name] { file.release(info) }
+    }
+
+    public func storedFormat(_ name: String) -> WeightFormat {
+        switch tensors[name]?.info.dtype {
+        case .bf16: .bf16
+        case .f16: .f16
+        default: .f32
+        }
+    }
+
+    public func readStoredRows(_ name: String, rows: Range<Int>, columns: Range<Int>,
+                               into destination: UnsafeMutableRawPointer, stride: Int) {
+        let (file, info) = tensors[name]!
+        let rowLength = info.shape.count == 1 ? info.shape[0] : info.shape[1]
+        let size = info.dtype == .f32 ? 4 : 2
+        let base = file.address(of: info)
+        for (i, row) in rows.enumerated() {
+            (destination + i * stride).copyMemory(from: base + (row * rowLength + columns.lowerBound) * size, byteCount: columns.count * size)
+        }
     }
 }
 

@@ -8,7 +8,7 @@ import WeftTokenizer
 /// What to load and how to run it on this rank.
 public struct EngineConfiguration: Sendable {
     public enum Weights: Sendable {
-        /// A Hugging Face model folder.
+        /// A Hugging Face model folder, or a GGUF file.
         case checkpoint(URL)
         /// Random weights of a model shape (a config.json-style file), for
         /// benchmarks without a checkpoint.
@@ -16,6 +16,13 @@ public struct EngineConfiguration: Sendable {
     }
 
     public var weights: Weights
+    /// The format of the linear weights: nil keeps each tensor's stored
+    /// format (16-bit checkpoints stay 16-bit, GGUF blocks are used as
+    /// stored); a format quantizes or widens every linear weight at load.
+    public var weightFormat: WeightFormat?
+    /// A folder with tokenizer.json, for a model that does not carry its own
+    /// (a GGUF file); nil: the model folder's.
+    public var tokenizerDirectory: URL?
     /// Compute threads per rank; nil = one per core bound to the rank.
     public var threads: Int?
     /// KV cache: positions per block and total blocks (nil: enough for
@@ -76,25 +83,39 @@ public final class Engine {
         // Phase 1: config, tokenizer and plan (cheap; fail fast and together).
         let (modelConfig, plan, tokenizer, source): (ModelConfig, TensorParallelPlan, Tokenizer?, WeightSource) = try comm.agree {
             switch configuration.weights {
-            case .checkpoint(let directory):
+            case .checkpoint(let location):
                 var isDirectory: ObjCBool = false
-                guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-                    throw ModelError.file(directory.path, "no such model folder")
+                guard FileManager.default.fileExists(atPath: location.path, isDirectory: &isDirectory) else {
+                    throw ModelError.file(location.path, "no such model folder or GGUF file")
                 }
+                func tokenizer(in folder: URL?) throws -> Tokenizer? {
+                    guard let folder else { return nil }
+                    return FileManager.default.fileExists(atPath: folder.appendingPathComponent("tokenizer.json").path)
+                        ? try Tokenizer(directory: folder) : nil
+                }
+                if !isDirectory.boolValue {
+                    let source = try GGUFSource(path: location.path)
+                    let config = source.config
+                    let alignment = LlamaWeights.intermediateAlignment(config: config, source: source, format: configuration.weightFormat)
+                    let plan = try TensorParallelPlan(config: config, rank: comm.rank, size: comm.size, intermediateAlignment: alignment)
+                    return (config, plan, try tokenizer(in: configuration.tokenizerDirectory), source)
+                }
+                let directory = location
                 let config = try ModelConfig.load(directory: directory)
-                let plan = try TensorParallelPlan(config: config, rank: comm.rank, size: comm.size)
-                let tokenizer = FileManager.default.fileExists(atPath: directory.appendingPathComponent("tokenizer.json").path)
-                    ? try Tokenizer(directory: directory) : nil
                 let source = try CheckpointSource(directory: directory)
-                return (config, plan, tokenizer, source)
+                let alignment = LlamaWeights.intermediateAlignment(config: config, source: source, format: configuration.weightFormat)
+                let plan = try TensorParallelPlan(config: config, rank: comm.rank, size: comm.size, intermediateAlignment: alignment)
+                return (config, plan, try tokenizer(in: configuration.tokenizerDirectory ?? directory), source)
             case .random(let shape, let seed):
                 let data: Data
                 do { data = try Data(contentsOf: shape) } catch {
                     throw ModelError.file(shape.path, "cannot read model shape")
                 }
                 let config = try ModelConfig.parse(data, file: shape.path)
-                let plan = try TensorParallelPlan(config: config, rank: comm.rank, size: comm.size)
-                return (config, plan, nil, RandomWeightSource(seed: seed))
+                let source = RandomWeightSource(seed: seed)
+                let alignment = LlamaWeights.intermediateAlignment(config: config, source: source, format: configuration.weightFormat)
+                let plan = try TensorParallelPlan(config: config, rank: comm.rank, size: comm.size, intermediateAlignment: alignment)
+                return (config, plan, try configuration.tokenizerDirectory.flatMap { try Tokenizer(directory: $0) }, source)
             }
         }
         // Phase 2: the weights (each rank reads only its slices).
@@ -110,7 +131,11 @@ public final class Engine {
             // The comm thread takes the first core the compute threads left free.
             let free = available.filter { !pool.cpus.contains($0) }
             if configuration.commCores > 0, let core = free.first { comm.pinCommThread(to: core) }
-            let weights = try LlamaWeights(config: modelConfig, plan: plan, source: source, pool: pool, node: node)
+            let weights = try LlamaWeights(config: modelConfig, plan: plan, source: source, pool: pool, node: node,
+                                           format: configuration.weightFormat)
+            if comm.isRoot {
+                for line in weights.conversions { FileHandle.standardError.write(Data("weft: note: \(line)\n".utf8)) }
+            }
             return (pool, weights)
         }
         let length = min(configuration.maxSequenceLength ?? modelConfig.maxPositionEmbeddings, modelConfig.maxPositionEmbeddings)

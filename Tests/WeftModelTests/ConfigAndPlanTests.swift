@@ -9,7 +9,7 @@ final class ConfigAndPlanTests: XCTestCase {
     }
 
     func testPlanCoversEveryHeadRowAndVocabularyEntryOnce() throws {
-        for (heads, kv, size) in [(8, 4, 1), (8, 4, 2), (8, 4, 4), (8, 4, 8), (12, 4, 3), (12, 2, 6), (12, 12, 4), (32, 8, 16)] {
+        for (heads, kv, size) in [(8, 4, 1), (8, 4, 2), (8, 4, 4), (8, 4, 8), (12, 4, 3), (12, 2, 6), (12, 12, 4), (32, 8, 16), (8, 4, 3), (9, 3, 2), (9, 3, 4), (14, 2, 4)] {
             let c = config(heads: heads, kvHeads: kv, intermediate: 1001, vocab: 4099)
             let plans = try (0..<size).map { try TensorParallelPlan(config: c, rank: $0, size: size) }
             XCTAssertEqual(plans.flatMap { Array($0.heads) }, Array(0..<heads))
@@ -25,7 +25,7 @@ final class ConfigAndPlanTests: XCTestCase {
                     XCTAssertEqual(Int(mapping[i]) + plan.kvHeads.lowerBound, head / group)
                 }
             }
-            if size >= kv {
+            if size >= kv && heads % size == 0 {
                 XCTAssertTrue(plans.allSatisfy { $0.kvHeads.count == 1 }, "replicated KV heads: one per rank")
             }
             if kv % size == 0 {
@@ -35,12 +35,27 @@ final class ConfigAndPlanTests: XCTestCase {
     }
 
     func testPlanRefusesDegreesThatDoNotFit() {
-        XCTAssertThrowsError(try TensorParallelPlan(config: config(heads: 8, kvHeads: 4), rank: 0, size: 3)) { error in
-            XCTAssertEqual("\(error)", "tensor-parallel degree 3 does not divide num_attention_heads 8; use a degree that divides it (1, 2, 4, 8)")
+        XCTAssertThrowsError(try TensorParallelPlan(config: config(heads: 8, kvHeads: 4), rank: 0, size: 9)) { error in
+            XCTAssertEqual("\(error)", "tensor-parallel degree 9 exceeds num_attention_heads 8: every rank needs at least one attention head")
         }
         XCTAssertThrowsError(try TensorParallelPlan(config: config(heads: 8, kvHeads: 4, intermediate: 4), rank: 0, size: 8)) { error in
             XCTAssertTrue("\(error)".contains("intermediate_size 4"), "\(error)")
         }
+    }
+
+    func testUnevenHeadsAreBalancedAndIntermediateSplitsOnBlocks() throws {
+        // 9 heads on 4 ranks (SmolLM2-135M's shape): 3, 2, 2, 2.
+        let c = config(heads: 9, kvHeads: 3, intermediate: 1536)
+        let plans = try (0..<4).map { try TensorParallelPlan(config: c, rank: $0, size: 4, intermediateAlignment: 256) }
+        XCTAssertEqual(plans.map(\.heads.count), [3, 2, 2, 2])
+        XCTAssertEqual(plans.map(\.kvHeads), [0..<1, 1..<2, 1..<3, 2..<3])
+        // 1536 = 6 blocks of 256: 2, 2, 1, 1 blocks, every start on a block.
+        XCTAssertEqual(plans.map(\.intermediate), [0..<512, 512..<1024, 1024..<1280, 1280..<1536])
+        // A ragged end (688 = 21.5 blocks of 32) stays on the last rank.
+        let ragged = try (0..<3).map { try TensorParallelPlan(config: config(heads: 8, kvHeads: 4), rank: $0, size: 3, intermediateAlignment: 32) }
+        XCTAssertEqual(ragged.map(\.intermediate), [0..<256, 256..<480, 480..<688])
+        // Fewer blocks than ranks: the plain even split.
+        XCTAssertEqual(TensorParallelPlan.alignedSplit(300, parts: 4, index: 1, alignment: 256), 75..<150)
     }
 
     func testLlama3RopeScalingMatchesTransformers() throws {

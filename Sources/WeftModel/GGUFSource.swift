@@ -1,0 +1,214 @@
+import CKernels
+import Foundation
+import WeftTensor
+
+/// A GGUF file as a model: the configuration from its metadata and its
+/// tensors under the Hugging Face names the model code uses. Tensors keep
+/// their stored format (`storedFormat`); each rank copies only its rows.
+///
+/// llama.cpp's converter reorders the rows of each q and k head of `llama`
+/// models (for its interleaved RoPE); this source undoes that, so the model
+/// code applies Hugging Face's rotate-half RoPE to every architecture.
+public final class GGUFSource: WeightSource, @unchecked Sendable {
+    public let file: GGUFFile
+    public let config: ModelConfig
+    /// GGUF tensor name → heads of a q/k tensor whose rows were permuted.
+    let permutedHeads: [String: Int]
+
+    public var description: String { file.path }
+    var path: String { file.path }
+
+    public convenience init(path: String) throws {
+        try self.init(file: GGUFFile(path: path))
+    }
+
+    public init(file: GGUFFile) throws {
+        self.file = file
+        config = try ModelConfig(gguf: file)
+        var permuted: [String: Int] = [:]
+        if config.architecture != .qwen2 {
+            for i in 0..<config.layerCount {
+                permuted["blk.\(i).attn_q.weight"] = config.headCount
+                permuted["blk.\(i).attn_k.weight"] = config.kvHeadCount
+                permuted["blk.\(i).attn_q.bias"] = config.headCount
+                permuted["blk.\(i).attn_k.bias"] = config.kvHeadCount
+            }
+        }
+        permutedHeads = permuted
+    }
+
+    /// The GGUF name of a Hugging Face tensor name.
+    public static func ggufName(_ name: String) -> String {
+        switch name {
+        case "model.embed_tokens.weight": return "token_embd.weight"
+        case "lm_head.weight": return "output.weight"
+        case "model.norm.weight": return "output_norm.weight"
+        default: break
+        }
+        let parts = name.split(separator: ".", maxSplits: 3)
+        guard parts.count == 4, parts[0] == "model", parts[1] == "layers" else { return name }
+        let table = [
+            "input_layernorm.weight": "attn_norm.weight",
+            "post_attention_layernorm.weight": "ffn_norm.weight",
+            "self_attn.q_proj.weight": "attn_q.weight", "self_attn.q_proj.bias": "attn_q.bias",
+            "self_attn.k_proj.weight": "attn_k.weight", "self_attn.k_proj.bias": "attn_k.bias",
+            "self_attn.v_proj.weight": "attn_v.weight", "self_attn.v_proj.bias": "attn_v.bias",
+            "self_attn.o_proj.weight": "attn_output.weight",
+            "mlp.gate_proj.weight": "ffn_gate.weight",
+            "mlp.up_proj.weight": "ffn_up.weight",
+            "mlp.down_proj.weight": "ffn_down.weight",
+        ]
+        guard let suffix = table[String(parts[3])] else { return name }
+        return "blk.\(parts[2]).\(suffix)"
+    }
+
+    func info(_ name: String) -> GGUFTensorInfo? { file.tensor(Self.ggufName(name)) }
+
+    public func validate(_ name: String, shape: [Int]) throws {
+        let g = Self.ggufName(name)
+        guard let info = file.tensor(g) else {
+            throw ModelError.tensor(path, g, "missing (expected shape \(shape.reversed()) in GGUF order)")
+        }
+        let found = shape.count == 1 ? info.ne : info.matrixShape
+        let expected = shape.count == 1 ? shape : shape
+        guard (shape.count == 1 && info.ne == expected) || (shape.count == 2 && info.ne.count == 2 && found == expected) else {
+            throw ModelError.tensor(path, g, "shape \(info.ne) (GGUF order), expected \(Array(shape.reversed())) from the metadata")
+        }
+        guard let format = WeightFormat(rawValue: Int32(info.type.rawValue)), format.isSupported else {
+            let names = WeightFormat.allCases.filter(\.isSupported).map { $0.description.uppercased() }
+            throw ModelError.tensor(path, g, "type \(info.type.name) is not supported (supported: \(names.joined(separator: ", ")))")
+        }
+        if let heads = permutedHeads[g], (info.ne.last ?? 0) % (2 * heads) != 0 {
+            throw ModelError.tensor(path, g, "\(info.ne.last ?? 0) rows do not split into \(heads) heads of even size")
+        }
+    }
+
+    public func storedFormat(_ name: String) -> WeightFormat {
+        info(name).flatMap { WeightFormat(rawValue: Int32($0.type.rawValue)) } ?? .f32
+    }
+
+    /// The file row holding Hugging Face row `row` of tensor `g`.
+    func fileRow(_ g: String, _ row: Int, rows: Int) -> Int {
+        guard let heads = permutedHeads[g] else { return row }
+        let hd = rows / heads, half = hd / 2
+        let head = row / hd, within = row % hd
+        return head * hd + 2 * (within % half) + within / half
+    }
+
+    public func readSlice(_ name: String, rows: Range<Int>, columns: Range<Int>,
+                          into destination: UnsafeMutablePointer<Float>, ld: Int) {
+        let g = Self.ggufName(name)
+        let info = file.tensor(g)!
+        let base = file.bytes(of: info).baseAddress!
+        let format = Int32(info.type.rawValue)
+        if info.ne.count == 1 {
+            // A vector: one row; a permuted q/k bias reorders its elements.
+            let n = info.columns
+            let all = UnsafeMutablePointer<Float>.allocate(capacity: n)
+            defer { all.deallocate() }
+            _ = weft_dequantize_row(format, base, all, Int64(n))
+            for (i, c) in columns.enumerated() { destination[i] = all[fileRow(g, c, rows: n)] }
+            return
+        }
+        let k = info.columns, rowBytes = info.rowByteCount, total = info.rows
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: k)
+        defer { row.deallocate() }
+        for (i, r) in rows.enumerated() {
+            _ = weft_dequantize_row(format, base + fileRow(g, r, rows: total) * rowBytes, row, Int64(k))
+            (destination + i * ld).update(from: row + columns.lowerBound, count: columns.count)
+        }
+    }
+
+    public func readStoredRows(_ name: String, rows: Range<Int>, columns: Range<Int>,
+                               into destination: UnsafeMutableRawPointer, stride: Int) {
+        let g = Self.ggufName(name)
+        let info = file.tensor(g)!
+        let base = file.bytes(of: info).baseAddress!
+        let be = info.type.blockSize, bb = info.type.bytesPerBlock
+        let start = columns.lowerBound / be * bb, count = columns.count / be * bb
+        for (i, r) in rows.enumerated() {
+            (destination + i * stride).copyMemory(from: base + fileRow(g, r, rows: info.rows) * info.rowByteCount + start, byteCount: count)
+        }
+    }
+
+    public func finished(_ name: String) {
+        if let info = info(name) { file.release(info) }
+    }
+}
+
+extension ModelConfig {
+    /// The configuration in a GGUF file's metadata (`general.architecture`
+    /// and its `ARCH.*` keys, as llama.cpp writes them), validated like a
+    /// config.json; errors name the GGUF key.
+    public init(gguf file: GGUFFile) throws {
+        let h = file.header, path = file.path
+        guard let arch = try h.string("general.architecture") else {
+            throw ModelError.field(path, "general.architecture", "a string (llama or qwen2)", "missing")
+        }
+        let architecture: Architecture
+        switch arch {
+        case "llama": architecture = .llama
+        case "qwen2": architecture = .qwen2
+        default: throw ModelError.field(path, "general.architecture", "llama or qwen2", "\"\(arch)\"")
+        }
+        func required(_ key: String) throws -> Int {
+            guard let v = try h.int("\(arch).\(key)") else { throw ModelError.field(path, "\(arch).\(key)", "an integer", "missing") }
+            return v
+        }
+        func float(_ key: String) throws -> Double? { try h.double("\(arch).\(key)") }
+        let hidden = try required("embedding_length")
+        let heads = try required("attention.head_count")
+        let kvHeads = try h.int("\(arch).attention.head_count_kv") ?? heads
+        guard let eps = try float("attention.layer_norm_rms_epsilon") else {
+            throw ModelError.field(path, "\(arch).attention.layer_norm_rms_epsilon", "a float", "missing")
+        }
+        guard let embedding = file.tensor("token_embd.weight") else {
+            throw ModelError.tensor(path, "token_embd.weight", "missing")
+        }
+        let vocabulary = try h.int("\(arch).vocab_size") ?? (embedding.ne.count == 2 ? embedding.ne[1] : 0)
+        if let type = try h.string("\(arch).rope.scaling.type"), type != "none" {
+            // Llama 3's scaling is stored as rope_freqs.weight; linear and YaRN are not implemented.
+            throw ModelError.field(path, "\(arch).rope.scaling.type", "none (rope_freqs.weight carries Llama 3's scaling)", "\"\(type)\"")
+        }
+        var eos: [Int] = []
+        if let id = try h.int("tokenizer.ggml.eos_token_id") { eos.append(id) }
+        if let id = try h.int("tokenizer.ggml.eot_token_id"), !eos.contains(id) { eos.append(id) }
+        self.init(architecture: architecture, hiddenSize: hidden,
+                  intermediateSize: try required("feed_forward_length"),
+                  layerCount: try required("block_count"),
+                  headCount: heads, kvHeadCount: kvHeads,
+                  headDim: try h.int("\(arch).attention.key_length") ?? (heads > 0 ? hidden / heads : 0),
+                  vocabularySize: vocabulary, rmsNormEps: eps,
+                  ropeTheta: try float("rope.freq_base") ?? 10000,
+                  maxPositionEmbeddings: try required("context_length"),
+                  tieWordEmbeddings: file.tensor("output.weight") == nil,
+                  attentionBias: file.tensor("blk.0.attn_q.bias") != nil,
+                  bosTokenID: try h.int("tokenizer.ggml.bos_token_id"), eosTokenIDs: eos)
+        // The same range checks as config.json, reported under the GGUF key.
+        let keys = [
+            "hidden_size": "\(arch).embedding_length", "intermediate_size": "\(arch).feed_forward_length",
+            "num_hidden_layers": "\(arch).block_count", "num_attention_heads": "\(arch).attention.head_count",
+            "num_key_value_heads": "\(arch).attention.head_count_kv", "head_dim": "\(arch).attention.key_length",
+            "vocab_size": "\(arch).vocab_size", "max_position_embeddings": "\(arch).context_length",
+            "rms_norm_eps": "\(arch).attention.layer_norm_rms_epsilon", "rope_theta": "\(arch).rope.freq_base",
+            "bos_token_id": "tokenizer.ggml.bos_token_id", "eos_token_id": "tokenizer.ggml.eos_token_id",
+        ]
+        do { try validate(file: path) } catch ModelError.field(let file, let field, let expected, let found) {
+            throw ModelError.field(file, keys[field] ?? field, expected, found)
+        }
+        if let rot = try h.int("\(arch).rope.dimension_count"), rot != headDim {
+            throw ModelError.field(path, "\(arch).rope.dimension_count", "the head size \(headDim) (partial rotary is not implemented)", "\(rot)")
+        }
+        if let factors = file.tensor("rope_freqs.weight") {
+            guard factors.type == .f32, factors.ne == [headDim / 2] else {
+                throw ModelError.tensor(path, "rope_freqs.weight", "expected F32 of shape [\(headDim / 2)], found \(factors.type.name) \(factors.ne)")
+            }
+            let raw = file.bytes(of: factors)
+            let values = (0..<headDim / 2).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+            guard values.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+                throw ModelError.tensor(path, "rope_freqs.weight", "factors must be finite and positive")
+            }
+            ropeFrequencyFactors = values
+        }
+    }
+}

@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""GGUF files of the tiny-llama fixture and their float64 NumPy references.
+
+Writes, next to this script:
+  tiny-llama-f32.gguf   every tensor F32 (bf16 weights widened exactly)
+  tiny-llama-f16.gguf   matrices F16, norms F32
+  tiny-llama-q8_0.gguf  matrices Q8_0 (gguf's numpy quantizer); F16 where a
+                        row is not a multiple of 32 (down_proj: 688), as
+                        llama.cpp's converter falls back
+  tiny-llama-q4_k.gguf  q/k/v/o, gate/up and the embedding Q4_K (the
+                        quantizer below), LM head Q8_0, down_proj F16
+  reference.json        for each file, logits of every position of two token
+                        sequences, computed in float64 from the weights as
+                        gguf.quants.dequantize reads them back; for the
+                        quantized files also with each product's input
+                        rounded to 8-bit blocks first, as llama.cpp computes
+
+The q and k matrices are stored with llama.cpp's row permutation for its
+interleaved RoPE (convert_hf_to_gguf.py's LlamaModel.permute), as real llama
+files are; the reference undoes it and applies Hugging Face's rotate-half
+RoPE, so a reader that forgets to undo it fails.
+
+Only numpy and the gguf package (0.19.0) are used; no Weft code. Run:
+  python3 Tests/Fixtures/gguf-model/make_gguf_models.py
+"""
+import json
+import os
+import struct
+
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as T
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(HERE, "..", "tiny-llama")
+QK_K = 256
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        raw = np.frombuffer(data[a:b], dtype=np.uint8)
+        if info["dtype"] == "BF16":
+            v = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        elif info["dtype"] == "F32":
+            v = raw.view(np.float32)
+        else:
+            raise SystemExit(f"{name}: dtype {info['dtype']} not handled")
+        out[name] = v.reshape(info["shape"]).copy()
+    return out
+
+
+def permute(w, n_head):
+    """llama.cpp's LlamaModel.permute (rows of each head interleaved)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute(w, n_head):
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def quantize_q4_k(x):
+    """A plain Q4_K quantizer (per 32-element sub-block min/max, 6-bit scales
+    and mins relative to fp16 super-scales). Not ggml's search, but any valid
+    encoding is a valid file: the reference reads it back with gguf's dequantizer."""
+    rows, k = x.shape
+    assert k % QK_K == 0
+    blocks = x.reshape(-1, 8, 32).astype(np.float32)
+    mn = np.minimum(blocks.min(axis=-1), 0)          # value = d*sc*q - dmin*m, q in 0..15
+    mx = blocks.max(axis=-1)
+    scale = (mx - mn) / 15
+    mins = -mn
+    d = (scale.max(axis=-1) / 63).astype(np.float16)
+    dmin = (mins.max(axis=-1) / 63).astype(np.float16)
+    d32, dmin32 = d.astype(np.float32)[:, None], dmin.astype(np.float32)[:, None]
+    sc = np.where(d32 > 0, np.clip(np.rint(scale / np.where(d32 > 0, d32, 1)), 0, 63), 0).astype(np.uint8)
+    m = np.where(dmin32 > 0, np.clip(np.rint(mins / np.where(dmin32 > 0, dmin32, 1)), 0, 63), 0).astype(np.uint8)
+    eff_d = (d32 * sc)[:, :, None]
+    eff_m = (dmin32 * m)[:, :, None]
+    q = np.where(eff_d > 0, np.rint((blocks + eff_m) / np.where(eff_d > 0, eff_d, 1)), 0)
+    q = np.clip(q, 0, 15).astype(np.uint8)
+    # 12 bytes of scales/mins (gguf's Q4_K.get_scale_min, inverted).
+    s = np.zeros((blocks.shape[0], 12), dtype=np.uint8)
+    s[:, 0:4] = (sc[:, 0:4] & 0x3F) | ((sc[:, 4:8] >> 4) << 6)
+    s[:, 4:8] = (m[:, 0:4] & 0x3F) | ((m[:, 4:8] >> 4) << 6)
+    s[:, 8:12] = (sc[:, 4:8] & 0x0F) | ((m[:, 4:8] & 0x0F) << 4)
+    # Nibbles: 32 bytes per pair of sub-blocks, low nibble the first.
+    pairs = q.reshape(-1, 4, 2, 32)
+    qs = (pairs[:, :, 0, :] | (pairs[:, :, 1, :] << 4)).reshape(-1, 128)
+    out = np.concatenate([d.view(np.uint8).reshape(-1, 2), dmin.view(np.uint8).reshape(-1, 2), s, qs], axis=1)
+    return out.reshape(rows, -1)
+
+
+def encode(w, qtype):
+    """Bytes of a 2-D matrix in qtype (uint8 [rows, row_bytes]) or a float array."""
+    if qtype == T.F32:
+        return w.astype(np.float32)
+    if qtype == T.F16:
+        return w.astype(np.float16)
+    if qtype == T.Q4_K:
+        return quantize_q4_k(w)
+    return gguf.quants.quantize(w.astype(np.float32), qtype)
+
+
+def decode(data, qtype, shape):
+    if qtype in (T.F32, T.F16):
+        return data.astype(np.float64).reshape(shape)
+    return gguf.quants.dequantize(data, qtype).astype(np.float64).reshape(shape)
+
+
+def plan(kind, name, w):
+    """The type of a tensor in a file of `kind`."""
+    if w.ndim == 1 or kind == "f32":
+        return T.F32
+    if kind == "f16":
+        return T.F16
+    k = w.shape[1]
+    if kind == "q8_0":
+        return T.Q8_0 if k % 32 == 0 else T.F16
+    if kind == "q4_k":
+        if name == "output.weight":
+            return T.Q8_0
+        return T.Q4_K if k % QK_K == 0 else (T.Q8_0 if k % 32 == 0 else T.F16)
+    raise ValueError(kind)
+
+
+def rmsnorm(x, w, eps):
+    return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * w
+
+
+def quantize_activations(x, qtype):
+    """x rounded as ggml rounds the activations of a matrix product with a
+    weight of qtype: Q8_0 blocks of 32 (gguf's quantizer) for Q8_0/Q4_0,
+    Q8_K blocks of 256 (ggml's quantize_row_q8_K_ref) for the k-quants."""
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    if qtype in (T.Q8_0, T.Q4_0):
+        return gguf.quants.dequantize(gguf.quants.quantize(x32, T.Q8_0), T.Q8_0).astype(np.float64).reshape(x.shape)
+    if qtype in (T.Q4_K, T.Q5_K, T.Q6_K):
+        b = x32.reshape(-1, QK_K)
+        idx = np.abs(b).argmax(axis=-1)
+        mx = b[np.arange(b.shape[0]), idx]
+        iscale = np.where(mx != 0, np.float32(-128) / np.where(mx != 0, mx, 1), 0).astype(np.float32)
+        q = np.minimum(127, np.rint((iscale[:, None] * b).astype(np.float32)))   # nearest_int: ties to even
+        d = np.where(iscale != 0, np.float32(1) / np.where(iscale != 0, iscale, 1), 0).astype(np.float32)
+        return (q * d[:, None]).astype(np.float64).reshape(x.shape)
+    return x
+
+
+def forward(W, cfg, tokens, types=None):
+    """Hugging Face LlamaForCausalLM in float64 (rotate-half RoPE, GQA).
+    With `types`, the input of each matrix product is first rounded as ggml
+    rounds activations for that weight's type (llama.cpp's arithmetic)."""
+    def lin(x, name):
+        if types is not None:
+            x = quantize_activations(x, types[name])
+        return x @ W[name].T
+
+    h, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or h // nh
+    eps, theta = cfg["rms_norm_eps"], cfg["rope_theta"]
+    t = len(tokens)
+    x = W["token_embd.weight"][tokens]
+    inv = 1.0 / theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    ang = np.arange(t, dtype=np.float64)[:, None] * inv[None, :]
+    cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
+
+    def rope(v):  # [t, heads, hd]
+        half = hd // 2
+        rot = np.concatenate([-v[..., half:], v[..., :half]], -1)
+        return v * cos[:, None, :] + rot * sin[:, None, :]
+
+    mask = np.triu(np.full((t, t), -np.inf), 1)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"blk.{i}."
+        a = rmsnorm(x, W[p + "attn_norm.weight"], eps)
+        q = rope((lin(a, p + "attn_q.weight")).reshape(t, nh, hd))
+        k = rope((lin(a, p + "attn_k.weight")).reshape(t, nkv, hd))
+        v = (lin(a, p + "attn_v.weight")).reshape(t, nkv, hd)
+        out = np.zeros((t, nh, hd))
+        for head in range(nh):
+            g = head // (nh // nkv)
+            s = q[:, head, :] @ k[:, g, :].T / np.sqrt(hd) + mask
+            s = np.exp(s - s.max(-1, keepdims=True))
+            out[:, head, :] = (s / s.sum(-1, keepdims=True)) @ v[:, g, :]
+        x = x + lin(out.reshape(t, nh * hd), p + "attn_output.weight")
+        a = rmsnorm(x, W[p + "ffn_norm.weight"], eps)
+        gate, up = lin(a, p + "ffn_gate.weight"), lin(a, p + "ffn_up.weight")
+        x = x + lin(gate / (1 + np.exp(-gate)) * up, p + "ffn_down.weight")
+    x = rmsnorm(x, W["output_norm.weight"], eps)
+    return lin(x, "output.weight" if "output.weight" in W else "token_embd.weight")
+
+
+HF_TO_GGUF = {
+    "input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def gguf_name(name):
+    fixed = {"model.embed_tokens.weight": "token_embd.weight", "lm_head.weight": "output.weight",
+             "model.norm.weight": "output_norm.weight"}
+    if name in fixed:
+        return fixed[name]
+    _, _, i, rest = name.split(".", 3)
+    return f"blk.{i}.{HF_TO_GGUF[rest]}"
+
+
+def main():
+    cfg = json.load(open(os.path.join(SOURCE, "config.json")))
+    hf = read_safetensors(os.path.join(SOURCE, "model.safetensors"))
+    reference = json.load(open(os.path.join(SOURCE, "reference.json")))
+    sequences = [reference["logits_cases"][0]["tokens"], reference["logits_cases"][1]["tokens"]]
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    out = {"sequences": sequences, "files": {}}
+    for kind in ["f32", "f16", "q8_0", "q4_k"]:
+        path = os.path.join(HERE, f"tiny-llama-{kind}.gguf")
+        writer = gguf.GGUFWriter(path, "llama")
+        writer.add_name("tiny-llama")
+        writer.add_context_length(cfg["max_position_embeddings"])
+        writer.add_embedding_length(cfg["hidden_size"])
+        writer.add_feed_forward_length(cfg["intermediate_size"])
+        writer.add_block_count(cfg["num_hidden_layers"])
+        writer.add_head_count(nh)
+        writer.add_head_count_kv(nkv)
+        writer.add_rope_dimension_count(cfg["head_dim"])
+        writer.add_rope_freq_base(cfg["rope_theta"])
+        writer.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+        writer.add_vocab_size(cfg["vocab_size"])
+        writer.add_bos_token_id(cfg["bos_token_id"])
+        writer.add_eos_token_id(cfg["eos_token_id"])
+        dequantized, types = {}, {}
+        for name in sorted(hf):
+            g = gguf_name(name)
+            w = hf[name]
+            qtype = plan(kind, g, w)
+            data = encode(w, qtype)
+            back = decode(data, qtype, w.shape)
+            if g.endswith("attn_q.weight") or g.endswith("attn_k.weight"):
+                heads = nh if g.endswith("attn_q.weight") else nkv
+                data = permute(data, heads)   # row order as llama.cpp writes it
+            writer.add_tensor(g, data, raw_dtype=qtype if qtype not in (T.F32, T.F16) else None)
+            dequantized[g] = back            # Hugging Face row order
+            types[g] = qtype
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        logits = [forward(dequantized, cfg, np.array(s)).astype(np.float32).tolist() for s in sequences]
+        ggml = [forward(dequantized, cfg, np.array(s), types).astype(np.float32).tolist() for s in sequences]
+        names = sorted(set(t.name for t in types.values()))
+        out["files"][kind] = {"file": os.path.basename(path), "logits": logits, "types": names}
+        if kind in ("q8_0", "q4_k"):
+            out["files"][kind]["logits_8bit_activations"] = ggml
+        print(kind, os.path.getsize(path), "bytes", names)
+    # The float32 file's reference also equals transformers' (bf16 weights widened exactly).
+    with open(os.path.join(HERE, "reference.json"), "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+
+
+if __name__ == "__main__":
+    main()
