@@ -14,7 +14,10 @@
 #define W_INLINE static inline __attribute__((always_inline)) W_TARGET
 #define W_FN(name) name##_avx2
 #define WVW 8
-#define W_MX 3  // 3 x 4 accumulators + 4 weight vectors + 1 activation = 16 ymm
+// 3 x 3 accumulators + 3 weight vectors + 1 activation: 13 of 16 ymm (a 3 x 4
+// tile needs 17, and the compiler's spills put accumulators through memory).
+#define W_MX 3
+#define W_RW 3
 typedef __m256 wv;
 
 W_INLINE wv w_zero(void) { return _mm256_setzero_ps(); }

@@ -15,6 +15,7 @@
 #define W_FN(name) name##_avx512
 #define WVW 16
 #define W_MX 4  // 4 x 4 accumulators + 4 weight vectors + 1 activation of 32 zmm
+#define W_RW 4
 typedef __m512 wv;
 
 W_INLINE wv w_zero(void) { return _mm512_setzero_ps(); }

@@ -8,7 +8,7 @@
 //   w_zero w_load w_store w_fma     (fma(a, b, c) = a * b + c)
 //   w_hsum                  horizontal sum
 //   w_load_f16(p) w_load_bf16(p)   WVW 16-bit floats widened to float32
-//   W_MX                    activation rows per register tile
+//   W_MX, W_RW              activation rows and weight rows per register tile
 //
 // The pack functions use 8 x 8 float transposes in 256-bit registers (AVX2
 // instructions, which every AVX-512 CPU has).
@@ -16,7 +16,6 @@
 #error "include wgemm_simd.h from an ISA file"
 #endif
 
-#define W_RW 4  // weight rows per register tile
 
 W_INLINE float W_FN(widen1)(const int bf16, uint16_t h) {
     if (bf16) {
@@ -82,7 +81,15 @@ W_INLINE void W_FN(tile16)(const int kind, const int MX, const int RW, int kc, c
                                                        size_t ldy, int accumulate) {           \
         W_FN(tile16)(B, MX, RW, kc, x, ldx, w, ldw, y, ldy, accumulate);                      \
     }
+#if W_RW >= 4
 #define W_TILE_FNS(B, MX) W_TILE_FN(B, MX, 1) W_TILE_FN(B, MX, 2) W_TILE_FN(B, MX, 3) W_TILE_FN(B, MX, 4)
+#define W_TILE_ROW(B, MX) {0, W_FN(tile16_##B##_##MX##_1), W_FN(tile16_##B##_##MX##_2), \
+                           W_FN(tile16_##B##_##MX##_3), W_FN(tile16_##B##_##MX##_4)}
+#else
+#define W_TILE_FNS(B, MX) W_TILE_FN(B, MX, 1) W_TILE_FN(B, MX, 2) W_TILE_FN(B, MX, 3)
+#define W_TILE_ROW(B, MX) {0, W_FN(tile16_##B##_##MX##_1), W_FN(tile16_##B##_##MX##_2), \
+                           W_FN(tile16_##B##_##MX##_3)}
+#endif
 W_TILE_FNS(0, 1) W_TILE_FNS(0, 2) W_TILE_FNS(0, 3)
 W_TILE_FNS(1, 1) W_TILE_FNS(1, 2) W_TILE_FNS(1, 3)
 W_TILE_FNS(2, 1) W_TILE_FNS(2, 2) W_TILE_FNS(2, 3)
@@ -91,8 +98,6 @@ W_TILE_FNS(0, 4) W_TILE_FNS(1, 4) W_TILE_FNS(2, 4)
 #endif
 
 typedef void (*W_FN(tile_fn))(int, const float *, size_t, const void *, size_t, float *, size_t, int);
-#define W_TILE_ROW(B, MX) {0, W_FN(tile16_##B##_##MX##_1), W_FN(tile16_##B##_##MX##_2), \
-                           W_FN(tile16_##B##_##MX##_3), W_FN(tile16_##B##_##MX##_4)}
 static const W_FN(tile_fn) W_FN(tiles)[3][W_MX + 1][W_RW + 1] = {
     {{0}, W_TILE_ROW(0, 1), W_TILE_ROW(0, 2), W_TILE_ROW(0, 3),
 #if W_MX >= 4
@@ -113,21 +118,29 @@ static const W_FN(tile_fn) W_FN(tiles)[3][W_MX + 1][W_RW + 1] = {
 
 // Columns of a K chunk when several activation groups share each weight tile:
 // the chunk of x (m * 1024 floats) stays in L2 while the tiles stream past,
-// and the tile's weights are widened once into a float32 buffer in L1.
+// and the tile's weights are widened once into a float32 buffer in L1 (rows
+// W_KCHUNK + 16 floats apart: a 4 KiB stride would put every row in the same
+// L1 sets).
 #define W_KCHUNK 1024
+#define W_WIDE_LD (W_KCHUNK + 16)
 
 W_TARGET void W_FN(weft_wgemm16_rows)(int bf16, int m, long j0, long j1, int k, const float *x,
                                       size_t ldx, const uint16_t *w, float *y, size_t ldy) {
     bf16 = bf16 != 0;
     int groups = (m + W_MX - 1) / W_MX, base = m / groups, extra = m % groups;
-    if (groups == 1) {  // decode: each weight row is read once, whole, widened in registers
+    if (groups <= 2) {  // decode: weight rows widened in registers (the second group rereads them from L1/L2)
         for (long j = j0; j < j1; j += W_RW) {
             int rw = j1 - j < W_RW ? (int)(j1 - j) : W_RW;
-            W_FN(tiles)[bf16][m][rw](k, x, ldx, w + (size_t)j * (size_t)k, (size_t)k, y + j, ldy, 0);
+            for (int g = 0, row = 0; g < groups; g++) {
+                int rows = base + (g < extra);
+                W_FN(tiles)[bf16][rows][rw](k, x + (size_t)row * ldx, ldx, w + (size_t)j * (size_t)k, (size_t)k,
+                                            y + (size_t)row * ldy + j, ldy, 0);
+                row += rows;
+            }
         }
         return;
     }
-    float wide[W_RW * W_KCHUNK] __attribute__((aligned(64)));
+    float wide[W_RW * W_WIDE_LD] __attribute__((aligned(64)));
     for (int pc = 0; pc < k; pc += W_KCHUNK) {
         int kc = k - pc < W_KCHUNK ? k - pc : W_KCHUNK;
         for (long j = j0; j < j1; j += W_RW) {
@@ -135,13 +148,19 @@ W_TARGET void W_FN(weft_wgemm16_rows)(int bf16, int m, long j0, long j1, int k, 
             const uint16_t *wj = w + (size_t)j * (size_t)k + pc;
             for (int r = 0; r < rw; r++) {
                 int kk = 0;
-                for (; kk + WVW <= kc; kk += WVW)
-                    w_store(wide + (size_t)r * kc + kk, W_FN(widen)(bf16, wj + (size_t)r * k + kk));
-                for (; kk < kc; kk++) wide[(size_t)r * kc + kk] = W_FN(widen1)(bf16, wj[(size_t)r * k + kk]);
+                // The next tile's chunk is prefetched meanwhile: chunks of rows
+                // 4 KiB and more apart are too short for the hardware prefetcher.
+                const char *next = (const char *)(wj + (size_t)(r + W_RW) * k);
+                int pf = j + W_RW < j1;
+                for (; kk + WVW <= kc; kk += WVW) {
+                    if (pf && (kk * 2) % 64 == 0) _mm_prefetch(next + kk * 2, _MM_HINT_T0);
+                    w_store(wide + (size_t)r * W_WIDE_LD + kk, W_FN(widen)(bf16, wj + (size_t)r * k + kk));
+                }
+                for (; kk < kc; kk++) wide[(size_t)r * W_WIDE_LD + kk] = W_FN(widen1)(bf16, wj[(size_t)r * k + kk]);
             }
             for (int g = 0, row = 0; g < groups; g++) {
                 int rows = base + (g < extra);
-                W_FN(tiles)[2][rows][rw](kc, x + (size_t)row * ldx + pc, ldx, wide, (size_t)kc,
+                W_FN(tiles)[2][rows][rw](kc, x + (size_t)row * ldx + pc, ldx, wide, W_WIDE_LD,
                                          y + (size_t)row * ldy + j, ldy, pc > 0);
                 row += rows;
             }

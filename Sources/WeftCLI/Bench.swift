@@ -7,7 +7,7 @@ import WeftRuntime
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Weft.",
-        subcommands: [BenchEndToEnd.self, BenchCollective.self, BenchPrefill.self, BenchSplit.self])
+        subcommands: [BenchEndToEnd.self, BenchCollective.self, BenchPrefill.self, BenchSplit.self, BenchGemm.self])
 }
 
 /// llama-bench's convention: prompt processing (pp) and text generation (tg)
