@@ -88,6 +88,11 @@ QINLINE void q4_tile(int k, const unsigned char *w, size_t bw, const unsigned ch
             acc[r][c] = _mm256_setzero_ps();
             ms[r][c] = _mm_setzero_ps();
         }
+    // 4 x 1 tiles: the 8 fp16 scales (and Q4_1 minimums) of a pair of blocks of
+    // the 4 rows in one conversion, row r's in lanes 2r, 2r + 1; the same
+    // products as the per-row path, so the same bits.
+    const int GATHER = NR == 4 && NC == 1;
+    __m256 ms8 = _mm256_setzero_ps();
     int ib = 0;
     for (; ib + 2 <= nb; ib += 2) {
         __m256i ylo[4], yhi[4], off[4];
@@ -110,27 +115,59 @@ QINLINE void q4_tile(int k, const unsigned char *w, size_t bw, const unsigned ch
                 sy[c] = fp16_pair(s0, s1);
             }
         }
+        __m256 scale8 = _mm256_setzero_ps();
+        if (GATHER) {
+            uint64_t dd[2], mm[2];
+            for (int h = 0; h < 2; h++) {
+                const unsigned char *p0 = w + (size_t)(2 * h) * bw + (size_t)ib * xb, *p1 = p0 + bw;
+                uint16_t e[4], f[4];
+                memcpy(&e[0], p0, 2);
+                memcpy(&e[1], p0 + xb, 2);
+                memcpy(&e[2], p1, 2);
+                memcpy(&e[3], p1 + xb, 2);
+                dd[h] = e[0] | (uint64_t)e[1] << 16 | (uint64_t)e[2] << 32 | (uint64_t)e[3] << 48;
+                if (!OFFSET) {
+                    memcpy(&f[0], p0 + 2, 2);
+                    memcpy(&f[1], p0 + xb + 2, 2);
+                    memcpy(&f[2], p1 + 2, 2);
+                    memcpy(&f[3], p1 + xb + 2, 2);
+                    mm[h] = f[0] | (uint64_t)f[1] << 16 | (uint64_t)f[2] << 32 | (uint64_t)f[3] << 48;
+                }
+            }
+            const __m256 dy8 = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(dy[0])));
+            scale8 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_set_epi64x((long long)dd[1], (long long)dd[0])), dy8);
+            if (!OFFSET) {
+                const __m256 sy8 = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(sy[0])));
+                ms8 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_set_epi64x((long long)mm[1], (long long)mm[0])), sy8, ms8);
+            }
+        }
         for (int r = 0; r < NR; r++) {
             const unsigned char *x0 = w + (size_t)r * bw + (size_t)ib * xb, *x1 = x0 + xb;
             const __m256i q = load_2x16(x0 + xq, x1 + xq);
             const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            uint16_t d0, d1;
-            memcpy(&d0, x0, 2);
-            memcpy(&d1, x1, 2);
-            const __m128 dx = fp16_pair(d0, d1);
-            __m128 mx = _mm_setzero_ps();
-            if (!OFFSET) {
-                uint16_t m0, m1;
-                memcpy(&m0, x0 + 2, 2);
-                memcpy(&m1, x1 + 2, 2);
-                mx = fp16_pair(m0, m1);
+            __m128 dx = _mm_setzero_ps(), mx = _mm_setzero_ps();
+            if (!GATHER) {
+                uint16_t d0, d1;
+                memcpy(&d0, x0, 2);
+                memcpy(&d1, x1, 2);
+                dx = fp16_pair(d0, d1);
+                if (!OFFSET) {
+                    uint16_t m0, m1;
+                    memcpy(&m0, x0 + 2, 2);
+                    memcpy(&m1, x1 + 2, 2);
+                    mx = fp16_pair(m0, m1);
+                }
             }
             for (int c = 0; c < NC; c++) {
                 __m256i s = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo[c]),
                                                                _mm256_maddubs_epi16(hi, yhi[c])), ones);
                 if (OFFSET) s = _mm256_sub_epi32(s, off[c]);
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), spread_pair(_mm_mul_ps(dx, dy[c])), acc[r][c]);
-                if (!OFFSET) ms[r][c] = _mm_fmadd_ps(mx, sy[c], ms[r][c]);
+                const __m256 scale = GATHER ? _mm256_permutevar8x32_ps(scale8, _mm256_setr_epi32(2 * r, 2 * r, 2 * r, 2 * r,
+                                                                                                  2 * r + 1, 2 * r + 1,
+                                                                                                  2 * r + 1, 2 * r + 1))
+                                            : spread_pair(_mm_mul_ps(dx, dy[c]));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[r][c]);
+                if (!OFFSET && !GATHER) ms[r][c] = _mm_fmadd_ps(mx, sy[c], ms[r][c]);
             }
         }
     }
@@ -160,6 +197,11 @@ QINLINE void q4_tile(int k, const unsigned char *w, size_t bw, const unsigned ch
                 if (!OFFSET) tail[r][c] += fp16_f16c(mxh) * fp16_f16c(syh);
             }
         }
+    }
+    if (GATHER && !OFFSET) {  // row r's minimum terms from lanes 2r, 2r + 1, as the per-row path holds them
+        float lanes[8];
+        _mm256_storeu_ps(lanes, ms8);
+        for (int r = 0; r < NR; r++) ms[r][0] = _mm_setr_ps(lanes[2 * r], lanes[2 * r + 1], 0.0f, 0.0f);
     }
     for (int r = 0; r < NR; r++)
         for (int c = 0; c < NC; c++)
