@@ -395,12 +395,16 @@ SIMD_KV_INLINE void SIMD_FN(attention_group)(const weft_attention_kv_args *a, in
                 SIMD_FN(scale_row)(out + i * hd, correction, hd);
                 running_max[i] = chunk_max;
             }
-            vf vmax = v_set1(running_max[i]);
+            // The weights, and their sum in vector lanes (a serial scalar sum
+            // was a 4-cycle dependency per key and head).
+            vf vmax = v_set1(running_max[i]), vsum = v_zero();
             for (int j = 0; j < cnt; j += VW) {
                 int n = cnt - j < VW ? cnt - j : VW;
-                v_store_n(s + j, v_exp(v_sub(v_load_n(s + j, n), vmax)), n);
+                vf w = v_exp(v_sub(v_load_n(s + j, n), vmax));
+                v_store_n(s + j, w, n);
+                vsum = v_add(vsum, n == VW ? w : v_load_n(s + j, n));
             }
-            for (int j = 0; j < cnt; j++) denom[i] += s[j];
+            denom[i] += v_hsum(vsum);
         }
         // Weighted values: each value row slice once for the G heads; with
         // few heads, even and odd keys accumulate separately (FMA latency).
