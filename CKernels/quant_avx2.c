@@ -18,6 +18,9 @@
 
 QINLINE float fp16_f16c(uint16_t h) { return _cvtsh_ss(h); }
 
+// Software prefetch distance on the weight rows (bytes ahead), as in kquant_simd.h.
+#define Q_PREFETCH 1024
+
 // Unsigned x (0..255) times signed y, pairs summed into 8 int32 lanes.
 QINLINE __m256 mul_sum_us8_pairs_float(__m256i ax, __m256i sy) {
     const __m256i dot = _mm256_maddubs_epi16(ax, sy);
@@ -143,6 +146,7 @@ QINLINE void q4_tile(int k, const unsigned char *w, size_t bw, const unsigned ch
         }
         for (int r = 0; r < NR; r++) {
             const unsigned char *x0 = w + (size_t)r * bw + (size_t)ib * xb, *x1 = x0 + xb;
+            _mm_prefetch((const char *)x0 + Q_PREFETCH, _MM_HINT_T0);
             const __m256i q = load_2x16(x0 + xq, x1 + xq);
             const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
             __m128 dx = _mm_setzero_ps(), mx = _mm_setzero_ps();
@@ -227,6 +231,7 @@ QINLINE void q8_tile(int k, const unsigned char *w, size_t bw, const unsigned ch
         }
         for (int r = 0; r < NR; r++) {
             const weft_block_q8_0 *x = (const weft_block_q8_0 *)(w + (size_t)r * bw + (size_t)ib * b8);
+            _mm_prefetch((const char *)x + Q_PREFETCH, _MM_HINT_T0);
             const __m256i qx = _mm256_loadu_si256((const __m256i *)x->qs);
             const __m256i ax = _mm256_sign_epi8(qx, qx);
             const float dx = fp16_f16c(x->d);
