@@ -67,7 +67,7 @@ public final class GGUFSource: WeightSource, @unchecked Sendable {
     public func validate(_ name: String, shape: [Int]) throws {
         let g = Self.ggufName(name)
         guard let info = file.tensor(g) else {
-            throw ModelError.tensor(path, g, "missing (expected shape \(shape.reversed()) in GGUF order)")
+            throw ModelError.tensor(path, g, "missing (expected shape \(Array(shape.reversed())) in GGUF order)")
         }
         let found = shape.count == 1 ? info.ne : info.matrixShape
         let expected = shape.count == 1 ? shape : shape

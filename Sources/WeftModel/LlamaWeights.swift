@@ -169,7 +169,10 @@ public final class LlamaWeights: @unchecked Sendable {
             if fits(want.blockElements) { return want }
             let fallback: WeightFormat = fits(32) ? .q8_0 : (stored == .f32 || stored == .bf16 ? stored : .f16)
             let short = tensor.replacingOccurrences(of: "model.layers.", with: "")
-            let why = "\(want) blocks of \(want.blockElements) do not fall on the tensor-parallel split at degree \(plan.size); converted to \(fallback) at load"
+            let rowLength = allColumns.last?.upperBound ?? 0
+            let why = rowLength % want.blockElements != 0
+                ? "rows of \(rowLength) are not a multiple of \(want)'s block of \(want.blockElements); kept as \(fallback)"
+                : "\(want) blocks of \(want.blockElements) do not fall on the tensor-parallel split at degree \(plan.size); converted to \(fallback) at load"
             conversionNames[why, default: []].append(short)
             return fallback
         }

@@ -2,9 +2,9 @@ import Foundation
 import WeftModel
 import XCTest
 
-/// Every kind of bad input gives one clear line naming what is wrong, and
-/// every rank exits non-zero (none hangs waiting for a rank that failed).
-final class BadInputTests: XCTestCase {
+/// Helpers of the bad-input tests: a scratch folder, damaged copies of the
+/// fixture, and the check that a run fails as it should.
+class BadInputTestCase: XCTestCase {
     var scratch: URL!
 
     override func setUpWithError() throws {
@@ -56,6 +56,11 @@ final class BadInputTests: XCTestCase {
         ["logits", "--model", model.path, "--tokens", tokens, "--json", "--threads", "1"]
     }
 
+}
+
+/// Every kind of bad input gives one clear line naming what is wrong, and
+/// every rank exits non-zero (none hangs waiting for a rank that failed).
+final class BadInputTests: BadInputTestCase {
     func testMissingModelFolder() throws {
         try expectFailure(logits(scratch.appendingPathComponent("nope")), mentions: ["nope", "no such model folder"])
     }
@@ -164,8 +169,8 @@ final class BadInputTests: XCTestCase {
         try expectFailure(logits(model), mentions: ["tokenizer_config.json", "bos_token", "<no-such-token>", "not in the vocabulary"])
     }
 
-    func testTPDegreeThatDoesNotDivideHeads() throws {
-        try expectFailure(logits(MPIRun.fixture), ranks: 3, mentions: ["tensor-parallel degree 3", "num_attention_heads 8"])
+    func testTPDegreeBeyondTheHeads() throws {
+        try expectFailure(logits(MPIRun.fixture), ranks: 9, mentions: ["tensor-parallel degree 9", "num_attention_heads 8"])
     }
 
     func testTokenOutOfRange() throws {

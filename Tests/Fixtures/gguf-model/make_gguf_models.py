@@ -267,5 +267,57 @@ def main():
         json.dump(out, f, separators=(",", ":"))
 
 
+def write_bad_files():
+    """Small broken models (1 layer, hidden 64) for the loader's error paths:
+    bad/<case>.gguf, each with one defect named in its file name."""
+    folder = os.path.join(HERE, "bad")
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(5)
+    h, ffn, vocab, heads = 64, 128, 64, 2
+
+    def write(case, drop_key=None, keys=None, arch="llama", shapes=None, types=None, drop_tensor=None):
+        writer = gguf.GGUFWriter(os.path.join(folder, case + ".gguf"), arch)
+        values = {"context_length": 128, "embedding_length": h, "feed_forward_length": ffn, "block_count": 1,
+                  "attention.head_count": heads, "attention.head_count_kv": heads}
+        values.update(keys or {})
+        for key, value in values.items():
+            if key == drop_key:
+                continue
+            name = f"{arch}.{key}"
+            if isinstance(value, str):
+                writer.add_string(name, value)
+            else:
+                writer.add_uint32(name, value)
+        writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)
+        tensors = {"token_embd.weight": (vocab, h), "output_norm.weight": (h,), "blk.0.attn_norm.weight": (h,),
+                   "blk.0.ffn_norm.weight": (h,), "blk.0.attn_q.weight": (h, h), "blk.0.attn_k.weight": (h, h),
+                   "blk.0.attn_v.weight": (h, h), "blk.0.attn_output.weight": (h, h), "blk.0.ffn_gate.weight": (ffn, h),
+                   "blk.0.ffn_up.weight": (ffn, h), "blk.0.ffn_down.weight": (h, ffn)}
+        tensors.update(shapes or {})
+        for name, shape in tensors.items():
+            if name == drop_tensor:
+                continue
+            w = rng.normal(0, 0.02, shape).astype(np.float32)
+            qtype = (types or {}).get(name)
+            if qtype is None:
+                writer.add_tensor(name, w)
+            else:
+                writer.add_tensor(name, gguf.quants.quantize(w, qtype), raw_dtype=qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    write("valid")
+    write("missing-key-block_count", drop_key="block_count")
+    write("wrong-type-embedding_length", keys={"embedding_length": "64"})
+    write("zero-head_count", keys={"attention.head_count": 0})
+    write("unsupported-architecture", arch="gpt2")
+    write("shape-mismatch-ffn_up", shapes={"blk.0.ffn_up.weight": (100, h)})
+    write("unsupported-type-q5_0", types={"blk.0.attn_q.weight": T.Q5_0})
+    write("missing-tensor-ffn_down", drop_tensor="blk.0.ffn_down.weight")
+
+
 if __name__ == "__main__":
     main()
+    write_bad_files()
