@@ -76,10 +76,14 @@ struct BenchEndToEnd: ParsableCommand {
             let modelName = options.model.map { URL(fileURLWithPath: $0).lastPathComponent }
                 ?? URL(fileURLWithPath: options.randomWeights!).deletingPathExtension().lastPathComponent
             let threads = engine.model.pool.threadCount
+            // The model's bytes as held (summed over ranks: its formats, not float32).
+            var held = [Float(engine.model.weights.byteCount) / 1_048_576]
+            try held.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0.baseAddress!, count: 1) }
+            let modelMiB = Double(held[0])
             func row(_ test: String, _ samples: [Double], gflops: Double?) -> Row {
                 let mean = samples.reduce(0, +) / Double(samples.count)
                 let variance = samples.count > 1 ? samples.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(samples.count - 1) : 0
-                return Row(model: modelName, size_bytes: config.parameterCount * 4, params: config.parameterCount,
+                return Row(model: modelName, size_bytes: Int(modelMiB * 1_048_576), params: config.parameterCount,
                            backend: "CPU+MPI", ranks: communicator.size, threads: threads, test: test,
                            tokens_per_second_mean: mean, tokens_per_second_stddev: variance.squareRoot(),
                            samples: samples, gflops_per_thread: gflops)
@@ -104,7 +108,7 @@ struct BenchEndToEnd: ParsableCommand {
                     if repetition > 0 { samples.append(Double(promptTokens) / seconds) }  // first run warms up
                 }
                 // Matrix-multiply work of a prefill on this rank: 2 flops per weight per token.
-                let perToken = 2.0 * Double(engine.model.weights.byteCount / 4)
+                let perToken = 2.0 * Double(config.parameterCount)
                 rows.append(row("pp\(promptTokens)", samples, gflops: perToken / Double(communicator.size) * median(samples) / 1e9 / Double(threads)))
             }
             if generatedTokens > 0 {
@@ -135,7 +139,6 @@ struct BenchEndToEnd: ParsableCommand {
                                  Float(engine.model.cache.byteCount) / 1_048_576]
             let memory = try mine.withUnsafeBufferPointer { try communicator.gather($0.baseAddress!, count: 3) }
             guard communicator.isRoot else { return }
-            let modelMiB = Double(config.parameterCount) * 4 / 1_048_576
             let memoryRows = (0..<communicator.size).map { r -> MemoryRow in
                 let kv = Double(memory[3 * r + 2])
                 let budget = 1.15 * modelMiB / Double(communicator.size) + kv + 300
