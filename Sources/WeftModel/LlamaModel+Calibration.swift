@@ -15,7 +15,7 @@ public struct MeasuredRates: Sendable {
 }
 
 extension LlamaModel {
-    /// Weight floats of one layer's attention (qkv + o) and MLP (gate/up + down) on this rank.
+    /// Weights (elements) of one layer's attention (qkv + o) and MLP (gate/up + down) on this rank.
     public var localLayerWeights: (attention: Int, mlp: Int) {
         let l = weights.layers[0]
         return (l.qkv.outFeatures * l.qkv.inFeatures + l.output.outFeatures * l.output.inFeatures,
@@ -50,7 +50,8 @@ extension LlamaModel {
         // A scratch one-layer cache, so calibration never takes the engine's blocks.
         let context = 4 * rows
         let scratchCache = PagedKVCache(layerCount: 1, blockSize: cache.blockSize,
-                                        blockCount: cache.blocksNeeded(forLength: context), kvWidth: kvWidth, node: nil)
+                                        blockCount: cache.blocksNeeded(forLength: context), kvWidth: kvWidth, node: nil,
+                                        dtype: cache.dtype)
         try scratchCache.reserve(sequence: 0, length: context)
         scratchCache.keys[0].fill(0)
         scratchCache.values[0].fill(0)
@@ -58,18 +59,20 @@ extension LlamaModel {
         let positions = (0..<rows).map { Int32(context - rows + $0) }
         let tableRows = [Int32](repeating: 0, count: rows)
         let q = FloatBuffer(count: rows * qWidth, zeroed: true), out = FloatBuffer(count: rows * qWidth)
+        let (keys, values) = scratchCache.pools(layer: 0)
+        // The kernel and cache type the forward pass uses.
         let attention = try Self.median(repeats) {
             positions.withUnsafeBufferPointer { pos in
                 tableRows.withUnsafeBufferPointer { tr in
                     table.withUnsafeBufferPointer { tbl in
                         kvHeadOf.withUnsafeBufferPointer { kvOf in
-                            var args = weft_attention_args(
+                            var args = weft_attention_kv_args(
                                 n_tokens: Int32(rows), n_heads: Int32(localHeads), n_kv_heads: Int32(localKVHeads),
                                 head_dim: Int32(config.headDim), q: q.pointer, ldq: qWidth, out: out.pointer, ldo: qWidth,
-                                k_cache: scratchCache.keys[0].pointer, v_cache: scratchCache.values[0].pointer, block_size: Int32(cache.blockSize),
+                                k_cache: keys, v_cache: values, kv_dtype: cache.dtype.kernelValue, block_size: Int32(cache.blockSize),
                                 positions: pos.baseAddress, table_row: tr.baseAddress, block_tables: tbl.baseAddress,
                                 max_blocks: Int32(table.count), kv_head_of: kvOf.baseAddress, scale: 0.125)
-                            weft_op_attention(pool.raw, &args)
+                            weft_op_attention_kv(pool.raw, &args)
                         }
                     }
                 }
@@ -91,6 +94,8 @@ extension LlamaModel {
             perRow = max(0, full - single) / Double(rows - 1)
         }
         return MeasuredRates(gemmFlopsPerSecond: 2 * Double(rows) * weightFloats / many,
+                             // As float32-equivalent bytes per second (the cost model
+                             // streams 4 bytes per weight element), whatever the format.
                              weightBytesPerSecond: 4 * weightFloats / one,
                              attentionPairsPerSecond: pairs / attention,
                              collectiveLatency: latency, collectiveSecondsPerRow: perRow)
