@@ -4,6 +4,7 @@
 // dequantize-into-float32 paths are here.
 #include "weft_wgemm.h"
 #include "weft_kernels.h"
+#include "weft_ops.h"
 #include "weft_quant.h"
 #include "wgemm_internal.h"
 
@@ -190,17 +191,24 @@ size_t weft_wgemm_path_scratch_bytes(int path, int wtype, int m, int n, int k, i
     }
 }
 
-// The smallest m from which weft_wgemm takes the panel path, per format and
-// thread count. Measured with `weft bench gemm` on the Llama-3.2-1B shapes;
-// Docs/Kernels.md ("Weights in their stored format") has the table.
+// The smallest m from which weft_wgemm takes the panel path, per format:
+// where the panel path's GFLOP/s overtook the dot path's in `weft bench gemm
+// --path dot|panel` on the Llama-3.2-1B shapes (Zen 3, AVX2, 1 and 2
+// threads); Docs/Kernels.md ("Weights in their stored format") has the table.
+// Below it the weights are the traffic (or, for the block formats, the
+// integer dot products beat dequantizing into float32); above it the float32
+// micro-kernel's reuse of each weight across activation rows wins.
 static int panel_from(int wtype, int threads) {
-    (void)threads;
+    (void)threads;  // crossovers from 1-thread runs; 2 threads scale both paths alike
     switch (wtype) {
-    case WEFT_WTYPE_F16: case WEFT_WTYPE_BF16: return 16;
-    case WEFT_WTYPE_Q8_0: return 16;
-    case WEFT_WTYPE_Q4_0: return 16;
-    case WEFT_WTYPE_Q4_1: return 16;
-    case WEFT_WTYPE_Q4_K: case WEFT_WTYPE_Q5_K: case WEFT_WTYPE_Q6_K: return 16;
+    case WEFT_WTYPE_F16: return 16;
+    case WEFT_WTYPE_BF16: return 32;
+    case WEFT_WTYPE_Q8_0: return 8;
+    case WEFT_WTYPE_Q4_0: return 32;
+    case WEFT_WTYPE_Q4_1: return 32;
+    case WEFT_WTYPE_Q4_K: return 256;
+    case WEFT_WTYPE_Q5_K: return 256;
+    case WEFT_WTYPE_Q6_K: return 256;
     default: return 1;  // formats without an integer-dot kernel
     }
 }
@@ -237,6 +245,7 @@ typedef struct {
     unsigned char *scratch;  // panel path: per-thread blocks
     size_t thread_bytes;
     wgemm_isa_fns fns;
+    int mchunk;  // panel path: activation rows per weft_gemm_packed call
 } wgemm_task;
 
 static void dot16_rows(const wgemm_task *t, int thread, long j0, long j1) {
@@ -275,7 +284,15 @@ static void panel_rows(const wgemm_task *t, int thread, long j0, long j1) {
                     t->fns.pack32(rows, (size_t)kc, nrows, kc, dst);
                 }
             }
-            weft_gemm_packed(t->m, 0, (int)(b1 - b0), kc, t->x + pc, t->ldx, block, t->y + b0, t->ldy, pc > 0);
+            // Activation rows in chunks whose packed copy (rows x kc floats)
+            // fits weft_gemm_packed's stack buffer: a larger m would make it
+            // malloc and free a buffer on every call, which on two threads
+            // cost 40 % of the rate. The block stays in L2 across the chunks.
+            for (int i0 = 0; i0 < t->m; i0 += t->mchunk) {
+                int rows = t->m - i0 < t->mchunk ? t->m - i0 : t->mchunk;
+                weft_gemm_packed(rows, 0, (int)(b1 - b0), kc, t->x + (size_t)i0 * t->ldx + pc, t->ldx, block,
+                                 t->y + (size_t)i0 * t->ldy + b0, t->ldy, pc > 0);
+            }
         }
     }
 }
@@ -304,7 +321,13 @@ int weft_wgemm_path(int path, int wtype, int m, int n, int k, const float *x, si
     if (ldx < (size_t)k || ldy < (size_t)n) return -1;
     if (n == 0) return 0;
     wgemm_task t = {wtype, m, n, k, x, ldx, w, weft_wtype_row_bytes(wtype, k), y, ldy,
-                    scratch, panel_thread_bytes(wtype, k), isa_fns()};
+                    scratch, panel_thread_bytes(wtype, k), isa_fns(), 0};
+    {
+        int kc = k < WGEMM_KC ? k : WGEMM_KC, mr = weft_gemm_row_block();
+        int fit = WEFT_GEMM_STACK_FLOATS / kc;  // rows whose packed copy fits the stack buffer
+        t.mchunk = fit >= mr ? fit / mr * mr : fit;
+        if (t.mchunk < 1) t.mchunk = 1;
+    }
     if (path == WEFT_WGEMM_DOT && !is16(wtype))
         return weft_qgemv(wtype, m, n, k, x, ldx, w, y, ldy, scratch, pool);
     weft_task_fn fn = path == WEFT_WGEMM_DOT ? dot16_pool_task : panel_pool_task;
