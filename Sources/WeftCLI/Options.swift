@@ -28,8 +28,8 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "KV cache block size in positions.")
     var kvBlockSize: Int = 16
 
-    @Option(name: .long, help: "How the KV cache stores keys and values: f32, f16 or bf16. Attention computes in float32 either way; 16 bits halve the cache's memory and attention's reads.")
-    var kvDtype: String = "f32"
+    @Option(name: .long, help: "How the KV cache stores keys and values: f16 (default), bf16 or f32. Attention computes in float32 either way; 16 bits halve the cache's memory and attention's reads.")
+    var kvDtype: String = "f16"
 
     @Option(name: .long, help: "How each layer's reductions run: baseline (MPI_Allreduce, then residual+RMSNorm of every token), fused (fused sequence-parallel AllReduce+residual+RMSNorm), overlap (token split, each half's compute overlapping the other's fused collective) or auto (the cost model chooses per batch).")
     var commMode: String = "auto"

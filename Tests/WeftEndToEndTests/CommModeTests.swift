@@ -16,7 +16,7 @@ final class CommModeTests: XCTestCase {
     /// each sequence's logit rows for its non-prefix positions.
     func logits(ranks: Int, model: [String], sequences: [[Int]], prefixes: [Int], _ extra: [String],
                 file: StaticString = #filePath, line: UInt = #line) throws -> [[[Float]]] {
-        var arguments = ["logits"] + model + ["--json", "--threads", "1",
+        var arguments = ["logits"] + model + ["--json", "--threads", "1", "--kv-dtype", "f32",
                                               "--prefix-lengths", prefixes.map(String.init).joined(separator: ",")]
         for s in sequences { arguments += ["--tokens", s.map(String.init).joined(separator: ",")] }
         let outcome = try MPIRun.run(ranks: ranks, arguments + extra)

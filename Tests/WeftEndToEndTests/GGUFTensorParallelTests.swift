@@ -20,7 +20,7 @@ final class GGUFTensorParallelTests: XCTestCase {
 
     func logits(_ kind: String, ranks: Int, tokens: [Int], _ extra: [String] = [],
                 file: StaticString = #filePath, line: UInt = #line) throws -> [Float] {
-        let outcome = try MPIRun.run(ranks: ranks, ["logits", "--model", Self.file(kind), "--threads", "1",
+        let outcome = try MPIRun.run(ranks: ranks, ["logits", "--model", Self.file(kind), "--threads", "1", "--kv-dtype", "f32",
                                                     "--tokens", tokens.map(String.init).joined(separator: ","), "--json"] + extra)
         XCTAssertEqual(outcome.status, 0, "\(kind) TP \(ranks) \(extra): \(outcome.stderr)", file: file, line: line)
         guard outcome.status == 0 else { return [] }
@@ -61,7 +61,7 @@ final class GGUFTensorParallelTests: XCTestCase {
         let prompt = Self.reference.sequences[1]
         let steps = 12
         func generate(_ ranks: Int, _ extra: [String]) throws -> [Int] {
-            let outcome = try MPIRun.run(ranks: ranks, ["generate", "--model", Self.file("q8_0"), "--threads", "1",
+            let outcome = try MPIRun.run(ranks: ranks, ["generate", "--model", Self.file("q8_0"), "--threads", "1", "--kv-dtype", "f32",
                                                         "--tokens", prompt.map(String.init).joined(separator: ","),
                                                         "--max-tokens", String(steps), "--json"] + extra)
             XCTAssertEqual(outcome.status, 0, "TP \(ranks) \(extra): \(outcome.stderr)")

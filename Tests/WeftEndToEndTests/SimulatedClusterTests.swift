@@ -58,7 +58,7 @@ final class SimulatedClusterTests: XCTestCase {
         let reference = TensorParallelTests.reference.logits_cases[2]
         for mode in [["--comm-mode", "fused"], ["--comm-mode", "overlap", "--split", "20"], ["--comm-mode", "baseline"]] {
             let outcome = try shell([Self.script, "run", "--hosts", "2", "--rate", "1gbit", "--name", "wtest", "--",
-                                     MPIRun.weft.path, "logits", "--model", MPIRun.fixture.path, "--threads", "1", "--json",
+                                     MPIRun.weft.path, "logits", "--model", MPIRun.fixture.path, "--threads", "1", "--kv-dtype", "f32", "--json",
                                      "--comm-transport", "mpi",
                                      "--tokens", reference.tokens.map(String.init).joined(separator: ",")] + mode)
             XCTAssertEqual(outcome.status, 0, "\(mode): \(outcome.output)")
@@ -75,7 +75,7 @@ final class SimulatedClusterTests: XCTestCase {
     func testHierarchicalAcrossTwoHostsOfTwoRanks() throws {
         let reference = TensorParallelTests.reference.logits_cases[2]
         let outcome = try shell([Self.script, "run", "--hosts", "2", "--slots", "2", "--name", "wtest", "--mca", "rmaps_base_oversubscribe", "1", "--",
-                                 MPIRun.weft.path, "logits", "--model", MPIRun.fixture.path, "--threads", "1", "--json",
+                                 MPIRun.weft.path, "logits", "--model", MPIRun.fixture.path, "--threads", "1", "--kv-dtype", "f32", "--json",
                                  "--comm-mode", "overlap", "--split", "14",
                                  "--tokens", reference.tokens.map(String.init).joined(separator: ",")])
         XCTAssertEqual(outcome.status, 0, outcome.output)

@@ -18,7 +18,7 @@ final class TensorParallelTests: XCTestCase {
 
     func checkLogits(ranks: Int) throws {
         for (index, reference) in Self.reference.logits_cases.enumerated() {
-            let outcome = try MPIRun.run(ranks: ranks, ["logits", "--model", MPIRun.fixture.path, "--threads", "1",
+            let outcome = try MPIRun.run(ranks: ranks, ["logits", "--model", MPIRun.fixture.path, "--threads", "1", "--kv-dtype", "f32",
                                                         "--tokens", reference.tokens.map(String.init).joined(separator: ","), "--json"])
             XCTAssertEqual(outcome.status, 0, "TP \(ranks) case \(index): \(outcome.stderr)")
             let output = try JSONDecoder().decode(LogitsOutput.self, from: Data(outcome.stdout.utf8))
@@ -36,7 +36,7 @@ final class TensorParallelTests: XCTestCase {
 
     func checkGreedy(ranks: Int) throws {
         for (index, reference) in Self.reference.greedy_cases.enumerated() {
-            let outcome = try MPIRun.run(ranks: ranks, ["generate", "--model", MPIRun.fixture.path, "--threads", "1",
+            let outcome = try MPIRun.run(ranks: ranks, ["generate", "--model", MPIRun.fixture.path, "--threads", "1", "--kv-dtype", "f32",
                                                         "--tokens", reference.prompt_tokens.map(String.init).joined(separator: ","),
                                                         "--max-tokens", String(reference.continuation.count), "--json"])
             XCTAssertEqual(outcome.status, 0, "TP \(ranks) case \(index): \(outcome.stderr)")
@@ -61,7 +61,7 @@ final class TensorParallelTests: XCTestCase {
     /// TP 8 exceeds the fixture's 4 KV heads: each KV head is held by two ranks.
     func testLogitsTP8ReplicatesKVHeads() throws {
         let reference = Self.reference.logits_cases[0]
-        let outcome = try MPIRun.run(ranks: 8, ["logits", "--model", MPIRun.fixture.path, "--threads", "1",
+        let outcome = try MPIRun.run(ranks: 8, ["logits", "--model", MPIRun.fixture.path, "--threads", "1", "--kv-dtype", "f32",
                                                 "--tokens", reference.tokens.map(String.init).joined(separator: ","), "--json"])
         XCTAssertEqual(outcome.status, 0, outcome.stderr)
         let output = try JSONDecoder().decode(LogitsOutput.self, from: Data(outcome.stdout.utf8))
@@ -74,7 +74,7 @@ final class TensorParallelTests: XCTestCase {
     /// the completion is decoded; the tokens equal the reference's greedy case.
     func testGeneratePromptTextTP2() throws {
         let reference = Self.reference.greedy_cases[0]   // "Hello world" with BOS
-        let outcome = try MPIRun.run(ranks: 2, ["generate", "--model", MPIRun.fixture.path, "--threads", "1",
+        let outcome = try MPIRun.run(ranks: 2, ["generate", "--model", MPIRun.fixture.path, "--threads", "1", "--kv-dtype", "f32",
                                                 "--prompt", "Hello world", "--max-tokens", "5", "--json"])
         XCTAssertEqual(outcome.status, 0, outcome.stderr)
         let output = try JSONDecoder().decode(GenerateOutput.self, from: Data(outcome.stdout.utf8))
@@ -93,10 +93,10 @@ final class TensorParallelTests: XCTestCase {
 
     /// Streaming output is the decoded completion, printed on rank 0 only.
     func testGenerateStreamsTextOnRankZeroOnly() throws {
-        let json = try MPIRun.run(ranks: 2, ["generate", "--model", MPIRun.fixture.path, "--threads", "1",
+        let json = try MPIRun.run(ranks: 2, ["generate", "--model", MPIRun.fixture.path, "--threads", "1", "--kv-dtype", "f32",
                                              "--prompt", "Hello world", "--max-tokens", "8", "--json"])
         let expected = try JSONDecoder().decode(GenerateOutput.self, from: Data(json.stdout.utf8)).text
-        let streamed = try MPIRun.run(ranks: 2, ["generate", "--model", MPIRun.fixture.path, "--threads", "1",
+        let streamed = try MPIRun.run(ranks: 2, ["generate", "--model", MPIRun.fixture.path, "--threads", "1", "--kv-dtype", "f32",
                                                  "--prompt", "Hello world", "--max-tokens", "8"])
         XCTAssertEqual(streamed.status, 0, streamed.stderr)
         XCTAssertEqual(streamed.stdout, expected + "\n")
