@@ -191,21 +191,23 @@ size_t weft_wgemm_path_scratch_bytes(int path, int wtype, int m, int n, int k, i
     }
 }
 
-// The smallest m from which weft_wgemm takes the panel path, per format:
-// where the panel path's GFLOP/s overtook the dot path's in `weft bench gemm
-// --path dot|panel` on the Llama-3.2-1B shapes (Zen 3, AVX2, 1 and 2
-// threads); Docs/Kernels.md ("Weights in their stored format") has the table.
+// The smallest m from which weft_wgemm takes the panel path, per format and
+// thread count: where the panel path's GFLOP/s overtook the dot path's in
+// `weft bench gemm --path dot|panel` on the Llama-3.2-1B shapes (Zen 3, AVX2;
+// 1 thread on 2048x2048 and 8192x2048, 2 threads on 2048x2048 for m = 8..32);
+// Docs/Kernels.md ("Weights in their stored format") has the tables.
 // Below it the weights are the traffic (or, for the block formats, the
 // integer dot products beat dequantizing into float32); above it the float32
 // micro-kernel's reuse of each weight across activation rows wins.
 static int panel_from(int wtype, int threads) {
-    (void)threads;  // crossovers from 1-thread runs; 2 threads scale both paths alike
+    // On 2 threads the panel path overtook BF16's, Q4_0's and Q4_1's dot path
+    // at m = 16 already (1 thread: at 32); the other crossovers did not move.
     switch (wtype) {
     case WEFT_WTYPE_F16: return 16;
-    case WEFT_WTYPE_BF16: return 32;
+    case WEFT_WTYPE_BF16: return threads >= 2 ? 16 : 32;
     case WEFT_WTYPE_Q8_0: return 8;
-    case WEFT_WTYPE_Q4_0: return 32;
-    case WEFT_WTYPE_Q4_1: return 32;
+    case WEFT_WTYPE_Q4_0: return threads >= 2 ? 16 : 32;
+    case WEFT_WTYPE_Q4_1: return threads >= 2 ? 16 : 32;
     case WEFT_WTYPE_Q4_K: return 256;
     case WEFT_WTYPE_Q5_K: return 256;
     case WEFT_WTYPE_Q6_K: return 256;
