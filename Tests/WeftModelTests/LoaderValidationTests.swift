@@ -172,7 +172,7 @@ final class WeightMemoryTests: XCTestCase {
         let pool = try ComputePool(threads: 1, pin: false)
         XCTAssertThrowsError(try LlamaWeights(config: config, plan: plan, source: RandomWeightSource(), pool: pool, node: nil)) { error in
             let message = "\(error)"
-            XCTAssertTrue(message.hasPrefix("the model's float32 weights need "), message)
+            XCTAssertTrue(message.hasPrefix("the model's weights need "), message)
             XCTAssertTrue(message.contains("per rank at tensor-parallel degree 2 (\(config.parameterCount) parameters), more than this host's "), message)
         }
     }
