@@ -69,7 +69,11 @@ def inv_freq(cfg):
     return inv
 
 
-def forward(cfg, t, tokens):
+def forward(cfg, t, tokens, matmul=None):
+    """Logits of every position. `matmul(x, name)` computes x @ t[name].T
+    (a caller can round x first, as a quantized engine does)."""
+    if matmul is None:
+        matmul = lambda x, name: x @ t[name].T
     h = cfg["hidden_size"]; nh = cfg["num_attention_heads"]; nkv = cfg.get("num_key_value_heads", nh)
     hd = cfg.get("head_dim") or h // nh; eps = cfg.get("rms_norm_eps", 1e-6)
     bias = cfg["architectures"][0] == "Qwen2ForCausalLM" or cfg.get("attention_bias", False)
@@ -88,9 +92,9 @@ def forward(cfg, t, tokens):
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         a = norm(x, t[p + "input_layernorm.weight"])
-        q = a @ t[p + "self_attn.q_proj.weight"].T
-        k = a @ t[p + "self_attn.k_proj.weight"].T
-        v = a @ t[p + "self_attn.v_proj.weight"].T
+        q = matmul(a, p + "self_attn.q_proj.weight")
+        k = matmul(a, p + "self_attn.k_proj.weight")
+        v = matmul(a, p + "self_attn.v_proj.weight")
         if bias:
             q += t[p + "self_attn.q_proj.bias"]; k += t[p + "self_attn.k_proj.bias"]; v += t[p + "self_attn.v_proj.bias"]
         q = rope(q.reshape(n, nh, hd)); k = rope(k.reshape(n, nkv, hd)); v = v.reshape(n, nkv, hd)
@@ -100,13 +104,12 @@ def forward(cfg, t, tokens):
             s = q[:, head] @ k[:, head // g].T / math.sqrt(hd) + mask
             s = np.exp(s - s.max(-1, keepdims=True)); s /= s.sum(-1, keepdims=True)
             out[:, head] = s @ v[:, head // g]
-        x = x + out.reshape(n, nh * hd) @ t[p + "self_attn.o_proj.weight"].T
+        x = x + matmul(out.reshape(n, nh * hd), p + "self_attn.o_proj.weight")
         m = norm(x, t[p + "post_attention_layernorm.weight"])
-        gate = m @ t[p + "mlp.gate_proj.weight"].T; up = m @ t[p + "mlp.up_proj.weight"].T
-        x = x + (gate / (1 + np.exp(-gate)) * up) @ t[p + "mlp.down_proj.weight"].T
+        gate = matmul(m, p + "mlp.gate_proj.weight"); up = matmul(m, p + "mlp.up_proj.weight")
+        x = x + matmul(gate / (1 + np.exp(-gate)) * up, p + "mlp.down_proj.weight")
     x = norm(x, t["model.norm.weight"])
-    head = t["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else t["lm_head.weight"]
-    return x @ head.T
+    return matmul(x, "model.embed_tokens.weight" if cfg.get("tie_word_embeddings") else "lm_head.weight")
 
 
 def check(folder):

@@ -20,50 +20,31 @@ interleaved RoPE (convert_hf_to_gguf.py's LlamaModel.permute), as real llama
 files are; the reference undoes it and applies Hugging Face's rotate-half
 RoPE, so a reader that forgets to undo it fails.
 
-Only numpy and the gguf package (0.19.0) are used; no Weft code. Run:
+Uses numpy, the gguf package (0.19.0) and Scripts/numpy_reference.py (the
+project's float64 Hugging Face forward pass); no Weft engine code. Run:
   python3 Tests/Fixtures/gguf-model/make_gguf_models.py
 """
 import json
 import os
 import struct
 
+import sys
+
 import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as T
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The project's float64 Hugging Face forward pass and safetensors reader.
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "Scripts"))
+import numpy_reference  # noqa: E402
 SOURCE = os.path.join(HERE, "..", "tiny-llama")
 QK_K = 256
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        raw = np.frombuffer(data[a:b], dtype=np.uint8)
-        if info["dtype"] == "BF16":
-            v = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-        elif info["dtype"] == "F32":
-            v = raw.view(np.float32)
-        else:
-            raise SystemExit(f"{name}: dtype {info['dtype']} not handled")
-        out[name] = v.reshape(info["shape"]).copy()
-    return out
 
 
 def permute(w, n_head):
     """llama.cpp's LlamaModel.permute (rows of each head interleaved)."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def unpermute(w, n_head):
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def quantize_q4_k(x):
@@ -131,10 +112,6 @@ def plan(kind, name, w):
     raise ValueError(kind)
 
 
-def rmsnorm(x, w, eps):
-    return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * w
-
-
 def quantize_activations(x, qtype):
     """x rounded as ggml rounds the activations of a matrix product with a
     weight of qtype: Q8_0 blocks of 32 (gguf's quantizer) for Q8_0/Q4_0,
@@ -151,50 +128,6 @@ def quantize_activations(x, qtype):
         d = np.where(iscale != 0, np.float32(1) / np.where(iscale != 0, iscale, 1), 0).astype(np.float32)
         return (q * d[:, None]).astype(np.float64).reshape(x.shape)
     return x
-
-
-def forward(W, cfg, tokens, types=None):
-    """Hugging Face LlamaForCausalLM in float64 (rotate-half RoPE, GQA).
-    With `types`, the input of each matrix product is first rounded as ggml
-    rounds activations for that weight's type (llama.cpp's arithmetic)."""
-    def lin(x, name):
-        if types is not None:
-            x = quantize_activations(x, types[name])
-        return x @ W[name].T
-
-    h, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    hd = cfg.get("head_dim") or h // nh
-    eps, theta = cfg["rms_norm_eps"], cfg["rope_theta"]
-    t = len(tokens)
-    x = W["token_embd.weight"][tokens]
-    inv = 1.0 / theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
-    ang = np.arange(t, dtype=np.float64)[:, None] * inv[None, :]
-    cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
-
-    def rope(v):  # [t, heads, hd]
-        half = hd // 2
-        rot = np.concatenate([-v[..., half:], v[..., :half]], -1)
-        return v * cos[:, None, :] + rot * sin[:, None, :]
-
-    mask = np.triu(np.full((t, t), -np.inf), 1)
-    for i in range(cfg["num_hidden_layers"]):
-        p = f"blk.{i}."
-        a = rmsnorm(x, W[p + "attn_norm.weight"], eps)
-        q = rope((lin(a, p + "attn_q.weight")).reshape(t, nh, hd))
-        k = rope((lin(a, p + "attn_k.weight")).reshape(t, nkv, hd))
-        v = (lin(a, p + "attn_v.weight")).reshape(t, nkv, hd)
-        out = np.zeros((t, nh, hd))
-        for head in range(nh):
-            g = head // (nh // nkv)
-            s = q[:, head, :] @ k[:, g, :].T / np.sqrt(hd) + mask
-            s = np.exp(s - s.max(-1, keepdims=True))
-            out[:, head, :] = (s / s.sum(-1, keepdims=True)) @ v[:, g, :]
-        x = x + lin(out.reshape(t, nh * hd), p + "attn_output.weight")
-        a = rmsnorm(x, W[p + "ffn_norm.weight"], eps)
-        gate, up = lin(a, p + "ffn_gate.weight"), lin(a, p + "ffn_up.weight")
-        x = x + lin(gate / (1 + np.exp(-gate)) * up, p + "ffn_down.weight")
-    x = rmsnorm(x, W["output_norm.weight"], eps)
-    return lin(x, "output.weight" if "output.weight" in W else "token_embd.weight")
 
 
 HF_TO_GGUF = {
@@ -216,8 +149,7 @@ def gguf_name(name):
 
 
 def main():
-    cfg = json.load(open(os.path.join(SOURCE, "config.json")))
-    hf = read_safetensors(os.path.join(SOURCE, "model.safetensors"))
+    cfg, hf = numpy_reference.load(SOURCE)
     reference = json.load(open(os.path.join(SOURCE, "reference.json")))
     sequences = [reference["logits_cases"][0]["tokens"], reference["logits_cases"][1]["tokens"]]
     nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
@@ -241,7 +173,7 @@ def main():
         dequantized, types = {}, {}
         for name in sorted(hf):
             g = gguf_name(name)
-            w = hf[name]
+            w = hf[name].astype(np.float32)
             qtype = plan(kind, g, w)
             data = encode(w, qtype)
             back = decode(data, qtype, w.shape)
@@ -249,14 +181,21 @@ def main():
                 heads = nh if g.endswith("attn_q.weight") else nkv
                 data = permute(data, heads)   # row order as llama.cpp writes it
             writer.add_tensor(g, data, raw_dtype=qtype if qtype not in (T.F32, T.F16) else None)
-            dequantized[g] = back            # Hugging Face row order
-            types[g] = qtype
+            dequantized[name] = back         # Hugging Face names and row order
+            types[name] = qtype
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        logits = [forward(dequantized, cfg, np.array(s)).astype(np.float32).tolist() for s in sequences]
-        ggml = [forward(dequantized, cfg, np.array(s), types).astype(np.float32).tolist() for s in sequences]
+
+        def rounded(x, name):
+            return quantize_activations(x, types[name]) @ dequantized[name].T
+
+        def run(tokens, matmul=None):
+            return numpy_reference.forward(cfg, dequantized, np.array(tokens), matmul).astype(np.float32).tolist()
+
+        logits = [run(s) for s in sequences]
+        ggml = [run(s, rounded) for s in sequences]
         names = sorted(set(t.name for t in types.values()))
         out["files"][kind] = {"file": os.path.basename(path), "logits": logits, "types": names}
         if kind in ("q8_0", "q4_k"):
