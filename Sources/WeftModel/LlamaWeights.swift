@@ -184,29 +184,37 @@ public final class LlamaWeights: @unchecked Sendable {
             return buffer
         }
 
-        /// Rows of `format` for `segments` (a fused weight's pieces), each
-        /// read as stored or converted through float32.
-        func fill(_ segments: [Segment], format: WeightFormat, first: Int, count: Int, destination: UnsafeMutableRawPointer, rowBytes: Int) {
-            var row = first, out = destination, remaining = count, offset = 0
+        /// Rows [first, first + count) of a fused weight made of `segments`:
+        /// `body(segment, sourceRows, outputRow)` for each contiguous piece,
+        /// `outputRow` counted from `first`.
+        func pieces(_ segments: [Segment], first: Int, count: Int, _ body: (Segment, Range<Int>, Int) -> Void) {
+            var row = first, offset = 0
             for segment in segments {
                 defer { offset += segment.rowCount }
-                guard remaining > 0, row < offset + segment.rowCount else { continue }
-                let take = min(remaining, offset + segment.rowCount - row)
+                guard row < first + count, row < offset + segment.rowCount else { continue }
+                let take = min(first + count - row, offset + segment.rowCount - row)
                 let sourceRow = segment.firstRow + (row - offset)
-                if source.storedFormat(segment.tensor) == format {
-                    source.readStoredRows(segment.tensor, rows: sourceRow..<sourceRow + take, columns: segment.columns, into: out, stride: rowBytes)
-                } else {
-                    let k = segment.columns.count
-                    let floats = UnsafeMutablePointer<Float>.allocate(capacity: k)
-                    defer { floats.deallocate() }
-                    for i in 0..<take {
-                        source.readSlice(segment.tensor, rows: sourceRow + i ..< sourceRow + i + 1, columns: segment.columns, into: floats, ld: k)
-                        _ = weft_quantize_row(format.rawValue, floats, out + i * rowBytes, Int64(k))
-                    }
-                }
-                out += take * rowBytes
+                body(segment, sourceRow..<sourceRow + take, row - first)
                 row += take
-                remaining -= take
+            }
+        }
+
+        /// Rows of `format` for `segments`, each read as stored or converted
+        /// through float32.
+        func fill(_ segments: [Segment], format: WeightFormat, first: Int, count: Int, destination: UnsafeMutableRawPointer, rowBytes: Int) {
+            pieces(segments, first: first, count: count) { segment, rows, outputRow in
+                let out = destination + outputRow * rowBytes
+                if source.storedFormat(segment.tensor) == format {
+                    source.readStoredRows(segment.tensor, rows: rows, columns: segment.columns, into: out, stride: rowBytes)
+                    return
+                }
+                let k = segment.columns.count
+                let floats = UnsafeMutablePointer<Float>.allocate(capacity: k)
+                defer { floats.deallocate() }
+                for (i, r) in rows.enumerated() {
+                    source.readSlice(segment.tensor, rows: r..<r + 1, columns: segment.columns, into: floats, ld: k)
+                    _ = weft_quantize_row(format.rawValue, floats, out + i * rowBytes, Int64(k))
+                }
             }
         }
 
@@ -223,16 +231,8 @@ public final class LlamaWeights: @unchecked Sendable {
                 let total = group.reduce(0) { $0 + $1.rowCount }
                 if format == .f32 {
                     return .packed(PackedWeight(outFeatures: total, inFeatures: inFeatures, node: node, pool: pool) { first, count, scratch, ld in
-                        var row = first, out = scratch, remaining = count, offset = 0
-                        for segment in group {
-                            defer { offset += segment.rowCount }
-                            guard remaining > 0, row < offset + segment.rowCount else { continue }
-                            let take = min(remaining, offset + segment.rowCount - row)
-                            let sourceRow = segment.firstRow + (row - offset)
-                            source.readSlice(segment.tensor, rows: sourceRow..<sourceRow + take, columns: segment.columns, into: out, ld: ld)
-                            out += take * ld
-                            row += take
-                            remaining -= take
+                        pieces(group, first: first, count: count) { segment, rows, outputRow in
+                            source.readSlice(segment.tensor, rows: rows, columns: segment.columns, into: scratch + outputRow * ld, ld: ld)
                         }
                     })
                 }
