@@ -31,6 +31,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "How the KV cache stores keys and values: f16 (default), bf16 or f32. Attention computes in float32 either way; 16 bits halve the cache's memory and attention's reads.")
     var kvDtype: String = "f16"
 
+    @Option(name: .long, help: "How query heads are shared when the tensor-parallel degree does not divide them: even (5 + 4 of 9 heads, a KV head shared by two ranks held on both, MLP even) or kv-groups (whole KV groups, 6 + 3, MLP rows balanced against the attention).")
+    var headSplit: String = "even"
+
     @Option(name: .long, help: "How each layer's reductions run: baseline (MPI_Allreduce, then residual+RMSNorm of every token), fused (fused sequence-parallel AllReduce+residual+RMSNorm), overlap (token split, each half's compute overlapping the other's fused collective) or auto (the cost model chooses per batch).")
     var commMode: String = "auto"
 
@@ -60,6 +63,7 @@ struct ModelOptions: ParsableArguments {
         if let threads, !(1...4096).contains(threads) { throw ValidationError("--threads must be 1...4096, got \(threads)") }
         if !(1...65536).contains(kvBlockSize) { throw ValidationError("--kv-block-size must be 1...65536, got \(kvBlockSize)") }
         _ = try parsedKVDType()
+        _ = try parsedHeadSplit()
         _ = try parsedTransport()
         if !(0...4096).contains(commCores) { throw ValidationError("--comm-cores must be 0...4096, got \(commCores)") }
         if let ranksPerNode, !(1...65536).contains(ranksPerNode) { throw ValidationError("--ranks-per-node must be 1...65536, got \(ranksPerNode)") }
@@ -90,6 +94,13 @@ struct ModelOptions: ParsableArguments {
         return dtype
     }
 
+    func parsedHeadSplit() throws -> TensorParallelPlan.HeadSplit {
+        guard let split = TensorParallelPlan.HeadSplit(rawValue: headSplit) else {
+            throw ValidationError("--head-split must be even or kv-groups, got \(headSplit)")
+        }
+        return split
+    }
+
     func parsedTransport() throws -> CommTransport? {
         if commTransport == "auto" { return nil }
         guard let transport = CommTransport(rawValue: commTransport) else {
@@ -113,6 +124,7 @@ struct ModelOptions: ParsableArguments {
         }
         configuration.kvBlockSize = kvBlockSize
         configuration.kvDType = try parsedKVDType()
+        configuration.headSplit = try parsedHeadSplit()
         configuration.maxSequenceLength = maxSequenceLength
         configuration.commMode = try mode ?? parsedMode(allowing: allowedModes)
         configuration.commTransport = try parsedTransport()

@@ -156,7 +156,8 @@ public final class LlamaWeights: @unchecked Sendable {
         // slice would cut its blocks is converted on every rank alike.
         let plans = (0..<plan.size).map { r in
             r == plan.rank ? plan : (try? TensorParallelPlan(config: config, rank: r, size: plan.size,
-                                                            intermediateAlignment: plan.intermediateAlignment)) ?? plan
+                                                            intermediateAlignment: plan.intermediateAlignment,
+                                                            headSplit: plan.headSplit)) ?? plan
         }
         var conversionNames: [String: [String]] = [:]
         let scratch = self.scratch

@@ -5,6 +5,25 @@ import WeftTensor
 /// the query heads that use them), o and down by input columns, embedding and
 /// LM head by vocabulary rows.
 public struct TensorParallelPlan: Sendable, Equatable {
+    /// How query heads are shared out when the degree does not divide them.
+    public enum HeadSplit: String, Sendable, Equatable, CaseIterable {
+        /// Query heads as evenly as possible (9 heads on 2 ranks: 5 + 4); a KV
+        /// head whose group straddles two ranks is held (and its k/v rows
+        /// computed) on both. The MLP splits evenly. Each layer has two
+        /// barriers (the collectives after attention and after the MLP), so a
+        /// layer takes the slowest rank's attention plus the slowest rank's
+        /// MLP: this split makes each of the two as short as it can be.
+        case even
+        /// Whole KV groups per rank while the degree is at most the KV head
+        /// count (9 heads / 3 KV heads on 2 ranks: 6 + 3), so no KV head is
+        /// held twice; beyond it, as `even`. The MLP rows are then shared
+        /// unevenly so that every rank holds the same number of weights per
+        /// layer (attention + MLP).
+        case kvGroups = "kv-groups"
+    }
+
+    /// The split of query heads this plan was made with.
+    public let headSplit: HeadSplit
     public let rank: Int
     public let size: Int
     /// Query heads of this rank.
@@ -23,7 +42,8 @@ public struct TensorParallelPlan: Sendable, Equatable {
     /// - Parameter intermediateAlignment: the intermediate (MLP) range of every
     ///   rank starts at a multiple of this (the block size of a quantized
     ///   down_proj, whose columns split along K) when the size allows it.
-    public init(config: ModelConfig, rank: Int, size: Int, intermediateAlignment: Int = 1) throws {
+    public init(config: ModelConfig, rank: Int, size: Int, intermediateAlignment: Int = 1,
+                headSplit: HeadSplit = .even) throws {
         guard size >= 1, rank >= 0, rank < size else {
             throw ModelError.parallelism("invalid rank \(rank) of \(size)")
         }
@@ -35,15 +55,69 @@ public struct TensorParallelPlan: Sendable, Equatable {
         }
         self.rank = rank
         self.size = size
+        self.headSplit = headSplit
         self.intermediateAlignment = max(1, intermediateAlignment)
-        // Query heads as evenly as possible (uneven when the degree does not
-        // divide them, e.g. 9 heads on 2 or 4 ranks); each rank holds the KV
-        // heads its query heads use.
-        heads = Self.evenSplit(config.headCount, parts: size, index: rank)
+        let allHeads = Self.headRanges(config: config, size: size, split: headSplit)
+        heads = allHeads[rank]
         let group = config.headCount / config.kvHeadCount
-        kvHeads = heads.lowerBound / group ..< (heads.upperBound - 1) / group + 1
-        intermediate = Self.alignedSplit(config.intermediateSize, parts: size, index: rank, alignment: intermediateAlignment)
+        func kv(_ h: Range<Int>) -> Range<Int> { h.lowerBound / group ..< (h.upperBound - 1) / group + 1 }
+        kvHeads = kv(heads)
+        if headSplit == .kvGroups {
+            // Weights per layer in units of hidden-size rows: q and o one row
+            // per head dimension each, k and v one per KV head dimension each,
+            // gate, up and down one each per intermediate row.
+            let attention = allHeads.map { Double((2 * $0.count + 2 * kv($0).count) * config.headDim) }
+            intermediate = Self.balancedSplit(config.intermediateSize, weightPerItem: 3, fixed: attention,
+                                              index: rank, alignment: self.intermediateAlignment)
+        } else {
+            intermediate = Self.alignedSplit(config.intermediateSize, parts: size, index: rank, alignment: intermediateAlignment)
+        }
         vocabulary = Self.evenSplit(config.vocabularySize, parts: size, index: rank)
+    }
+
+    /// Every rank's query heads under `split`.
+    static func headRanges(config: ModelConfig, size: Int, split: HeadSplit) -> [Range<Int>] {
+        let group = config.headCount / config.kvHeadCount
+        return (0..<size).map { r in
+            if split == .kvGroups && size <= config.kvHeadCount {
+                let groups = evenSplit(config.kvHeadCount, parts: size, index: r)
+                return groups.lowerBound * group ..< groups.upperBound * group
+            }
+            return evenSplit(config.headCount, parts: size, index: r)
+        }
+    }
+
+    /// Part `index` of `total` items (each weighing `weightPerItem`) shared so
+    /// that every part's `fixed` load plus its items' weight is as equal as
+    /// the `alignment` allows: water-filling (a part whose fixed load alone
+    /// exceeds the level gets the minimum), every part at least one aligned
+    /// unit, every start a multiple of `alignment` (the last part ends at
+    /// `total`). Falls back to `evenSplit` when there are fewer units than parts.
+    public static func balancedSplit(_ total: Int, weightPerItem: Double, fixed: [Double], index: Int, alignment: Int) -> Range<Int> {
+        let parts = fixed.count
+        let alignment = max(1, alignment)
+        let units = (total + alignment - 1) / alignment
+        guard units >= parts, parts > 0 else { return evenSplit(total, parts: parts, index: index) }
+        // Fixed loads in units of one aligned item block.
+        let load = fixed.map { $0 / (weightPerItem * Double(alignment)) }
+        // Level L with Σ max(1, L - load_r) = units (monotone in L: bisect).
+        func assigned(_ level: Double) -> Double { load.reduce(0) { $0 + max(1, level - $1) } }
+        var low = load.min()!, high = load.max()! + Double(units)
+        for _ in 0..<100 {
+            let mid = (low + high) / 2
+            if assigned(mid) < Double(units) { low = mid } else { high = mid }
+        }
+        let shares = load.map { max(1, high - $0) }
+        // Cumulative rounding keeps the sum and every part ≥ 1 unit.
+        var bounds = [0]
+        var cumulative = 0.0
+        for r in 0..<parts {
+            cumulative += shares[r]
+            let remaining = parts - r - 1
+            let rounded = r == parts - 1 ? units : Int(cumulative.rounded())
+            bounds.append(min(max(rounded, bounds[r] + 1), units - remaining))
+        }
+        return min(bounds[index] * alignment, total) ..< min(bounds[index + 1] * alignment, total)
     }
 
     /// Like `evenSplit`, but every range starts at a multiple of `alignment`

@@ -33,6 +33,9 @@ public struct EngineConfiguration: Sendable {
     /// either way); 16 bits halve the cache's memory and attention's reads. f16
     /// (the default) stays within 5e-4 of the largest logit on the fixtures.
     public var kvDType: KVDType = .f16
+    /// How query heads are shared out when the tensor-parallel degree does
+    /// not divide them (see `TensorParallelPlan.HeadSplit`).
+    public var headSplit: TensorParallelPlan.HeadSplit = .even
     public var maxSequenceLength: Int?
     public var maxSequences: Int = 1
     /// How each layer's two reductions run; `.auto` lets the cost model choose per batch.
@@ -82,6 +85,12 @@ public final class Engine {
         let comm = communicator
         comm.peerTimeout = configuration.commTimeout
         // Phase 1: config, tokenizer and plan (cheap; fail fast and together).
+        /// This rank's share: MLP rows split on the down projection's blocks.
+        func plan(_ config: ModelConfig, _ source: WeightSource) throws -> TensorParallelPlan {
+            let alignment = LlamaWeights.intermediateAlignment(config: config, source: source, format: configuration.weightFormat)
+            return try TensorParallelPlan(config: config, rank: comm.rank, size: comm.size,
+                                          intermediateAlignment: alignment, headSplit: configuration.headSplit)
+        }
         let (modelConfig, plan, tokenizer, source): (ModelConfig, TensorParallelPlan, Tokenizer?, WeightSource) = try comm.agree {
             switch configuration.weights {
             case .checkpoint(let location):
@@ -97,16 +106,12 @@ public final class Engine {
                 if !isDirectory.boolValue {
                     let source = try GGUFSource(path: location.path)
                     let config = source.config
-                    let alignment = LlamaWeights.intermediateAlignment(config: config, source: source, format: configuration.weightFormat)
-                    let plan = try TensorParallelPlan(config: config, rank: comm.rank, size: comm.size, intermediateAlignment: alignment)
-                    return (config, plan, try tokenizer(in: configuration.tokenizerDirectory), source)
+                    return (config, try plan(config, source), try tokenizer(in: configuration.tokenizerDirectory), source)
                 }
                 let directory = location
                 let config = try ModelConfig.load(directory: directory)
                 let source = try CheckpointSource(directory: directory)
-                let alignment = LlamaWeights.intermediateAlignment(config: config, source: source, format: configuration.weightFormat)
-                let plan = try TensorParallelPlan(config: config, rank: comm.rank, size: comm.size, intermediateAlignment: alignment)
-                return (config, plan, try tokenizer(in: configuration.tokenizerDirectory ?? directory), source)
+                return (config, try plan(config, source), try tokenizer(in: configuration.tokenizerDirectory ?? directory), source)
             case .random(let shape, let seed):
                 let data: Data
                 do { data = try Data(contentsOf: shape) } catch {
@@ -114,9 +119,7 @@ public final class Engine {
                 }
                 let config = try ModelConfig.parse(data, file: shape.path)
                 let source = RandomWeightSource(seed: seed)
-                let alignment = LlamaWeights.intermediateAlignment(config: config, source: source, format: configuration.weightFormat)
-                let plan = try TensorParallelPlan(config: config, rank: comm.rank, size: comm.size, intermediateAlignment: alignment)
-                return (config, plan, try configuration.tokenizerDirectory.flatMap { try Tokenizer(directory: $0) }, source)
+                return (config, try plan(config, source), try configuration.tokenizerDirectory.flatMap { try Tokenizer(directory: $0) }, source)
             }
         }
         // Phase 2: the weights (each rank reads only its slices).

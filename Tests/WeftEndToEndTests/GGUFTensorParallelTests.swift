@@ -53,6 +53,25 @@ final class GGUFTensorParallelTests: XCTestCase {
         }
     }
 
+    /// The whole-KV-group split (8 heads / 4 KV heads on 3 ranks: 4 + 2 + 2
+    /// heads, MLP rows balanced against them on 32-blocks) computes the same
+    /// model: F32 at 1e-4 of the largest logit, Q8_0 within the 8-bit
+    /// activation bound, in the fused and overlap modes.
+    func testKVGroupSplitMatchesTheReference() throws {
+        for (kind, factor) in [("f32", Float(0)), ("q8_0", 1.5)] {
+            let expected = Self.reference.files[kind]!
+            for mode in ["fused", "overlap"] {
+                let tokens = Self.reference.sequences[1]
+                let exact = expected.logits[1].flatMap { $0 }
+                var allowed = 1e-4 * exact.map(abs).max()!
+                if let rounded = expected.logits_8bit_activations?[1].flatMap({ $0 }) { allowed = factor * Self.worst(rounded, exact) }
+                let actual = try logits(kind, ranks: 3, tokens: tokens, ["--head-split", "kv-groups", "--comm-mode", mode])
+                XCTAssertEqual(actual.count, exact.count)
+                XCTAssertLessThanOrEqual(Self.worst(actual, exact), allowed, "\(kind) TP 3 kv-groups \(mode)")
+            }
+        }
+    }
+
     /// Greedy continuations of the Q8_0 file (whose blocks every split keeps
     /// whole, so each rank rounds the same activation blocks as one rank does)
     /// equal TP 1's at TP 2 and 3 in every mode, up to the first step where

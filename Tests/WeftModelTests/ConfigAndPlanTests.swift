@@ -58,6 +58,44 @@ final class ConfigAndPlanTests: XCTestCase {
         XCTAssertEqual(TensorParallelPlan.alignedSplit(300, parts: 4, index: 1, alignment: 256), 75..<150)
     }
 
+    func testKVGroupSplitKeepsGroupsWholeAndBalancesTheMLP() throws {
+        // SmolLM2-135M: 9 heads, 3 KV heads, head_dim 64, intermediate 1536.
+        let c = config(heads: 9, kvHeads: 3, intermediate: 1536)
+        XCTAssertEqual(c.headDim, 32)
+        let two = try (0..<2).map { try TensorParallelPlan(config: c, rank: $0, size: 2, intermediateAlignment: 32, headSplit: .kvGroups) }
+        XCTAssertEqual(two.map(\.heads), [0..<6, 6..<9])
+        XCTAssertEqual(two.map(\.kvHeads), [0..<2, 2..<3], "no KV head held twice")
+        // Attention weights per layer (hidden-size rows): (2·6 + 2·2)·32 = 512
+        // and (2·3 + 2·1)·32 = 256; the MLP (3 rows per intermediate row)
+        // evens the totals: 512 + 3·i0 = 256 + 3·i1, i0 + i1 = 1536 gives
+        // i0 = 725.3, on 32-blocks 736 (23 blocks) and 800.
+        XCTAssertEqual(two.map(\.intermediate), [0..<736, 736..<1536])
+        func load(_ p: TensorParallelPlan) -> Int { (2 * p.heads.count + 2 * p.kvHeads.count) * 32 + 3 * p.intermediate.count }
+        XCTAssertLessThanOrEqual(abs(load(two[0]) - load(two[1])), 3 * 32, "totals within one block")
+        // Beyond the KV head count the heads split evenly, as with .even.
+        let four = try (0..<4).map { try TensorParallelPlan(config: c, rank: $0, size: 4, intermediateAlignment: 32, headSplit: .kvGroups) }
+        XCTAssertEqual(four.map(\.heads.count), [3, 2, 2, 2])
+        XCTAssertEqual(four.flatMap { Array($0.intermediate) }, Array(0..<1536))
+        XCTAssertTrue(four.allSatisfy { $0.intermediate.lowerBound % 32 == 0 && $0.intermediate.count > 0 })
+        // The default: heads even, MLP even.
+        let even = try (0..<2).map { try TensorParallelPlan(config: c, rank: $0, size: 2, intermediateAlignment: 32) }
+        XCTAssertEqual(even.map(\.heads), [0..<5, 5..<9])
+        XCTAssertEqual(even.map(\.kvHeads), [0..<2, 1..<3])
+        XCTAssertEqual(even.map(\.intermediate), [0..<768, 768..<1536])
+    }
+
+    func testBalancedSplitCoversEverythingAndGivesEveryPartABlock() {
+        // A fixed load larger than the whole share: that part keeps one unit.
+        let parts = (0..<3).map { TensorParallelPlan.balancedSplit(100, weightPerItem: 1, fixed: [1000, 0, 0], index: $0, alignment: 10) }
+        XCTAssertEqual(parts, [0..<10, 10..<60, 60..<100])
+        // Ragged end, no fixed load: an even aligned split.
+        let even = (0..<4).map { TensorParallelPlan.balancedSplit(688, weightPerItem: 3, fixed: [0, 0, 0, 0], index: $0, alignment: 32) }
+        XCTAssertEqual(even.flatMap { Array($0) }, Array(0..<688))
+        XCTAssertTrue(even.allSatisfy { $0.lowerBound % 32 == 0 })
+        // Fewer units than parts: the plain even split.
+        XCTAssertEqual(TensorParallelPlan.balancedSplit(3, weightPerItem: 1, fixed: [0, 0, 0, 0], index: 3, alignment: 32), 3..<3)
+    }
+
     func testLlama3RopeScalingMatchesTransformers() throws {
         // Llama-3.2-1B's shape: inverse frequencies from transformers'
         // _compute_llama3_parameters (first, a medium-band one, last).
