@@ -31,8 +31,12 @@ struct Generate: ParsableCommand {
     @Flag(help: "Print one JSON object {prompt_tokens, completion_tokens, text} instead of streaming text.")
     var json = false
 
+    @Flag(help: "Send --prompt as one user message through the model's chat template (with the generation prompt), as `weft chat` and /v1/chat/completions do.")
+    var chat = false
+
     func validate() throws {
         if (prompt == nil) == (tokens == nil) { throw ValidationError("give exactly one of --prompt TEXT and --tokens 1,2,3") }
+        if chat && prompt == nil { throw ValidationError("--chat needs --prompt TEXT (the user message)") }
         if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
         if let tokens { _ = try parseTokenList(tokens, option: "--tokens") }
         try Sampler.validate(temperature: temperature, topP: topP)
@@ -55,7 +59,9 @@ struct Generate: ParsableCommand {
                 guard let tokenizer = engine.tokenizer else {
                     throw RuntimeError.invalidOption("--prompt", "the model has no tokenizer.json; give --tokens instead")
                 }
-                promptTokens = tokenizer.encode(prompt!)
+                promptTokens = chat
+                    ? try ChatRenderer(tokenizer: tokenizer, model: options.model ?? "").render([(role: "user", content: prompt!)]).tokens
+                    : tokenizer.encode(prompt!)
             }
             var decoder = engine.tokenizer.map { StreamingDecoder(tokenizer: $0) }
             let sampler = Sampler(temperature: temperature, topP: topP, seed: seed)

@@ -12,7 +12,7 @@ struct Weft: ParsableCommand {
         Run under `mpirun -np N weft ...` to split the model over N ranks (one per socket, \
         NUMA node or machine), or without mpirun for one rank. Output comes from rank 0.
         """,
-        subcommands: [Generate.self, Serve.self, Logits.self, Tokenize.self, Bench.self, Launch.self])
+        subcommands: [Generate.self, Chat.self, Serve.self, Logits.self, Tokenize.self, Bench.self, Launch.self])
 
     /// Parses on every rank but reports usage errors on rank 0 only, so a
     /// mistyped option gives one message, not one per rank.
