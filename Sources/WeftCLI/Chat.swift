@@ -25,10 +25,11 @@ struct Chat: ParsableCommand {
         discussion: """
         Type a message and press Enter; the answer streams as it is produced. Commands: /reset \
         (start a new conversation, keeping --system), /help, /quit. Ctrl-C stops the answer being \
-        written; Ctrl-C twice at the prompt, or Ctrl-D (end of input), quits. Under mpirun only \
-        rank 0 reads standard input and prints (mpirun gives rank 0 its standard input); a \
-        terminal's Ctrl-C reaches mpirun, which ends the job, so to stop an answer there send \
-        SIGUSR1 to mpirun (it forwards it) or SIGINT to rank 0.
+        written; Ctrl-C twice at the prompt, or Ctrl-D, quits; so does the end of piped input. \
+        Run it under mpirun as any command (`mpirun -np 2 weft chat --model M`): only rank 0 \
+        reads and prints. In a terminal the chat reads keys itself (the terminal's Ctrl-C would \
+        otherwise reach mpirun, which ends the job); with piped input, SIGINT to rank 0 or \
+        SIGUSR1 to mpirun (which forwards it) stops an answer.
         """)
 
     @OptionGroup var options: ModelOptions
@@ -211,43 +212,183 @@ final class ChatInterrupts: Sendable {
     var pending: Bool { count.withLock { $0 > 0 } }
 }
 
-/// Lines from standard input, waiting in poll(2) so an interrupt can end the wait.
+/// The terminal a person types into, when there is one: rank 0's own
+/// standard input, or under mpirun the terminal mpirun reads (mpirun passes
+/// its standard input on to rank 0 as it arrives). The chat puts it in raw
+/// mode (no line discipline, no echo, no signals) and edits the line itself,
+/// so Ctrl-C arrives as a byte on rank 0's standard input even under mpirun,
+/// where the terminal's SIGINT would go to mpirun, which ends the job.
+enum ChatTerminal {
+    nonisolated(unsafe) private static var saved: (fd: Int32, settings: termios)?
+
+    /// Enters raw mode if a person types into a terminal; false otherwise (a
+    /// pipe or file: lines are read as they are, and only signals stop an answer).
+    static func enterRawMode() -> Bool {
+        var fd: Int32 = -1
+        if isatty(0) != 0 {
+            fd = 0
+        } else if ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] != nil
+                    || ProcessInfo.processInfo.environment["PMIX_RANK"] != nil {
+            // mpirun is the parent; its standard input is what it passes on.
+            let input = open("/proc/\(getppid())/fd/0", O_RDWR | O_NOCTTY)
+            guard input >= 0 else { return false }
+            guard isatty(input) != 0 else {
+                close(input)
+                return false
+            }
+            fd = input
+        }
+        guard fd >= 0 else { return false }
+        // A process outside the terminal's foreground group (a rank under
+        // mpirun) may change its settings only while ignoring SIGTTOU.
+        signal(SIGTTOU, SIG_IGN)
+        var settings = termios()
+        guard tcgetattr(fd, &settings) == 0 else { return false }
+        var raw = settings
+        raw.c_lflag &= ~tcflag_t(ICANON | ECHO | ISIG | IEXTEN)
+        withUnsafeMutableBytes(of: &raw.c_cc) { cc in
+            cc[Int(VMIN)] = 1
+            cc[Int(VTIME)] = 0
+        }
+        guard tcsetattr(fd, TCSANOW, &raw) == 0 else { return false }
+        saved = (fd, settings)
+        atexit { ChatTerminal.restore() }
+        // mpirun ends a failed job with SIGTERM: leave the terminal usable.
+        for number in [SIGTERM, SIGHUP] {
+            signal(number) { number in
+                ChatTerminal.restore()
+                signal(number, SIG_DFL)
+                raise(number)
+            }
+        }
+        return true
+    }
+
+    static func restore() {
+        guard var (fd, settings) = saved else { return }
+        _ = tcsetattr(fd, TCSANOW, &settings)
+    }
+}
+
+/// Lines from standard input, waiting in poll(2) so an interrupt can end the
+/// wait. With `editing` (a terminal in raw mode) it echoes and edits the line
+/// itself: Enter, Backspace, Ctrl-U, Ctrl-C (an interrupt), Ctrl-D on an
+/// empty line (end of input); escape sequences (arrow keys) are ignored.
 struct LineReader {
     enum Event: Equatable { case line(String), endOfInput, interrupt }
-    private var buffer: [UInt8] = []
+    let editing: Bool
+    private var bytes: [UInt8] = []   // read, not yet used
+    private var line: [UInt8] = []    // editing: the line typed so far
+    private var escape = 0            // 1: after ESC, 2: inside a control sequence
     private var ended = false
+
+    init(editing: Bool) { self.editing = editing }
 
     mutating func next(interrupts: ChatInterrupts) -> Event {
         while true {
-            if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = String(decoding: buffer[..<newline], as: UTF8.self)
-                buffer.removeSubrange(...newline)
-                return .line(line.hasSuffix("\r") ? String(line.dropLast()) : line)
+            if editing {
+                if let event = edit() { return event }
+                if ended { return .endOfInput }
+            } else {
+                if let newline = bytes.firstIndex(of: UInt8(ascii: "\n")) {
+                    let text = String(decoding: bytes[..<newline], as: UTF8.self)
+                    bytes.removeSubrange(...newline)
+                    return .line(text.hasSuffix("\r") ? String(text.dropLast()) : text)
+                }
+                if ended {
+                    guard !bytes.isEmpty else { return .endOfInput }
+                    defer { bytes.removeAll() }
+                    return .line(String(decoding: bytes, as: UTF8.self))
+                }
             }
-            if ended {
-                guard !buffer.isEmpty else { return .endOfInput }
-                defer { buffer.removeAll() }
-                return .line(String(decoding: buffer, as: UTF8.self))
-            }
+            if fill(wait: true, interrupts: interrupts) { return .interrupt }
+        }
+    }
+
+    /// Between the steps of an answer: reads what was typed meanwhile; true
+    /// if it holds a Ctrl-C (dropped with what came before it; the rest is
+    /// kept for the next prompt).
+    mutating func typedInterrupt() -> Bool {
+        guard editing, !ended else { return false }
+        _ = fill(wait: false, interrupts: nil)
+        guard let index = bytes.lastIndex(of: 3) else { return false }
+        bytes.removeSubrange(...index)
+        return true
+    }
+
+    /// Reads what standard input has (waiting for it, or not); true if an
+    /// interrupt ended the wait instead.
+    private mutating func fill(wait: Bool, interrupts: ChatInterrupts?) -> Bool {
+        while true {
             var fds = [pollfd(fd: 0, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: interrupts.wakeRead, events: Int16(POLLIN), revents: 0)]
-            let ready = poll(&fds, nfds_t(fds.count), -1)
+                       pollfd(fd: interrupts?.wakeRead ?? -1, events: Int16(POLLIN), revents: 0)]
+            let ready = poll(&fds, nfds_t(fds.count), wait ? -1 : 0)
             if ready < 0 {
                 if errno == EINTR { continue }
                 ended = true
-                continue
+                return false
             }
-            if fds[1].revents != 0 && interrupts.pending { return .interrupt }
+            if let interrupts, fds[1].revents != 0, interrupts.pending { return true }
             if fds[0].revents != 0 {
                 var chunk = [UInt8](repeating: 0, count: 4096)
                 let count = read(0, &chunk, chunk.count)
                 if count > 0 {
-                    buffer += chunk[..<count]
+                    bytes += chunk[..<count]
                 } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
                     ended = true
                 }
+                return false
+            }
+            if !wait { return false }
+        }
+    }
+
+    private mutating func edit() -> Event? {
+        while !bytes.isEmpty {
+            let byte = bytes.removeFirst()
+            if escape == 1 {
+                escape = byte == UInt8(ascii: "[") || byte == UInt8(ascii: "O") ? 2 : 0
+                continue
+            }
+            if escape == 2 {
+                if (0x40...0x7e).contains(byte) { escape = 0 }
+                continue
+            }
+            switch byte {
+            case 0x1b:
+                escape = 1
+            case 0x0d, 0x0a:
+                defer { line = [] }
+                Output.write("\n")
+                return .line(String(decoding: line, as: UTF8.self))
+            case 0x03:
+                line = []
+                Output.write("^C")
+                return .interrupt
+            case 0x04:
+                if line.isEmpty { return .endOfInput }
+            case 0x7f, 0x08:
+                if eraseCharacter() { Output.write("\u{8} \u{8}") }
+            case 0x15:
+                var erased = 0
+                while eraseCharacter() { erased += 1 }
+                Output.write(String(repeating: "\u{8} \u{8}", count: erased))
+            case 0x09, 0x20...:
+                line.append(byte)
+                FileHandle.standardOutput.write(Data([byte]))
+            default:
+                break
             }
         }
+        return nil
+    }
+
+    /// Drops the line's last character (one UTF-8 sequence); false when empty.
+    private mutating func eraseCharacter() -> Bool {
+        guard !line.isEmpty else { return false }
+        while let last = line.last, last & 0xc0 == 0x80 { line.removeLast() }
+        if !line.isEmpty { line.removeLast() }
+        return true
     }
 }
 
@@ -261,6 +402,7 @@ struct ChatSession {
     var sampler: Sampler
     let stops: Set<Int>
     let interrupts = ChatInterrupts()
+    var reader = LineReader(editing: false)
 
     var messages: [(role: String, content: String)] = []
     /// Tokens whose keys and values the cache holds, positions 0..<count.
@@ -293,7 +435,8 @@ struct ChatSession {
     mutating func run() throws {
         let ranks = engine.communicator.size
         FileHandle.standardError.write(Data("weft chat: \(ranks) rank\(ranks == 1 ? "" : "s"), context \(steps.contextLimit) tokens. /help for commands, Ctrl-C stops an answer, Ctrl-D quits.\n".utf8))
-        var reader = LineReader()
+        reader = LineReader(editing: ChatTerminal.enterRawMode())
+        defer { ChatTerminal.restore() }
         var interruptsAtPrompt = 0
         prompting: while true {
             Output.write("> ")
@@ -302,7 +445,7 @@ struct ChatSession {
                 Output.write("\n")
                 break prompting
             case .interrupt:
-                interruptsAtPrompt += interrupts.take()
+                interruptsAtPrompt += max(1, interrupts.take())
                 if interruptsAtPrompt >= 2 {
                     Output.write("\n")
                     break prompting
@@ -362,7 +505,7 @@ struct ChatSession {
         var generated: [Int] = []
         var note = ""
         while true {
-            if interrupts.pending {
+            if interrupts.pending || reader.typedInterrupt() {
                 note = " [stopped]"
                 break
             }

@@ -193,6 +193,33 @@ final class ChatTests: XCTestCase {
 
     func testInterruptStopsTheAnswerWithoutMPIRun() throws { try checkInterrupt(ranks: 0) }
     func testInterruptStopsTheAnswerTP2() throws { try checkInterrupt(ranks: 2) }
+
+    /// In a terminal (a pseudo-terminal from util-linux `script`) under
+    /// mpirun, keys are read by the chat: a typed line is edited (Backspace),
+    /// and Ctrl-C stops the answer. Were the terminal left in its usual mode,
+    /// Ctrl-C would send SIGINT to mpirun, which ends the job (exit status 1).
+    func testCtrlCTypedInATerminalUnderMPIRun() throws {
+        let script = "/usr/bin/script"
+        guard FileManager.default.isExecutableFile(atPath: script) else { throw XCTSkip("needs util-linux script for a pseudo-terminal") }
+        let expected = try reference([["role": "user", "content": "Hello world"]], maxTokens: 8)
+        func quoted(_ word: String) -> String { "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        let mpirun = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-q", "--mca", "btl", "self,vader", "-np", "2",
+                      MPIRun.weft.path, "chat", "--model", Self.model] + Self.common + ["--max-tokens", "1900"]
+        let process = try ChatProcess(command: [script, "-qefc", mpirun.map(quoted).joined(separator: " "), "/dev/null"], ranks: 2)
+        XCTAssertTrue(process.waitForOutput { $0.contains("> ") }, "the prompt appears")
+        process.send("Hello worlx\u{7f}d\r")
+        // Wait until the answer is past the reference's 8 tokens (so the line was "Hello world").
+        XCTAssertTrue(process.waitForOutput { $0.replacingOccurrences(of: "\r", with: "").contains("\n" + expected.text) },
+                      "the answer to the edited line streams: \(process.output.suffix(300))")
+        process.send("\u{03}")
+        XCTAssertTrue(process.waitForOutput { $0.contains(" [stopped]\r\n> ") }, "Ctrl-C stops the answer: \(process.output.suffix(300))")
+        process.send("\u{03}")
+        XCTAssertTrue(process.waitForOutput { $0.hasSuffix("(Ctrl-C again or Ctrl-D to quit)\r\n> ") }, process.output.suffix(300).description)
+        process.send("\u{04}")
+        let outcome = process.finish()
+        XCTAssertFalse(outcome.timedOut)
+        XCTAssertEqual(outcome.status, 0, "Ctrl-D ends the chat and every rank exits 0: \(outcome.stdout.suffix(300))")
+    }
 }
 
 /// `weft chat` with a pipe as its standard input (mpirun hands its standard
@@ -208,17 +235,23 @@ final class ChatProcess: @unchecked Sendable {
 
     /// `ranks` 0 runs weft without mpirun. `wrapRanks` false runs the ranks
     /// without the exit-code wrapper, so signals reach weft itself.
-    init(ranks: Int, _ arguments: [String], wrapRanks: Bool = true) throws {
-        self.ranks = ranks
+    convenience init(ranks: Int, _ arguments: [String], wrapRanks: Bool = true) throws {
         let weft = MPIRun.weft.path
         let wrapper = wrapRanks ? ["/bin/sh", "-c", MPIRun.rankWrapper] : []
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         if ranks == 0 {
-            process.arguments = wrapper + [weft, "chat"] + arguments
+            try self.init(command: wrapper + [weft, "chat"] + arguments, ranks: 0)
         } else {
-            process.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-q", "--mca", "btl", "self,vader",
-                                 "--mca", "orte_abort_on_non_zero_status", "0", "-np", String(ranks)] + wrapper + [weft, "chat"] + arguments
+            try self.init(command: ["mpirun", "--allow-run-as-root", "--oversubscribe", "-q", "--mca", "btl", "self,vader",
+                                    "--mca", "orte_abort_on_non_zero_status", "0", "-np", String(ranks)] + wrapper + [weft, "chat"] + arguments,
+                          ranks: ranks)
         }
+    }
+
+    /// Any command (run through env); `ranks` says where `interrupt()` sends its signal.
+    init(command: [String], ranks: Int) throws {
+        self.ranks = ranks
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = command
         process.environment = MPIRun.launcherEnvironment()
         let out = Pipe(), errPipe = Pipe()
         process.standardInput = input
