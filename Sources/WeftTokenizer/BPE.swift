@@ -38,6 +38,12 @@ final class WordCache: @unchecked Sendable {
     }
 }
 
+/// The name of the byte-fallback token for `byte`: `<0xAB>`.
+func byteTokenName(_ byte: UInt8) -> String {
+    let hex = Array("0123456789ABCDEF".utf8)
+    return String(decoding: [0x3C, 0x30, 0x78, hex[Int(byte >> 4)], hex[Int(byte & 15)], 0x3E], as: UTF8.self)
+}
+
 /// Byte-pair encoding model (Hugging Face `models::bpe::BPE`, without dropout).
 final class BPEModel: Sendable {
     /// Token bytes -> id.
@@ -64,7 +70,7 @@ final class BPEModel: Sendable {
     /// Largest id in the vocabulary, or -1 when empty.
     var maxID: Int { idToToken.count - 1 }
 
-    init(node: JSONNode) throws {
+    convenience init(node: JSONNode) throws {
         let type = try node["type"].optionalString() ?? "BPE"
         guard type == "BPE" else {
             throw node["type"].error(
@@ -110,35 +116,13 @@ final class BPEModel: Sendable {
             idToToken[id] = token
         }
 
-        var bmpIDs = [Int32](repeating: -1, count: 0x10000)
-        var astralIDs: [UInt32: Int32] = [:]
-        for (key, id) in vocab {
-            let tokenBytes = key.bytes
-            guard let lead = tokenBytes.first, utf8Length(lead: lead) == tokenBytes.count else { continue }
-            let code = tokenBytes.withUnsafeBufferPointer { decodeScalar($0, 0).0 }
-            if code < 0x10000 { bmpIDs[Int(code)] = id } else { astralIDs[code] = id }
-        }
-
-        self.continuingSubwordPrefix = try node["continuing_subword_prefix"].optionalString().map { Array($0.utf8) }
-        self.endOfWordSuffix = try node["end_of_word_suffix"].optionalString().map { Array($0.utf8) }
-        self.ignoreMerges = try node["ignore_merges"].bool(default: false)
-        self.fuseUnk = try node["fuse_unk"].bool(default: false)
-        if let unk = try node["unk_token"].optionalString() {
-            // Like HF, an unknown unk token only matters when it is needed; we then drop the text.
-            self.unkID = vocab[ByteKey(Array(unk.utf8))]
-        } else {
-            self.unkID = nil
-        }
-        if try node["byte_fallback"].bool(default: false) {
-            var ids = [Int32](repeating: -1, count: 256)
-            for b in 0..<256 {
-                let name = String(format: "<0x%02X>", b)
-                ids[b] = vocab[ByteKey(Array(name.utf8))] ?? -1
-            }
-            self.byteFallbackIDs = ids
-        } else {
-            self.byteFallbackIDs = nil
-        }
+        let continuingSubwordPrefix = try node["continuing_subword_prefix"].optionalString().map { Array($0.utf8) }
+        let endOfWordSuffix = try node["end_of_word_suffix"].optionalString().map { Array($0.utf8) }
+        let ignoreMerges = try node["ignore_merges"].bool(default: false)
+        let fuseUnk = try node["fuse_unk"].bool(default: false)
+        // Like HF, an unknown unk token only matters when it is needed; we then drop the text.
+        let unkID = try node["unk_token"].optionalString().flatMap { vocab[ByteKey(Array($0.utf8))] }
+        let byteFallback = try node["byte_fallback"].bool(default: false)
 
         // Merges.
         let mergesNode = node["merges"]
@@ -183,17 +167,60 @@ final class BPEModel: Sendable {
                 let b = try lookup(right)
                 let merged = left + right.dropFirst(min(prefixLength, right.count))
                 let newID = try lookup(merged)
-                merges[UInt64(UInt32(a)) << 32 | UInt64(UInt32(b))] =
-                    UInt64(UInt32(rank)) << 32 | UInt64(UInt32(newID))
+                merges[Self.mergeKey(a, b)] = Self.mergeValue(rank: rank, newID: newID)
                 rank += 1
             }
         }
 
+        self.init(
+            vocab: vocab, idToToken: idToToken, merges: merges, unkID: unkID, fuseUnk: fuseUnk,
+            byteFallback: byteFallback, continuingSubwordPrefix: continuingSubwordPrefix,
+            endOfWordSuffix: endOfWordSuffix, ignoreMerges: ignoreMerges)
+    }
+
+    /// The model from validated parts (tokenizer.json's `model`, or a GGUF vocabulary).
+    /// `merges` maps `mergeKey(left, right)` to `mergeValue(rank:newID:)`; lower ranks
+    /// merge first, equal ranks from left to right.
+    init(
+        vocab: [ByteKey: Int32], idToToken: [String?], merges: [UInt64: UInt64], unkID: Int32?, fuseUnk: Bool,
+        byteFallback: Bool, continuingSubwordPrefix: [UInt8]? = nil, endOfWordSuffix: [UInt8]? = nil,
+        ignoreMerges: Bool
+    ) {
+        var bmpIDs = [Int32](repeating: -1, count: 0x10000)
+        var astralIDs: [UInt32: Int32] = [:]
+        for (key, id) in vocab {
+            let tokenBytes = key.bytes
+            guard let lead = tokenBytes.first, utf8Length(lead: lead) == tokenBytes.count else { continue }
+            let code = tokenBytes.withUnsafeBufferPointer { decodeScalar($0, 0).0 }
+            if code < 0x10000 { bmpIDs[Int(code)] = id } else { astralIDs[code] = id }
+        }
+        if byteFallback {
+            var ids = [Int32](repeating: -1, count: 256)
+            for b in 0..<256 {
+                ids[b] = vocab[ByteKey(Array(byteTokenName(UInt8(b)).utf8))] ?? -1
+            }
+            self.byteFallbackIDs = ids
+        } else {
+            self.byteFallbackIDs = nil
+        }
         self.vocab = vocab
         self.idToToken = idToToken
         self.bmpIDs = bmpIDs
         self.astralIDs = astralIDs
         self.merges = merges
+        self.unkID = unkID
+        self.fuseUnk = fuseUnk
+        self.continuingSubwordPrefix = continuingSubwordPrefix
+        self.endOfWordSuffix = endOfWordSuffix
+        self.ignoreMerges = ignoreMerges
+    }
+
+    static func mergeKey(_ left: Int32, _ right: Int32) -> UInt64 {
+        UInt64(UInt32(bitPattern: left)) << 32 | UInt64(UInt32(bitPattern: right))
+    }
+
+    static func mergeValue(rank: Int, newID: Int32) -> UInt64 {
+        UInt64(UInt32(truncatingIfNeeded: rank)) << 32 | UInt64(UInt32(bitPattern: newID))
     }
 
     func token(for id: Int) -> String? {
@@ -289,7 +316,7 @@ final class BPEModel: Sendable {
 
     @inline(__always)
     private func lookupMerge(_ a: Int32, _ b: Int32) -> (rank: UInt32, newID: Int32)? {
-        guard let v = merges[UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))] else { return nil }
+        guard let v = merges[Self.mergeKey(a, b)] else { return nil }
         return (UInt32(truncatingIfNeeded: v >> 32), Int32(bitPattern: UInt32(truncatingIfNeeded: v)))
     }
 

