@@ -165,7 +165,7 @@ struct Logits: ParsableCommand {
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Tokenize text with the model's tokenizer.")
 
-    @Option(help: "Hugging Face model folder holding tokenizer.json.")
+    @Option(help: "Hugging Face model folder holding tokenizer.json, or a GGUF file (its tokenizer metadata).")
     var model: String
 
     @Option(help: "Text to tokenize.")
@@ -182,7 +182,12 @@ struct Tokenize: ParsableCommand {
     func run() throws {
         Session.run { communicator in
             // Every rank checks the tokenizer, so a bad file fails everywhere alike.
-            let tokenizer = try communicator.agree { try Tokenizer(directory: URL(fileURLWithPath: model)) }
+            let tokenizer = try communicator.agree { () throws -> Tokenizer in
+                guard let tokenizer = try Tokenizer.of(model: URL(fileURLWithPath: model)) else {
+                    throw ValidationError("--model \(model): the model has no tokenizer (no tokenizer.json, no tokenizer.ggml.model)")
+                }
+                return tokenizer
+            }
             if communicator.isRoot {
                 let ids = tokenizer.encode(text, addSpecialTokens: !noSpecial)
                 Output.write(try jsonString(Result(ids: ids)) + "\n")

@@ -13,7 +13,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Format of the linear weights: auto (as stored: a bf16 checkpoint stays bf16, GGUF tensors as their blocks), f32, bf16, f16, q8_0, q4_0 or q4_1 (quantized at load with ggml's rule).")
     var weightDtype: String = "auto"
 
-    @Option(name: .long, help: "Folder with tokenizer.json, for a GGUF model (default: the model folder's).")
+    @Option(name: .long, help: "Folder with tokenizer.json to use instead of the model's own (default: the model folder's tokenizer.json, or a GGUF file's tokenizer).")
     var tokenizer: String?
 
     @Option(name: .long, help: "Use random weights of this model shape (a config.json-style file, e.g. Configs/models/llama-3.2-1b.json) instead of a checkpoint.")

@@ -20,8 +20,8 @@ public struct EngineConfiguration: Sendable {
     /// format (16-bit checkpoints stay 16-bit, GGUF blocks are used as
     /// stored); a format quantizes or widens every linear weight at load.
     public var weightFormat: WeightFormat?
-    /// A folder with tokenizer.json, for a model that does not carry its own
-    /// (a GGUF file); nil: the model folder's.
+    /// A folder with tokenizer.json, used instead of the model's own; nil: the
+    /// model folder's tokenizer.json, or a GGUF file's tokenizer metadata.
     public var tokenizerDirectory: URL?
     /// Compute threads per rank; nil = one per core bound to the rank.
     public var threads: Int?
@@ -98,20 +98,14 @@ public final class Engine {
                 guard FileManager.default.fileExists(atPath: location.path, isDirectory: &isDirectory) else {
                     throw ModelError.file(location.path, "no such model folder or GGUF file")
                 }
-                func tokenizer(in folder: URL?) throws -> Tokenizer? {
-                    guard let folder else { return nil }
-                    return FileManager.default.fileExists(atPath: folder.appendingPathComponent("tokenizer.json").path)
-                        ? try Tokenizer(directory: folder) : nil
-                }
                 if !isDirectory.boolValue {
                     let source = try GGUFSource(path: location.path)
-                    let config = source.config
-                    return (config, try plan(config, source), try tokenizer(in: configuration.tokenizerDirectory), source)
+                    let tokenizer = try Tokenizer.of(model: location, gguf: source.file, override: configuration.tokenizerDirectory)
+                    return (source.config, try plan(source.config, source), tokenizer, source)
                 }
-                let directory = location
-                let config = try ModelConfig.load(directory: directory)
-                let source = try CheckpointSource(directory: directory)
-                return (config, try plan(config, source), try tokenizer(in: configuration.tokenizerDirectory ?? directory), source)
+                let config = try ModelConfig.load(directory: location)
+                let source = try CheckpointSource(directory: location)
+                return (config, try plan(config, source), try Tokenizer.of(model: location, override: configuration.tokenizerDirectory), source)
             case .random(let shape, let seed):
                 let data: Data
                 do { data = try Data(contentsOf: shape) } catch {
@@ -352,4 +346,27 @@ public final class Engine {
     /// Frees what needs MPI (the collective's shared window) now, on every
     /// rank together, rather than whenever the last reference goes away.
     public func close() { model.collective?.close() }
+}
+
+extension Tokenizer {
+    /// The tokenizer of the model at `location`: the folder `override` (with a
+    /// tokenizer.json) when given; else a model folder's tokenizer.json, or a
+    /// GGUF file's tokenizer metadata (`tokenizer.ggml.*`); nil when the model
+    /// carries none.
+    ///
+    /// - Parameter gguf: the GGUF file at `location` when the caller has it
+    ///   open already.
+    public static func of(model location: URL, gguf: GGUFFile? = nil, override: URL? = nil) throws -> Tokenizer? {
+        if let override { return try Tokenizer(directory: override) }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: location.path, isDirectory: &isDirectory) else {
+            throw ModelError.file(location.path, "no such model folder or GGUF file")
+        }
+        if isDirectory.boolValue {
+            return FileManager.default.fileExists(atPath: location.appendingPathComponent("tokenizer.json").path)
+                ? try Tokenizer(directory: location) : nil
+        }
+        let file = try gguf ?? GGUFFile(path: location.path)
+        return try file.header.string("tokenizer.ggml.model") != nil ? Tokenizer(gguf: file) : nil
+    }
 }
