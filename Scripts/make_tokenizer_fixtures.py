@@ -298,21 +298,39 @@ def llama_tokenize(binary, model_path, text):
     return json.loads(out.stdout.decode().strip().splitlines()[-1])
 
 
+def llama_eog(binary, model_path):
+    """The end-of-generation ids llama.cpp's verbose load log lists for a vocabulary."""
+    out = subprocess.run([binary, "-m", model_path, "--stdin", "--ids", "-v"], input=b"x", capture_output=True,
+                         check=True)
+    log = (out.stdout + out.stderr).decode("utf-8", errors="replace").splitlines()
+    start = next(i for i, line in enumerate(log) if "printing all EOG tokens" in line)
+    ids = []
+    for line in log[start + 1:]:
+        parts = line.split("load:   - ")
+        if len(parts) != 2:
+            break
+        ids.append(int(parts[1].split(" ")[0]))
+    return sorted(ids)
+
+
 def llama_cpp_references(bin_dir, vocab, sp_vocab, strings, spm_strings, workdir):
     binary = os.path.join(bin_dir, "llama-tokenize")
     rng = random.Random(SEED + 2)
     picks = sorted(set(range(min(60, len(HAND_WRITTEN)))) | set(rng.sample(range(len(strings)), LLAMA_CPP_STRINGS)))
     picks = [i for i in picks if strings[i]]  # llama-tokenize reads nothing as no prompt
-    result = {"gpt2": {}, "llama": []}
+    result = {"gpt2": {}, "llama": [], "eog": {}}
     for pre in ["smollm", "default", "gpt-2", "llama-bpe", "dbrx", "qwen2", "tekken"]:
         path = os.path.join(workdir, f"vocab-{pre}.gguf")
         write_vocab_gguf(path, "gpt2", vocab["tokens"], vocab["types"], merges=vocab["merges"], pre=pre,
                          bos=1, eos=2, add_bos=False)
         result["gpt2"][pre] = [{"index": i, "ids": llama_tokenize(binary, path, strings[i])} for i in picks]
+        if pre == "smollm":
+            result["eog"]["smollm2"] = llama_eog(binary, path)
         print(f"llama-tokenize: {pre}: {len(picks)} strings")
     path = os.path.join(workdir, "vocab-spm.gguf")
     write_vocab_gguf(path, "llama", sp_vocab["tokens"], sp_vocab["types"], scores=sp_vocab["scores"],
                      bos=1, eos=2, unk=0)
+    result["eog"]["spm"] = llama_eog(binary, path)
     spm_picks = [i for i in picks if spm_strings[i] is not None] + [i for i in picks if spm_strings[i] is None][:10]
     result["llama"] = [{"index": i, "ids": llama_tokenize(binary, path, strings[i])} for i in sorted(set(spm_picks))]
     print(f"llama-tokenize: llama (SentencePiece): {len(result['llama'])} strings")

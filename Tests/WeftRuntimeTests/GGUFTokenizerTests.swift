@@ -61,8 +61,9 @@ final class GGUFTokenizerTests: XCTestCase {
         XCTAssertEqual(tokenizer.bosTokenID, 1)
         XCTAssertEqual(tokenizer.bosToken, "<|im_start|>")
         XCTAssertEqual(tokenizer.eosToken, "<|im_end|>")
-        // llama.cpp's load log for this file: "printing all EOG tokens: 0, 2, 4".
+        // EOS first, then the rest of the set llama.cpp lists when it loads the file.
         XCTAssertEqual(tokenizer.eosTokenIDs, [2, 0, 4])
+        XCTAssertEqual(tokenizer.eosTokenIDs.sorted(), try Self.ids(Self.fixture("llama-cpp-ids.json")["eog"]["smollm2"]))
         XCTAssertEqual(tokenizer.specialTokenIDs, Set(0...16))
         XCTAssertEqual(tokenizer.chatTemplate?.contains("<|im_start|>assistant"), true)
         // tokenizer.ggml.add_bos_token is false.

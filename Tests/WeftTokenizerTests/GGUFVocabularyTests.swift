@@ -83,6 +83,7 @@ final class GGUFVocabularyTests: XCTestCase {
         XCTAssertEqual(tokenizer.bosToken, "<s>")
         XCTAssertEqual(tokenizer.eosToken, "</s>")
         XCTAssertEqual(tokenizer.eosTokenIDs, [2])
+        XCTAssertEqual(tokenizer.eosTokenIDs, try Self.ids(Self.fixture("llama-cpp-ids.json")["eog"]["spm"]))
         XCTAssertEqual(tokenizer.specialTokenIDs, [0, 1, 2])
         XCTAssertNil(tokenizer.chatTemplate)
         // Characters without a token fall back to their UTF-8 bytes.
