@@ -485,6 +485,11 @@ struct ChatSession {
             Output.write("weft: \(error); the message was dropped (/reset starts over)\n")
             return
         }
+        guard !prompt.isEmpty else {
+            messages.removeLast()
+            Output.write("weft: the chat template rendered the conversation as no tokens; the message was dropped\n")
+            return
+        }
         if let problem = engine.config.vocabularyProblem(prompt) {
             messages.removeLast()
             Output.write("weft: \(problem); the message was dropped\n")

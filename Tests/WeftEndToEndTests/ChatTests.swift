@@ -10,50 +10,66 @@ final class ChatTests: XCTestCase {
 
     struct GenerateOutput: Decodable { let prompt_tokens: [Int]; let completion_tokens: [Int]; let text: String }
 
-    /// The fixture's chat template rendered by jinja2 (as transformers'
-    /// apply_chat_template does) with the generation prompt.
-    func jinjaRender(_ messages: [[String: String]]) throws -> String {
+    /// The model's chat template (tokenizer_config.json's, or a GGUF file's
+    /// tokenizer.chat_template read with the gguf package) rendered by jinja2,
+    /// as transformers' apply_chat_template does, with the generation prompt.
+    func jinjaRender(_ messages: [[String: String]], model: String = ChatTests.model) throws -> String {
         let script = """
-        import json, sys, jinja2
-        config = json.load(open(sys.argv[1]))
+        import json, sys, jinja2.sandbox
+        path = sys.argv[1]
+        if path.endswith(".gguf"):
+            import gguf
+            reader = gguf.GGUFReader(path)
+            def field(name):
+                f = reader.fields.get(name)
+                return None if f is None else f.parts[f.data[0]]
+            template = bytes(field("tokenizer.chat_template")).decode()
+            tokens = reader.fields["tokenizer.ggml.tokens"]
+            def token(key):
+                value = field(key)
+                return None if value is None else bytes(tokens.parts[tokens.data[int(value[0])]]).decode()
+            bos, eos = token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
+        else:
+            config = json.load(open(path + "/tokenizer_config.json"))
+            template, bos, eos = config["chat_template"], config["bos_token"], config["eos_token"]
         env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        template = env.from_string(config["chat_template"])
-        sys.stdout.write(template.render(messages=json.loads(sys.argv[2]), add_generation_prompt=True,
-                                         bos_token=config["bos_token"], eos_token=config["eos_token"]))
+        sys.stdout.write(env.from_string(template).render(messages=json.loads(sys.argv[2]), add_generation_prompt=True,
+                                                          bos_token=bos, eos_token=eos))
         """
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         let json = String(decoding: try JSONSerialization.data(withJSONObject: messages), as: UTF8.self)
-        process.arguments = ["python3", "-c", "import jinja2.sandbox\n" + script,
-                             MPIRun.fixture.appendingPathComponent("tokenizer_config.json").path, json]
+        process.arguments = ["python3", "-c", script, model, json]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, "python3 with jinja2 renders the template")
+        XCTAssertEqual(process.terminationStatus, 0, "python3 with jinja2 (and gguf) renders the template")
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// Token ids of `text` with the fixture's tokenizer, no special tokens added.
-    func tokenize(_ text: String) throws -> [Int] {
-        let outcome = try MPIRun.run(ranks: 0, ["tokenize", "--model", Self.model, "--text", text, "--no-special", "--json"])
+    /// Token ids of `text` with the model's tokenizer, no special tokens added.
+    func tokenize(_ text: String, model: String = ChatTests.model) throws -> [Int] {
+        let outcome = try MPIRun.run(ranks: 0, ["tokenize", "--model", model, "--text", text, "--no-special", "--json"])
         XCTAssertEqual(outcome.status, 0, outcome.stderr)
         struct IDs: Decodable { let ids: [Int] }
         return try JSONDecoder().decode(IDs.self, from: Data(outcome.stdout.utf8)).ids
     }
 
     /// `weft generate --tokens` of the jinja2-rendered conversation.
-    func reference(_ messages: [[String: String]], maxTokens: Int) throws -> GenerateOutput {
-        let tokens = try tokenize(try jinjaRender(messages))
-        let outcome = try MPIRun.run(ranks: 0, ["generate", "--model", Self.model] + Self.common +
+    func reference(_ messages: [[String: String]], maxTokens: Int, model: String = ChatTests.model,
+                   options: [String] = ChatTests.common, ranks: Int = 0) throws -> GenerateOutput {
+        let tokens = try tokenize(try jinjaRender(messages, model: model), model: model)
+        let outcome = try MPIRun.run(ranks: ranks, ["generate", "--model", model] + options +
                                      ["--tokens", tokens.map(String.init).joined(separator: ","), "--max-tokens", String(maxTokens), "--json"])
         XCTAssertEqual(outcome.status, 0, outcome.stderr)
         return try JSONDecoder().decode(GenerateOutput.self, from: Data(outcome.stdout.utf8))
     }
 
-    func chat(ranks: Int, input: String, _ extra: [String] = []) throws -> MPIRun.Outcome {
-        let process = try ChatProcess(ranks: ranks, ["--model", Self.model] + Self.common + extra)
+    func chat(ranks: Int, input: String, _ extra: [String] = [], model: String = ChatTests.model,
+              options: [String] = ChatTests.common) throws -> MPIRun.Outcome {
+        let process = try ChatProcess(ranks: ranks, ["--model", model] + options + extra)
         process.send(input)
         process.closeInput()
         return process.finish()
@@ -148,6 +164,34 @@ final class ChatTests: XCTestCase {
         let noPrompt = try MPIRun.run(ranks: 0, ["generate", "--model", Self.model, "--tokens", "1,2", "--chat"])
         XCTAssertNotEqual(noPrompt.status, 0)
         XCTAssertTrue(noPrompt.stderr.contains("--chat needs --prompt"), noPrompt.stderr)
+    }
+
+    /// A template that raises, or renders nothing, costs the message, not the chat.
+    func testTemplateErrorsDropTheMessageAndTheChatGoesOn() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("weft-chat-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        for name in ["config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json"] {
+            try FileManager.default.createSymbolicLink(at: folder.appendingPathComponent(name),
+                                                       withDestinationURL: MPIRun.fixture.appendingPathComponent(name))
+        }
+        let configURL = MPIRun.fixture.appendingPathComponent("tokenizer_config.json")
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
+        config["chat_template"] = "{% if messages|length > 1 %}{{ raise_exception('one message at a time') }}{% endif %}"
+            + "{% if messages[0]['content'] != 'empty' %}{{ bos_token }}<|start|>{{ messages[0]['content'] }}<|end|>{% endif %}"
+        try JSONSerialization.data(withJSONObject: config).write(to: folder.appendingPathComponent("tokenizer_config.json"))
+        let outcome = try chat(ranks: 2, input: "Hello world\nagain\n/reset\nempty\nHello world\n", ["--max-tokens", "4"], model: folder.path)
+        assertCleanExit(outcome, ranks: 2)
+        let turns = outcome.stdout.components(separatedBy: "> ")
+        XCTAssertEqual(turns.count, 7, outcome.stdout)
+        guard turns.count == 7 else { return }
+        XCTAssertFalse(turns[1].hasPrefix("weft:"), turns[1])
+        XCTAssertTrue(turns[2].hasPrefix("weft: the chat template: "), turns[2])
+        XCTAssertTrue(turns[2].contains("one message at a time"), turns[2])
+        XCTAssertTrue(turns[2].hasSuffix("the message was dropped (/reset starts over)\n"), turns[2])
+        XCTAssertEqual(turns[3], "weft: new conversation\n")
+        XCTAssertEqual(turns[4], "weft: the chat template rendered the conversation as no tokens; the message was dropped\n")
+        XCTAssertEqual(turns[5], turns[1], "after the refusals the conversation is the first message alone again")
     }
 
     /// Commands, blank lines and a model without a chat template.
