@@ -47,6 +47,7 @@ GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 LLAMA3 = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 QWEN2 = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 TEKKEN = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+GPT4O = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 PRE_REGEXES = {
     "default": [r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
     "gpt-2": [GPT2],
@@ -54,6 +55,7 @@ PRE_REGEXES = {
     "dbrx": [LLAMA3],
     "qwen2": [QWEN2],
     "tekken": [TEKKEN],
+    "gpt-4o": [GPT4O],
     "smollm-regex": [r"\p{N}", GPT2],  # llama.cpp's smollm list, against SmolLM2's own pre-tokenizer
 }
 IGNORE_MERGES = {"llama-bpe", "tekken"}
@@ -319,7 +321,7 @@ def llama_cpp_references(bin_dir, vocab, sp_vocab, strings, spm_strings, workdir
     picks = sorted(set(range(min(60, len(HAND_WRITTEN)))) | set(rng.sample(range(len(strings)), LLAMA_CPP_STRINGS)))
     picks = [i for i in picks if strings[i]]  # llama-tokenize reads nothing as no prompt
     result = {"gpt2": {}, "llama": [], "eog": {}}
-    for pre in ["smollm", "default", "gpt-2", "llama-bpe", "dbrx", "qwen2", "tekken"]:
+    for pre in ["smollm", "default", "gpt-2", "llama-bpe", "dbrx", "qwen2", "tekken", "gpt-4o"]:
         path = os.path.join(workdir, f"vocab-{pre}.gguf")
         write_vocab_gguf(path, "gpt2", vocab["tokens"], vocab["types"], merges=vocab["merges"], pre=pre,
                          bos=1, eos=2, add_bos=False)

@@ -111,7 +111,9 @@ struct LlamaCppPreTokenizer {
          .init(splits: [.llama3(maxDigits: 1, foldsLongS: false)], ignoreMerges: false, addBOS: false)),
         (["smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b", "mellum2"],
          .init(splits: [.runs(.number, length: 1), .gpt2], ignoreMerges: false, addBOS: false)),
-        (["tekken"], .init(splits: [.tekken], ignoreMerges: true, addBOS: true)),
+        (["tekken"], .init(splits: [.tekken(contractions: false, maxDigits: 1)], ignoreMerges: true, addBOS: true)),
+        (["gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"],
+         .init(splits: [.tekken(contractions: true, maxDigits: 3)], ignoreMerges: false, addBOS: false)),
     ]
 
     static let knownNames: [String] = groups.flatMap(\.names)

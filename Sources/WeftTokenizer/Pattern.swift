@@ -47,8 +47,9 @@ enum TextPattern: Sendable {
     /// `foldsLongS`: the contractions are `(?i:...)` as in tokenizer.json, where
     /// U+017F folds to `s`; llama.cpp's `'[sS]` spelling does not fold it.
     case llama3(maxDigits: Int, foldsLongS: Bool)
-    /// llama.cpp's `tekken` regex (Mistral Nemo), hand-written.
-    case tekken
+    /// llama.cpp's `tekken` regex (Mistral Nemo; single digits, no contractions) or
+    /// its `gpt-4o` regex (digits in threes, contractions after words), hand-written.
+    case tekken(contractions: Bool, maxDigits: Int)
     /// `X+`, or `X{length}` (non-overlapping, from the left) for one code point class.
     case runs(ScalarSet, length: Int?)
     /// Any other regex, run by Swift's regex engine on code points.
@@ -97,8 +98,10 @@ enum TextPattern: Sendable {
             return Self.scalarRangesToBytes(bytes) {
                 SplitRules.llama3($0, maxDigits: maxDigits, foldsLongS: foldsLongS)
             }
-        case .tekken:
-            return Self.scalarRangesToBytes(bytes) { SplitRules.tekken($0) }
+        case .tekken(let contractions, let maxDigits):
+            return Self.scalarRangesToBytes(bytes) {
+                SplitRules.tekken($0, contractions: contractions, maxDigits: maxDigits)
+            }
         case .runs(let set, let length):
             return Self.scalarRangesToBytes(bytes) { SplitRules.runs($0, set, length: length) }
         case .regex(let regex):
@@ -356,11 +359,13 @@ extension SplitRules {
 
     /// llama.cpp's `tekken` regex, as its std::regex runs it on "collapsed" text
     /// (every non-ASCII letter counts as both upper and lower case, marks are not letters):
-    /// `[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+`
-    /// `|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*`
-    /// `|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
+    /// `[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+C`
+    /// `|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*C`
+    /// `|\p{N}{1,maxDigits}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`,
+    /// where C is empty, or with `contractions` (llama.cpp's `gpt-4o` regex)
+    /// `(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?`.
     /// Every position matches, so the result covers the input.
-    static func tekken(_ table: ScalarTable) -> [Range<Int>] {
+    static func tekken(_ table: ScalarTable, contractions: Bool, maxDigits: Int) -> [Range<Int>] {
         let s = table.codes
         let cls = s.map { CharClass.classify($0) }
         let n = s.count
@@ -369,6 +374,20 @@ extension SplitRules {
         func upper(_ k: Int) -> Bool { k < n && cls[k] & L != 0 && !(s[k] >= 0x61 && s[k] <= 0x7A) }
         func lower(_ k: Int) -> Bool { k < n && cls[k] & L != 0 && !(s[k] >= 0x41 && s[k] <= 0x5A) }
         func isOther(_ k: Int) -> Bool { k < n && cls[k] & (L | N | S) == 0 }
+        // The optional contraction after a word.
+        func contraction(_ e: Int) -> Int {
+            guard contractions, e + 1 < n, s[e] == 0x27 else { return e }
+            func lower(_ c: UInt32) -> UInt32 { c >= 0x41 && c <= 0x5A ? c + 0x20 : c }
+            let c1 = lower(s[e + 1])
+            if c1 == 0x73 || c1 == 0x74 || c1 == 0x6D || c1 == 0x64 { return e + 2 }  // s t m d
+            if e + 2 < n {
+                let c2 = lower(s[e + 2])
+                if (c1 == 0x72 && c2 == 0x65) || (c1 == 0x76 && c2 == 0x65) || (c1 == 0x6C && c2 == 0x6C) {
+                    return e + 3  // re ve ll
+                }
+            }
+            return e
+        }
         // upper* lower+ from `start` (greedy, backtracking into upper*).
         func upperThenLower(_ start: Int) -> Int? {
             var u = start
@@ -378,7 +397,7 @@ extension SplitRules {
                 if lower(k) {
                     var e = k + 1
                     while lower(e) { e += 1 }
-                    return e
+                    return contraction(e)
                 }
                 k -= 1
             }
@@ -390,7 +409,7 @@ extension SplitRules {
             while upper(u) { u += 1 }
             guard u > start else { return nil }
             while lower(u) { u += 1 }
-            return u
+            return contraction(u)
         }
         var result: [Range<Int>] = []
         var i = 0
@@ -402,7 +421,11 @@ extension SplitRules {
             if end == nil { end = upperThenLower(i) }
             if end == nil, prefix { end = upperAndLower(i + 1) }
             if end == nil { end = upperAndLower(i) }
-            if end == nil, ci & N != 0 { end = i + 1 }
+            if end == nil, ci & N != 0 {
+                var j = i + 1
+                while j < n && j - i < maxDigits && cls[j] & N != 0 { j += 1 }
+                end = j
+            }
             if end == nil {
                 // ` ?[^\s\p{L}\p{N}]+[\r\n/]*`
                 let start = (s[i] == 0x20 && isOther(i + 1)) ? i + 1 : i

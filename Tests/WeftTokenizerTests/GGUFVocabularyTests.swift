@@ -179,8 +179,12 @@ final class GGUFVocabularyTests: XCTestCase {
             let ranges = SplitBehavior.isolated.pieces(matches: pattern.matches(in: bytes), count: bytes.count)
             return ranges.map { String(decoding: bytes[$0], as: UTF8.self) }
         }
-        XCTAssertEqual(pieces(.tekken, "HelloWorld ÉCOLE helloÉcole"), ["Hello", "World", " É", "COLE", " helloÉcole"])
-        XCTAssertEqual(pieces(.tekken, "a/b//\n12 ..\n\n  x"), ["a", "/b", "//\n", "1", "2", " ..\n\n", " ", " x"])
+        let tekken = TextPattern.tekken(contractions: false, maxDigits: 1)
+        XCTAssertEqual(pieces(tekken, "HelloWorld ÉCOLE helloÉcole"), ["Hello", "World", " É", "COLE", " helloÉcole"])
+        XCTAssertEqual(pieces(tekken, "a/b//\n12 ..\n\n  x"), ["a", "/b", "//\n", "1", "2", " ..\n\n", " ", " x"])
+        XCTAssertEqual(pieces(tekken, "It's"), ["It", "'s"])
+        let gpt4o = TextPattern.tekken(contractions: true, maxDigits: 3)
+        XCTAssertEqual(pieces(gpt4o, "It's WE'LL don'T 12345"), ["It's", " WE'LL", " don'T", " ", "123", "45"])
         XCTAssertEqual(pieces(.runs(.asciiDigit, length: 3), "1234567a12"), ["123", "456", "7a12"])
         XCTAssertEqual(pieces(.runs(.number, length: nil), "ab12³4 c"), ["ab", "12³4", " c"])
         XCTAssertEqual(pieces(.runs(.punctuationAndOperators, length: nil), "a+=b, «c»`d"), ["a", "+=", "b", ",", " ", "«", "c", "»", "`d"])
