@@ -25,6 +25,9 @@ struct BenchEndToEnd: ParsableCommand {
     @Option(name: .customShort("n"), help: "Generated tokens of the tg test (0 skips it).")
     var generatedTokens: Int = 128
 
+    @Option(name: .customShort("d"), help: "Tokens already in the KV cache when each pp and tg test starts (llama-bench's -d), prefilled untimed.")
+    var depth: Int = 0
+
     @Option(name: .customShort("r"), help: "Repetitions (after one warm-up).")
     var repetitions: Int = 5
 
@@ -36,6 +39,11 @@ struct BenchEndToEnd: ParsableCommand {
         guard repetitions >= 1 else { throw ValidationError("-r must be at least 1, got \(repetitions)") }
         guard promptTokens >= 0, generatedTokens >= 0, promptTokens + generatedTokens > 0 else {
             throw ValidationError("-p and -n must be >= 0 and not both 0")
+        }
+        // Bounds keep the sequence length far from overflow; the model's own
+        // context limit is checked when the engine sizes its cache.
+        guard (0...1 << 24).contains(depth), promptTokens <= 1 << 24, generatedTokens <= 1 << 24 else {
+            throw ValidationError("-d, -p and -n must be at most \(1 << 24)")
         }
     }
 
@@ -69,9 +77,12 @@ struct BenchEndToEnd: ParsableCommand {
 
     func run() throws {
         Session.run { communicator in
-            let length = max(promptTokens, 1) + generatedTokens + 1
+            let length = depth + max(promptTokens, 1) + generatedTokens + 1
             let engine = try Engine(configuration: options.engineConfiguration(maxSequenceLength: length), communicator: communicator)
             let config = engine.config
+            guard length <= config.maxPositionEmbeddings else {
+                throw ValidationError("-d \(depth) + -p \(promptTokens) + -n \(generatedTokens) tokens exceed the model's context of \(config.maxPositionEmbeddings) (max_position_embeddings)")
+            }
             var rows: [Row] = []
             let modelName = options.model.map { URL(fileURLWithPath: $0).lastPathComponent }
                 ?? URL(fileURLWithPath: options.randomWeights!).deletingPathExtension().lastPathComponent
@@ -96,40 +107,56 @@ struct BenchEndToEnd: ParsableCommand {
                 if test.hasPrefix("tg") && repetition == repetitions { FileHandle.standardError.write(Data("\n".utf8)) }
             }
             let prompt = (0..<max(promptTokens, 1)).map { ($0 * 7919 + 13) % config.vocabularySize }
+            let suffix = depth > 0 ? " @ d\(depth)" : ""
+            /// A new sequence with `depth` tokens in its KV cache (prefilled in
+            /// chunks, untimed).
+            func sequenceAtDepth() throws -> Int {
+                let sequence = engine.newSequence()
+                var position = 0
+                while position < depth {
+                    let count = min(512, depth - position)
+                    var batch = FlatBatch()
+                    batch.append(sequence: sequence, tokens: (position..<position + count).map { Int32(($0 * 104_729 + 7) % config.vocabularySize) },
+                                 firstPosition: position, logits: .last)
+                    _ = try engine.forwardLocal(batch)
+                    position += count
+                }
+                return sequence
+            }
             if promptTokens > 0 {
                 var samples: [Double] = []
                 for repetition in 0...repetitions {
-                    progress("pp\(promptTokens)", repetition)
-                    let sequence = engine.newSequence()
+                    progress("pp\(promptTokens)\(suffix)", repetition)
+                    let sequence = try sequenceAtDepth()
                     var batch = FlatBatch()
-                    batch.append(sequence: sequence, tokens: prompt.map { Int32($0) }, firstPosition: 0, logits: .last)
+                    batch.append(sequence: sequence, tokens: prompt.map { Int32($0) }, firstPosition: depth, logits: .last)
                     let seconds = try secondsAcrossRanks(communicator) { _ = try engine.forwardLocal(batch) }
                     engine.release(sequence: sequence)
                     if repetition > 0 { samples.append(Double(promptTokens) / seconds) }  // first run warms up
                 }
                 // Matrix-multiply work of a prefill on this rank: 2 flops per weight per token.
                 let perToken = 2.0 * Double(config.parameterCount)
-                rows.append(row("pp\(promptTokens)", samples, gflops: perToken / Double(communicator.size) * median(samples) / 1e9 / Double(threads)))
+                rows.append(row("pp\(promptTokens)\(suffix)", samples, gflops: perToken / Double(communicator.size) * median(samples) / 1e9 / Double(threads)))
             }
             if generatedTokens > 0 {
                 var samples: [Double] = []
                 for repetition in 0...repetitions {
-                    progress("tg\(generatedTokens)", repetition)
-                    let sequence = engine.newSequence()
+                    progress("tg\(generatedTokens)\(suffix)", repetition)
+                    let sequence = try sequenceAtDepth()
                     var batch = FlatBatch()
-                    batch.append(sequence: sequence, tokens: [Int32(prompt[0])], firstPosition: 0, logits: .last)
+                    batch.append(sequence: sequence, tokens: [Int32(prompt[0])], firstPosition: depth, logits: .last)
                     _ = try engine.forwardLocal(batch)
                     let seconds = try secondsAcrossRanks(communicator) {
                         for step in 1...generatedTokens {
                             var decode = FlatBatch()
-                            decode.append(sequence: sequence, tokens: [Int32(prompt[step % prompt.count])], firstPosition: step, logits: .last)
+                            decode.append(sequence: sequence, tokens: [Int32(prompt[step % prompt.count])], firstPosition: depth + step, logits: .last)
                             _ = try engine.forwardLocal(decode)
                         }
                     }
                     engine.release(sequence: sequence)
                     if repetition > 0 { samples.append(Double(generatedTokens) / seconds) }
                 }
-                rows.append(row("tg\(generatedTokens)", samples, gflops: nil))
+                rows.append(row("tg\(generatedTokens)\(suffix)", samples, gflops: nil))
             }
             // Memory per rank: peak resident set against the budget
             // 1.15 × (model bytes / N) + KV cache + 300 MB.

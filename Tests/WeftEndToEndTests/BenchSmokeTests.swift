@@ -19,6 +19,13 @@ final class BenchSmokeTests: XCTestCase {
         XCTAssertEqual((out["memory"] as! [[String: Any]]).count, 2, "one memory row per rank")
         let csv = try MPIRun.run(ranks: 0, ["bench", "e2e", "--model", MPIRun.fixture.path, "-p", "8", "-n", "2", "-r", "1", "-o", "csv"])
         XCTAssertEqual(csv.stdout.split(separator: "\n").count, 3, csv.stdout)
+        // At a depth: llama-bench's "@ dN" labels; past the context, one error line.
+        let deep = try json(MPIRun.run(ranks: 2, ["bench", "e2e", "--model", MPIRun.fixture.path, "--threads", "1",
+                                                  "-d", "520", "-p", "8", "-n", "2", "-r", "1", "-o", "json"])) as! [String: Any]
+        XCTAssertEqual((deep["results"] as! [[String: Any]]).map { $0["test"] as! String }, ["pp8 @ d520", "tg2 @ d520"])
+        let tooDeep = try MPIRun.run(ranks: 0, ["bench", "e2e", "--model", MPIRun.fixture.path, "-d", "4000", "-p", "8", "-n", "2", "-r", "1"])
+        XCTAssertNotEqual(tooDeep.status, 0)
+        XCTAssertEqual(tooDeep.stderr.split(separator: "\n").filter { $0.hasPrefix("error:") && $0.contains("max_position_embeddings") }.count, 1, tooDeep.stderr)
     }
 
     func testPrefillModes() throws {
