@@ -187,15 +187,15 @@ extension Tokenizer {
         }
         var vocab: [ByteKey: Int32] = [:]
         vocab.reserveCapacity(count)
-        var idToToken: [String?] = []
-        idToToken.reserveCapacity(count)
+        var texts: [String] = []
+        texts.reserveCapacity(count)
         for (id, token) in v.tokens.enumerated() {
             // llama.cpp names empty tokens so that they stay distinct.
             let text = token.isEmpty ? "[EMPTY_\(id)]" : token
             if let earlier = vocab.updateValue(Int32(id), forKey: ByteKey(Array(text.utf8))) {
                 throw fail("\(Key.tokens)[\(id)]", "\(quoted(text)) is also token \(earlier) (each token must be unique)")
             }
-            idToToken.append(text)
+            texts.append(text)
         }
 
         // Ids named by keys must be tokens.
@@ -260,7 +260,7 @@ extension Tokenizer {
                 }
             }
             model = BPEModel(
-                vocab: vocab, idToToken: idToToken, merges: merges, unkID: nil, fuseUnk: false, byteFallback: false,
+                vocab: vocab, idToToken: texts, merges: merges, unkID: nil, fuseUnk: false, byteFallback: false,
                 ignoreMerges: pre.ignoreMerges)
             normalizer = nil
             preTokenizer = pre.preTokenizer
@@ -276,8 +276,8 @@ extension Tokenizer {
             if v.eosID == nil && count > 2 { eosID = 2 }
             if v.unknownID == nil { unknownID = 0 }
             model = BPEModel(
-                vocab: vocab, idToToken: idToToken,
-                merges: Self.sentencePieceMerges(vocab: vocab, idToToken: idToToken, scores: scores, types: types),
+                vocab: vocab, idToToken: texts,
+                merges: Self.sentencePieceMerges(vocab: vocab, tokens: texts, scores: scores, types: types),
                 unkID: unknownID.map { Int32($0) }, fuseUnk: false, byteFallback: true, ignoreMerges: false)
             let spacePrefix = v.addSpacePrefix ?? true
             let space: [UInt8] = [0x20], metaspace = Array("\u{2581}".utf8)
@@ -301,7 +301,7 @@ extension Tokenizer {
 
         // End of generation and control tokens, by llama.cpp's rules.
         let eog = LlamaCppSpecialTokens.endOfGeneration(
-            tokens: idToToken.map { $0! }, types: &types, eos: eosID, eot: eotID, eom: eomID)
+            tokens: texts, types: &types, eos: eosID, eot: eotID, eom: eomID)
 
         // Tokens matched whole in the input (llama.cpp's special-token cache).
         var added: [AddedToken] = []
@@ -311,7 +311,7 @@ extension Tokenizer {
             if isSpecial { special.insert(id) }
             added.append(
                 AddedToken(
-                    id: id, content: idToToken[id]!, singleWord: false, lstrip: false, rstrip: false,
+                    id: id, content: texts[id], singleWord: false, lstrip: false, rstrip: false,
                     normalized: false, special: isSpecial))
         }
         var post = PostProcessor()
@@ -320,7 +320,7 @@ extension Tokenizer {
         self.init(
             model: model, normalizer: normalizer, preTokenizer: preTokenizer, decoder: decoder,
             addedTokens: added, specialTokenIDs: special, postProcessor: post,
-            bosToken: bosID.map { idToToken[$0]! }, eosToken: eosID.map { idToToken[$0]! }, bosTokenID: bosID,
+            bosToken: bosID.map { texts[$0] }, eosToken: eosID.map { texts[$0] }, bosTokenID: bosID,
             eosTokenIDs: eog, chatTemplate: v.chatTemplate)
     }
 
@@ -329,14 +329,13 @@ extension Tokenizer {
     /// rank, so the leftmost pair merges first, as in llama.cpp and sentencepiece).
     /// Only normal and user-defined tokens take part (sentencepiece's rule).
     static func sentencePieceMerges(
-        vocab: [ByteKey: Int32], idToToken: [String?], scores: [Float], types: [GGUFVocabulary.TokenType]
+        vocab: [ByteKey: Int32], tokens: [String], scores: [Float], types: [GGUFVocabulary.TokenType]
     ) -> [UInt64: UInt64] {
         func mergeable(_ id: Int32) -> Bool { types[Int(id)] == .normal || types[Int(id)] == .userDefined }
         var ranks: [Float: Int] = [:]
         for (rank, score) in Set(scores).sorted(by: >).enumerated() { ranks[score] = rank }
         var merges: [UInt64: UInt64] = [:]
-        for (id, token) in idToToken.enumerated() {
-            guard let token, mergeable(Int32(id)) else { continue }
+        for (id, token) in tokens.enumerated() where mergeable(Int32(id)) {
             let bytes = Array(token.utf8)
             var cut = 0
             while true {

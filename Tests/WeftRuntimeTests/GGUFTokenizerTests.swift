@@ -136,4 +136,102 @@ final class GGUFTokenizerTests: XCTestCase {
             XCTAssertTrue("\(error)".hasSuffix(".gguf: tokenizer.ggml.merges[100]: 'Ġt' is not two tokens separated by one space"), "\(error)")
         }
     }
+
+    // MARK: - The adapter, on GGUF headers built in memory
+
+    enum Value {
+        case u32(UInt32), i32(Int32), bool(Bool), string(String), strings([String]), floats([Float]), ints([Int32])
+    }
+
+    /// A GGUF v3 header with these keys and no tensors.
+    static func header(_ keys: [(String, Value)]) throws -> GGUFHeader {
+        var b: [UInt8] = Array("GGUF".utf8)
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        func string(_ s: String) { u64(UInt64(s.utf8.count)); b += Array(s.utf8) }
+        u32(3)
+        u64(0)
+        u64(UInt64(keys.count))
+        for (key, value) in keys {
+            string(key)
+            switch value {
+            case .u32(let v): u32(4); u32(v)
+            case .i32(let v): u32(5); u32(UInt32(bitPattern: v))
+            case .bool(let v): u32(7); b.append(v ? 1 : 0)
+            case .string(let v): u32(8); string(v)
+            case .strings(let v): u32(9); u32(8); u64(UInt64(v.count)); v.forEach(string)
+            case .floats(let v): u32(9); u32(6); u64(UInt64(v.count)); v.forEach { u32($0.bitPattern) }
+            case .ints(let v): u32(9); u32(5); u64(UInt64(v.count)); v.forEach { u32(UInt32(bitPattern: $0)) }
+            }
+        }
+        while b.count % 32 != 0 { b.append(0) }
+        return try b.withUnsafeBytes { try GGUFFile.parse(bytes: $0, fileLength: $0.count, path: "mem.gguf") }
+    }
+
+    func testAdapterReadsEveryKey() throws {
+        let tokens = ["<unk>", "<s>", "</s>", "<|eot|>", "<pad>", "<sep>", "<0x41>", "\u{2581}", "a", "b", "\u{2581}a", "ab"]
+        let header = try Self.header([
+            ("tokenizer.ggml.model", .string("llama")),
+            ("tokenizer.ggml.pre", .string("default")),
+            ("tokenizer.ggml.tokens", .strings(tokens)),
+            ("tokenizer.ggml.scores", .floats([0, 0, 0, 0, 0, 0, 0, -1, -2, -3, -0.5, -0.25])),
+            ("tokenizer.ggml.token_type", .ints([2, 3, 3, 3, 3, 3, 6, 1, 1, 1, 1, 1])),
+            ("tokenizer.ggml.bos_token_id", .u32(1)),
+            ("tokenizer.ggml.eos_token_id", .u32(2)),
+            ("tokenizer.ggml.eot_token_id", .u32(3)),
+            ("tokenizer.ggml.eom_token_id", .i32(3)),
+            ("tokenizer.ggml.unknown_token_id", .u32(0)),
+            ("tokenizer.ggml.padding_token_id", .u32(4)),
+            ("tokenizer.ggml.seperator_token_id", .u32(5)),
+            ("tokenizer.ggml.add_bos_token", .bool(true)),
+            ("tokenizer.ggml.add_eos_token", .bool(true)),
+            ("tokenizer.ggml.add_space_prefix", .bool(true)),
+            ("tokenizer.chat_template", .string("{{ messages }}")),
+        ])
+        let vocabulary = try GGUFVocabulary(gguf: header)
+        XCTAssertEqual(vocabulary.model, "llama")
+        XCTAssertEqual(vocabulary.pre, "default")
+        XCTAssertEqual(vocabulary.tokens, tokens)
+        XCTAssertEqual(vocabulary.scores?.last, -0.25)
+        XCTAssertEqual(vocabulary.tokenTypes?.first, 2)
+        XCTAssertNil(vocabulary.merges)
+        XCTAssertEqual(
+            [vocabulary.bosID, vocabulary.eosID, vocabulary.eotID, vocabulary.eomID, vocabulary.unknownID,
+             vocabulary.paddingID, vocabulary.sepID], [1, 2, 3, 3, 0, 4, 5])
+        XCTAssertEqual([vocabulary.addBOS, vocabulary.addEOS, vocabulary.addSpacePrefix], [true, true, true])
+        XCTAssertEqual(vocabulary.chatTemplate, "{{ messages }}")
+        XCTAssertEqual(vocabulary.source, "mem.gguf")
+
+        let tokenizer = try Tokenizer(gguf: vocabulary)
+        // "ab a" -> "▁ab▁a": "ab" (score -0.25) merges before "▁a" (-0.5), so the first
+        // word is ▁ ab, the second ▁a.
+        XCTAssertEqual(tokenizer.encode("ab a"), [1, 7, 11, 10, 2])
+        XCTAssertEqual(tokenizer.encode("A"), [1, 7, 6, 2])
+        XCTAssertEqual(tokenizer.decode([1, 10, 9, 10, 7, 6, 2]), "ab a A")
+        XCTAssertEqual(tokenizer.eosTokenIDs, [2, 3])
+        XCTAssertEqual(tokenizer.chatTemplate, "{{ messages }}")
+    }
+
+    func testAdapterRefusals() throws {
+        func message(_ keys: [(String, Value)]) -> String {
+            do {
+                _ = try Tokenizer(gguf: GGUFVocabulary(gguf: Self.header(keys)))
+                return "no error"
+            } catch {
+                return "\(error)"
+            }
+        }
+        XCTAssertEqual(message([]), "mem.gguf: tokenizer.ggml.model: missing (no tokenizer in the file)")
+        XCTAssertEqual(
+            message([("tokenizer.ggml.model", .string("gpt2"))]), "mem.gguf: tokenizer.ggml.tokens: missing")
+        XCTAssertEqual(
+            message([("tokenizer.ggml.model", .u32(2))]),
+            "mem.gguf: field \"tokenizer.ggml.model\": expected a string, found uint32 2")
+        XCTAssertTrue(
+            message([("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.tokens", .ints([1, 2]))])
+                .hasPrefix("mem.gguf: field \"tokenizer.ggml.tokens\": expected an array of strings"))
+        XCTAssertEqual(
+            message([("tokenizer.ggml.model", .string("t5")), ("tokenizer.ggml.tokens", .strings(["a"]))]),
+            "mem.gguf: tokenizer.ggml.model: 't5' is not a tokenizer model Weft knows (known: gpt2, llama)")
+    }
 }
