@@ -347,16 +347,72 @@ typedef struct {
     size_t w_row_bytes;
     float *y;
     size_t ldy;
+    const unsigned char *side;  // the 8-lane tiles' activation side data
 } qgemv_task;
 
-// m == 1: four weight rows per pass sharing the activation loads; m > 1: each
-// weight row against up to four activation rows per pass (its unpacked
-// values reused). Every tile gives its path's single-dot bits, so the
-// grouping (and the thread split) never changes a result.
+// Activation side data of the 8-lane tiles (quant_tiles.h).
+size_t weft_qside_bytes(int m, int nb) {
+    const size_t mpad = ((size_t)m + 3) & ~(size_t)3;
+    return (size_t)nb * 2 * mpad * 4;
+}
+
+void weft_qside_fill(int wtype, int m, int nb, const void *a, size_t a_row_bytes, void *side) {
+    const size_t mpad = ((size_t)m + 3) & ~(size_t)3;
+    const size_t yb = wtype == WEFT_QTYPE_Q4_1 ? sizeof(weft_block_q8_1) : sizeof(weft_block_q8_0);
+    const size_t yq = wtype == WEFT_QTYPE_Q4_1 ? 4 : 2;
+    unsigned char *s = side;
+    for (int b = 0; b < nb; b++) {
+        float *dy = (float *)(s + (size_t)b * 2 * mpad * 4);
+        for (size_t c = 0; c < (size_t)m; c++) {
+            const unsigned char *y = (const unsigned char *)a + c * a_row_bytes + (size_t)b * yb;
+            uint16_t d, s16;
+            memcpy(&d, y, 2);
+            dy[c] = weft_fp16_to_fp32(d);
+            if (wtype == WEFT_QTYPE_Q4_1) {
+                memcpy(&s16, y + 2, 2);
+                dy[mpad + c] = weft_fp16_to_fp32(s16);
+            } else {
+                int8_t q[WEFT_QK];
+                memcpy(q, y + yq, WEFT_QK);
+                int32_t sum = 0;
+                for (int j = 0; j < WEFT_QK; j++) sum += q[j];
+                sum *= 8;
+                memcpy(&dy[mpad + c], &sum, 4);
+            }
+        }
+        for (size_t c = (size_t)m; c < mpad; c++) {
+            dy[c] = dy[m - 1];
+            dy[mpad + c] = dy[mpad + m - 1];
+        }
+    }
+}
+
+// Lane tiles (quant_tiles.h; the AVX2 Q8_0/Q4_0/Q4_1 kernels): m == 1 runs
+// R weight rows x 1 activation row, m == 2 R x 2, m >= 3 R x 4 (the weight
+// rows unpacked once per group of 4 activation rows). Other tiles: m == 1
+// four weight rows per pass sharing the activation loads; m > 1 each weight
+// row against up to four activation rows per pass (its unpacked values
+// reused). Every tile gives its path's single-dot bits, so the grouping (and
+// the thread split) never changes a result.
 static void qgemv_rows(const qgemv_task *t, long j0, long j1) {
     const weft_qtiles *T = t->tiles;
     const size_t wrb = t->w_row_bytes, xrb = t->xq_row_bytes;
     long j = j0;
+    if (T->lanes8[0]) {
+        const int ci = t->m == 1 ? 0 : t->m == 2 ? 1 : 2, C = 1 << ci;
+        const int R = T->lane_rows[ci];
+        const weft_qtile8_fn f = T->lanes8[ci];
+        const size_t mpad = ((size_t)t->m + 3) & ~(size_t)3;
+        for (; j < j1; j += R) {
+            const int nr = j1 - j < R ? (int)(j1 - j) : R;
+            for (int i = 0; i < t->m; i += C) {
+                const int nc = t->m - i < C ? t->m - i : C;
+                f(t->k, t->w + (size_t)j * wrb, wrb, t->xq + (size_t)i * xrb, xrb, t->side + (size_t)i * 4,
+                  2 * mpad, mpad, t->y + (size_t)i * t->ldy + (size_t)j, t->ldy, nr, nc, 0);
+            }
+        }
+        return;
+    }
     if (t->m == 1) {
         if (T->r4c1)
             for (; j + 4 <= j1; j += 4) T->r4c1(t->k, t->w + (size_t)j * wrb, wrb, t->xq, xrb, t->y + j, t->ldy);
@@ -403,10 +459,15 @@ static size_t activation_block_bytes(int wtype) {
     }
 }
 
+// The quantized activations (m rows), then for Q8_0/Q4_0/Q4_1 the 8-lane
+// tiles' side data at the next 32-byte boundary.
+static size_t side_offset(int m, int nb, size_t ab) { return ((size_t)m * (size_t)nb * ab + 31) & ~(size_t)31; }
+
 size_t weft_qgemv_scratch_bytes(int wtype, int m, int k) {
     size_t ab = activation_block_bytes(wtype);
     int be = block_elements(wtype);
     if (ab == 0 || m < 1 || k < be || k % be != 0) return 0;
+    if (be == WEFT_QK) return side_offset(m, k / be, ab) + weft_qside_bytes(m, k / be);
     return (size_t)m * (size_t)(k / be) * ab;
 }
 
@@ -430,6 +491,11 @@ static int qgemv(const qgemv_path *path, int wtype, int m, int n, int k, const f
     // next to the n * k weights streamed below).
     for (int i = 0; i < m; i++)
         quantize(x + (size_t)i * ldx, (unsigned char *)scratch + (size_t)i * t.xq_row_bytes, k);
+    if (t.tiles->lanes8[0]) {
+        unsigned char *side = (unsigned char *)scratch + side_offset(m, (int)nb, ab);
+        weft_qside_fill(wtype, m, (int)nb, scratch, t.xq_row_bytes, side);
+        t.side = side;
+    }
     if (pool && weft_pool_size(pool) > 1)
         weft_pool_run(pool, qgemv_pool_task, &t);
     else

@@ -1,9 +1,7 @@
-// AVX2 + FMA + F16C dot products of the block formats as tiles of weight rows
-// x activation rows (below). The products of a block are summed exactly in
-// integers (vpmaddubsw, then vpmaddwd with ones), converted to float and
-// multiplied by the blocks' scale products with FMAs into 8-lane
-// accumulators. Function-level target attributes; runs only where
-// weft_quant_has_avx2().
+// AVX2 + F16C dot products of Q8_0, Q4_0 and Q4_1 as 8-lane tiles of weight
+// rows x activation rows (below), bit-exact with the scalar references, and
+// the AVX2 8-bit activation quantizers. Function-level target attributes;
+// runs only where weft_quant_has_avx2().
 #include "weft_quant.h"
 #include "quant_tiles.h"
 
@@ -16,254 +14,223 @@
 #define QTARGET __attribute__((target("avx2,fma,f16c")))
 #define QINLINE static inline __attribute__((always_inline)) QTARGET
 
-QINLINE float fp16_f16c(uint16_t h) { return _cvtsh_ss(h); }
+// ------------------------------------------------------------------ tiles
+// Tiles of weight rows x activation rows with one float32 lane per (weight
+// row, activation row) pair (quant_tiles.h). Per block, each lane gets its
+// exact integer block sum, then does the scalar reference's float32 steps in
+// its order, one block after the other:
+//   Q8_0 sum += (float)sumi * (dx * dy); Q4_0 sum += ((float)sumi * dx) * dy;
+//   Q4_1 sum += (dx * dy) * (float)sumi + mx * sy.
+// So every lane holds, bit for bit, the scalar reference's dot product,
+// whatever the tile shape, the thread split or the ISA path. The weight rows'
+// fp16 scales are put together in general-purpose registers (one vcvtph2ps per
+// block for all rows: no per-row scalar conversion, no vpgatherdd, which was
+// slower here); the activations' scales and Q4_0's 8 * sum(y) come from the
+// side data (weft_qside_fill).
 
-// Software prefetch distance on the weight rows (bytes ahead), as in kquant_simd.h.
+#pragma STDC FP_CONTRACT OFF
+
+enum { FMT_Q4_0 = 0, FMT_Q4_1 = 1, FMT_Q8_0 = 2 };
+
+// Weight bytes prefetched ahead on each row (every other block for Q4, every
+// block for Q8_0, so that each 64-byte line is touched).
 #define Q_PREFETCH 1024
 
-// Unsigned x (0..255) times signed y, pairs summed into 8 int32 lanes.
-QINLINE __m256 mul_sum_us8_pairs_float(__m256i ax, __m256i sy) {
-    const __m256i dot = _mm256_maddubs_epi16(ax, sy);
-    const __m256i summed = _mm256_madd_epi16(_mm256_set1_epi16(1), dot);
-    return _mm256_cvtepi32_ps(summed);
+// The fp16 values at wr[r] + off of R <= 8 rows as float32 lanes 0..R-1
+// (lanes R..7 repeat them).
+QINLINE __m256 rows_fp16(const unsigned char *const *wr, size_t off, const int R) {
+    uint16_t e[8];
+    for (int r = 0; r < 8; r++) memcpy(&e[r], wr[r % R] + off, 2);
+    const uint64_t d0 = e[0] | (uint64_t)e[1] << 16 | (uint64_t)e[2] << 32 | (uint64_t)e[3] << 48;
+    const uint64_t d1 = R <= 4 ? d0 : e[4] | (uint64_t)e[5] << 16 | (uint64_t)e[6] << 32 | (uint64_t)e[7] << 48;
+    return _mm256_cvtph_ps(_mm_set_epi64x((long long)d1, (long long)d0));
 }
-
-QINLINE float hsum_float_8(__m256 x) {
-    __m128 res = _mm256_extractf128_ps(x, 1);
-    res = _mm_add_ps(res, _mm256_castps256_ps128(x));
-    res = _mm_add_ps(res, _mm_movehl_ps(res, res));
-    res = _mm_add_ss(res, _mm_movehdup_ps(res));
-    return _mm_cvtss_f32(res);
-}
-
-// ------------------------------------------------------------------ tiles
-// The kernels are tiles of NR weight rows x NC activation rows (quant_tiles.h):
-// the activation vectors of a block are loaded once for the NR rows, a weight
-// row's unpacked values serve the NC activation rows. Each (row, activation)
-// pair has its own float32 accumulators and the same operations in the same
-// order whatever the tile shape, so every tile (and the single dot product,
-// the 1 x 1 tile) gives the same bits.
-//
-// Q4_0 / Q4_1: two blocks per 256-bit vector. Block b's 16 nibble bytes go to
-// the low 128 bits and block b + 1's to the high 128 bits; the low nibbles
-// (elements 0..15 of each block) and the high nibbles (16..31) meet the
-// activations arranged the same way. vpmaddubsw of the unsigned nibbles with
-// the int8 activations, the two halves added in int16 and summed to int32
-// (exact), give per 128-bit half four partial sums of one block; Q4_0's -8 is
-// taken out exactly as 8 * the activations' partial sums. One FMA per pair of
-// blocks applies both blocks' scales (d_x * d_y, in lanes 0..3 and 4..7).
 
 QINLINE __m256i load_2x16(const void *lo, const void *hi) {
     return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
                                    _mm_loadu_si128((const __m128i *)hi), 1);
 }
 
-// Two fp16 values to float32 lanes 0 and 1.
-QINLINE __m128 fp16_pair(uint16_t a, uint16_t b) {
-    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)a | (uint32_t)b << 16)));
+// Lane pattern of C per-activation values p[0..C-1] (lane l = r * C + c).
+QINLINE __m256 lanes_of(const float *p, const int C) {
+    if (C == 1) return _mm256_broadcast_ss(p);
+    if (C == 2) return _mm256_castpd_ps(_mm256_broadcast_sd((const double *)p));
+    return _mm256_broadcast_ps((const __m128 *)p);
 }
 
-// [a0 a0 a0 a0 a1 a1 a1 a1] from lanes 0, 1 of a.
-QINLINE __m256 spread_pair(__m128 a) {
-    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(a), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+// Lanes of the first nr weight rows and nc activation rows of a tile; lane of
+// (r, c) at r * C + c (lanes_c = C) or c * 8 + r in acc[c] (the Q4 tiles).
+QINLINE void store_lanes(float *out, size_t ldo, const float *lanes, int nr, int nc, const int C) {
+    for (int r = 0; r < nr; r++)
+        for (int c = 0; c < nc; c++) out[(size_t)c * ldo + (size_t)r] = lanes[r * C + c];
 }
 
-QINLINE float hsum_128(__m128 x) {
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_add_ss(x, _mm_movehdup_ps(x));
-    return _mm_cvtss_f32(x);
-}
-
-// Q4_0 (OFFSET = 1) and Q4_1 (OFFSET = 0) share the body; wb is a row of
-// 18- or 20-byte blocks (qs at byte qs_at, d at 0, Q4_1's m at 2), the
-// activations Q8_0 (34 bytes: d, qs at 2) or Q8_1 (36: d, s, qs at 4).
-QINLINE void q4_tile(int k, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba, float *out,
-                     size_t ldo, const int NR, const int NC, const int OFFSET) {
+// Q4_0 / Q4_1: 8 weight rows x C = 1, 2, 4 activation rows, acc[c] lane r.
+// Rows r and r + 4 share a vector (the block's 16 nibble bytes in each half);
+// their low nibbles (elements 0..15) meet the activations' bytes 0..15 and
+// the high nibbles (16..31) bytes 16..31, both broadcast to the two halves.
+// The two vpmaddubsw results add up to 8 int16 lanes of 4 products per row;
+// two vphaddw over the four row pairs leave 2 lanes of 16 products per row
+// (at most 16 * 15 * 127 = 30480), and vpmaddwd gives each row's block sum in
+// int32 lane r. Q4_0's -8 is taken out exactly as 8 * sum(y).
+QINLINE void q4_rows8(int k, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba,
+                      const unsigned char *side, size_t sstride, size_t soff, float *out, size_t ldo, int nr,
+                      int nc, int accumulate, const int C, const int FMT) {
     const int nb = k / WEFT_QK;
-    const size_t xb = OFFSET ? sizeof(weft_block_q4_0) : sizeof(weft_block_q4_1);
-    const size_t yb = OFFSET ? sizeof(weft_block_q8_0) : sizeof(weft_block_q8_1);
-    const int xq = OFFSET ? 2 : 4, yq = OFFSET ? 2 : 4;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
-    __m256 acc[4][4];
-    __m128 ms[4][4];  // Q4_1: m_x * s_y of both blocks in lanes 0, 1
-    for (int r = 0; r < NR; r++)
-        for (int c = 0; c < NC; c++) {
-            acc[r][c] = _mm256_setzero_ps();
-            ms[r][c] = _mm_setzero_ps();
-        }
-    // 4 x 1 tiles: the 8 fp16 scales (and Q4_1 minimums) of a pair of blocks of
-    // the 4 rows in one conversion, row r's in lanes 2r, 2r + 1; the same
-    // products as the per-row path, so the same bits.
-    const int GATHER = NR == 4 && NC == 1;
-    __m256 ms8 = _mm256_setzero_ps();
-    int ib = 0;
-    for (; ib + 2 <= nb; ib += 2) {
-        __m256i ylo[4], yhi[4], off[4];
-        __m128 dy[4], sy[4];
-        for (int c = 0; c < NC; c++) {
-            const unsigned char *y0 = a + (size_t)c * ba + (size_t)ib * yb, *y1 = y0 + yb;
-            ylo[c] = load_2x16(y0 + yq, y1 + yq);
-            yhi[c] = load_2x16(y0 + yq + 16, y1 + yq + 16);
-            uint16_t d0, d1;
-            memcpy(&d0, y0, 2);
-            memcpy(&d1, y1, 2);
-            dy[c] = fp16_pair(d0, d1);
-            if (OFFSET) {
-                off[c] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(eight, ylo[c]),
-                                                            _mm256_maddubs_epi16(eight, yhi[c])), ones);
-            } else {
-                uint16_t s0, s1;
-                memcpy(&s0, y0 + 2, 2);
-                memcpy(&s1, y1 + 2, 2);
-                sy[c] = fp16_pair(s0, s1);
-            }
-        }
-        __m256 scale8 = _mm256_setzero_ps();
-        if (GATHER) {
-            uint64_t dd[2], mm[2];
-            for (int h = 0; h < 2; h++) {
-                const unsigned char *p0 = w + (size_t)(2 * h) * bw + (size_t)ib * xb, *p1 = p0 + bw;
-                uint16_t e[4], f[4];
-                memcpy(&e[0], p0, 2);
-                memcpy(&e[1], p0 + xb, 2);
-                memcpy(&e[2], p1, 2);
-                memcpy(&e[3], p1 + xb, 2);
-                dd[h] = e[0] | (uint64_t)e[1] << 16 | (uint64_t)e[2] << 32 | (uint64_t)e[3] << 48;
-                if (!OFFSET) {
-                    memcpy(&f[0], p0 + 2, 2);
-                    memcpy(&f[1], p0 + xb + 2, 2);
-                    memcpy(&f[2], p1 + 2, 2);
-                    memcpy(&f[3], p1 + xb + 2, 2);
-                    mm[h] = f[0] | (uint64_t)f[1] << 16 | (uint64_t)f[2] << 32 | (uint64_t)f[3] << 48;
-                }
-            }
-            const __m256 dy8 = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(dy[0])));
-            scale8 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_set_epi64x((long long)dd[1], (long long)dd[0])), dy8);
-            if (!OFFSET) {
-                const __m256 sy8 = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(sy[0])));
-                ms8 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_set_epi64x((long long)mm[1], (long long)mm[0])), sy8, ms8);
-            }
-        }
-        for (int r = 0; r < NR; r++) {
-            const unsigned char *x0 = w + (size_t)r * bw + (size_t)ib * xb, *x1 = x0 + xb;
-            _mm_prefetch((const char *)x0 + Q_PREFETCH, _MM_HINT_T0);
-            const __m256i q = load_2x16(x0 + xq, x1 + xq);
-            const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            __m128 dx = _mm_setzero_ps(), mx = _mm_setzero_ps();
-            if (!GATHER) {
-                uint16_t d0, d1;
-                memcpy(&d0, x0, 2);
-                memcpy(&d1, x1, 2);
-                dx = fp16_pair(d0, d1);
-                if (!OFFSET) {
-                    uint16_t m0, m1;
-                    memcpy(&m0, x0 + 2, 2);
-                    memcpy(&m1, x1 + 2, 2);
-                    mx = fp16_pair(m0, m1);
-                }
-            }
-            for (int c = 0; c < NC; c++) {
-                __m256i s = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo[c]),
-                                                               _mm256_maddubs_epi16(hi, yhi[c])), ones);
-                if (OFFSET) s = _mm256_sub_epi32(s, off[c]);
-                const __m256 scale = GATHER ? _mm256_permutevar8x32_ps(scale8, _mm256_setr_epi32(2 * r, 2 * r, 2 * r, 2 * r,
-                                                                                                  2 * r + 1, 2 * r + 1,
-                                                                                                  2 * r + 1, 2 * r + 1))
-                                            : spread_pair(_mm_mul_ps(dx, dy[c]));
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[r][c]);
-                if (!OFFSET && !GATHER) ms[r][c] = _mm_fmadd_ps(mx, sy[c], ms[r][c]);
-            }
+    const size_t xb = FMT == FMT_Q4_0 ? sizeof(weft_block_q4_0) : sizeof(weft_block_q4_1);
+    const size_t yb = FMT == FMT_Q4_1 ? sizeof(weft_block_q8_1) : sizeof(weft_block_q8_0);
+    const int xq = FMT == FMT_Q4_1 ? 4 : 2, yq = FMT == FMT_Q4_1 ? 4 : 2;
+    const unsigned char *wr[8], *ar[4];
+    for (int r = 0; r < 8; r++) wr[r] = w + (size_t)(r < nr ? r : nr - 1) * bw;
+    for (int c = 0; c < C; c++) ar[c] = a + (size_t)(c < nc ? c : nc - 1) * ba;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[4];
+    for (int c = 0; c < C; c++) {
+        acc[c] = _mm256_setzero_ps();
+        if (accumulate) {
+            float init[8];
+            for (int r = 0; r < 8; r++) init[r] = out[(size_t)(c < nc ? c : nc - 1) * ldo + (size_t)(r < nr ? r : nr - 1)];
+            acc[c] = _mm256_loadu_ps(init);
         }
     }
-    float tail[4][4] = {{0}};
-    if (ib < nb) {  // the odd last block, in 128 bits
-        const __m128i m4s = _mm_set1_epi8(0x0F), eights = _mm_set1_epi8(8), ones1 = _mm_set1_epi16(1);
-        for (int c = 0; c < NC; c++) {
-            const unsigned char *y0 = a + (size_t)c * ba + (size_t)ib * yb;
-            const __m128i ylo1 = _mm_loadu_si128((const __m128i *)(y0 + yq));
-            const __m128i yhi1 = _mm_loadu_si128((const __m128i *)(y0 + yq + 16));
-            uint16_t dyh, syh = 0;
-            memcpy(&dyh, y0, 2);
-            if (!OFFSET) memcpy(&syh, y0 + 2, 2);
-            const __m128i off1 = _mm_madd_epi16(_mm_add_epi16(_mm_maddubs_epi16(eights, ylo1),
-                                                              _mm_maddubs_epi16(eights, yhi1)), ones1);
-            for (int r = 0; r < NR; r++) {
-                const unsigned char *x0 = w + (size_t)r * bw + (size_t)ib * xb;
-                const __m128i q = _mm_loadu_si128((const __m128i *)(x0 + xq));
-                const __m128i lo = _mm_and_si128(q, m4s), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4s);
-                __m128i s = _mm_madd_epi16(_mm_add_epi16(_mm_maddubs_epi16(lo, ylo1), _mm_maddubs_epi16(hi, yhi1)), ones1);
-                if (OFFSET) s = _mm_sub_epi32(s, off1);
-                uint16_t dxh, mxh = 0;
-                memcpy(&dxh, x0, 2);
-                if (!OFFSET) memcpy(&mxh, x0 + 2, 2);
-                const __m128 v = _mm_mul_ps(_mm_cvtepi32_ps(s), _mm_set1_ps(fp16_f16c(dxh) * fp16_f16c(dyh)));
-                tail[r][c] = hsum_128(v);
-                if (!OFFSET) tail[r][c] += fp16_f16c(mxh) * fp16_f16c(syh);
-            }
-        }
-    }
-    if (GATHER && !OFFSET) {  // row r's minimum terms from lanes 2r, 2r + 1, as the per-row path holds them
-        float lanes[8];
-        _mm256_storeu_ps(lanes, ms8);
-        for (int r = 0; r < NR; r++) ms[r][0] = _mm_setr_ps(lanes[2 * r], lanes[2 * r + 1], 0.0f, 0.0f);
-    }
-    for (int r = 0; r < NR; r++)
-        for (int c = 0; c < NC; c++)
-            out[(size_t)c * ldo + (size_t)r] = hsum_float_8(acc[r][c]) + hsum_128(ms[r][c]) + tail[r][c];
-}
-
-// Q8_0: one block per vector; |x| and sign(y, x) into vpmaddubsw (ggml's
-// pattern), the activation loads and scales shared by the NR rows.
-QINLINE void q8_tile(int k, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba, float *out,
-                     size_t ldo, const int NR, const int NC) {
-    const int nb = k / WEFT_QK;
-    const size_t b8 = sizeof(weft_block_q8_0);
-    __m256 acc[4][4];
-    for (int r = 0; r < NR; r++)
-        for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_ps();
     for (int ib = 0; ib < nb; ib++) {
-        __m256i qy[4];
-        float dy[4];
-        for (int c = 0; c < NC; c++) {
-            const weft_block_q8_0 *y = (const weft_block_q8_0 *)(a + (size_t)c * ba) + ib;
-            qy[c] = _mm256_loadu_si256((const __m256i *)y->qs);
-            dy[c] = fp16_f16c(y->d);
+        const size_t xo = (size_t)ib * xb, yo = (size_t)ib * yb;
+        if ((ib & 1) == 0)
+            for (int r = 0; r < 8; r++) _mm_prefetch((const char *)wr[r] + xo + Q_PREFETCH, _MM_HINT_T0);
+        __m256i lo[4], hi[4];
+        for (int r = 0; r < 4; r++) {
+            const __m256i q = load_2x16(wr[r] + xo + xq, wr[r + 4] + xo + xq);
+            lo[r] = _mm256_and_si256(q, m4);
+            hi[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         }
-        for (int r = 0; r < NR; r++) {
-            const weft_block_q8_0 *x = (const weft_block_q8_0 *)(w + (size_t)r * bw + (size_t)ib * b8);
-            _mm_prefetch((const char *)x + Q_PREFETCH, _MM_HINT_T0);
-            const __m256i qx = _mm256_loadu_si256((const __m256i *)x->qs);
-            const __m256i ax = _mm256_sign_epi8(qx, qx);
-            const float dx = fp16_f16c(x->d);
-            for (int c = 0; c < NC; c++)
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy[c]),
-                                            mul_sum_us8_pairs_float(ax, _mm256_sign_epi8(qy[c], qx)), acc[r][c]);
+        const __m256 dx = rows_fp16(wr, xo, 8), mx = FMT == FMT_Q4_1 ? rows_fp16(wr, xo + 2, 8) : _mm256_setzero_ps();
+        for (int c = 0; c < C; c++) {
+            const unsigned char *y = ar[c] + yo + yq;
+            const __m256i y0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)y));
+            const __m256i y1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(y + 16)));
+            __m256i s[4];
+            for (int r = 0; r < 4; r++)
+                s[r] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], y0), _mm256_maddubs_epi16(hi[r], y1));
+            const __m256i s16 = _mm256_hadd_epi16(_mm256_hadd_epi16(s[0], s[1]), _mm256_hadd_epi16(s[2], s[3]));
+            __m256i sumi = _mm256_madd_epi16(s16, ones);
+            const float *sd = (const float *)(side + (size_t)ib * sstride * 4) + c;
+            if (FMT == FMT_Q4_0) sumi = _mm256_sub_epi32(sumi, _mm256_castps_si256(_mm256_broadcast_ss(sd + soff)));
+            const __m256 dy = _mm256_broadcast_ss(sd), fs = _mm256_cvtepi32_ps(sumi);
+            if (FMT == FMT_Q4_1)
+                acc[c] = _mm256_add_ps(acc[c], _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dx, dy), fs),
+                                                             _mm256_mul_ps(mx, _mm256_broadcast_ss(sd + soff))));
+            else
+                acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(_mm256_mul_ps(fs, dx), dy));
         }
     }
-    for (int r = 0; r < NR; r++)
-        for (int c = 0; c < NC; c++) out[(size_t)c * ldo + (size_t)r] = hsum_float_8(acc[r][c]);
+    for (int c = 0; c < nc; c++) {
+        if (nr == 8) {
+            _mm256_storeu_ps(out + (size_t)c * ldo, acc[c]);
+        } else {
+            float lanes[8];
+            _mm256_storeu_ps(lanes, acc[c]);
+            store_lanes(out + (size_t)c * ldo, ldo, lanes, nr, 1, 1);
+        }
+    }
 }
 
-#define TILE_SET(name, call)                                                                         \
-    static QTARGET void name##_r1c1(int k, const void *w, size_t bw, const void *a, size_t ba,       \
-                                    float *y, size_t ldy) { call(1, 1); }                            \
-    static QTARGET void name##_r4c1(int k, const void *w, size_t bw, const void *a, size_t ba,       \
-                                    float *y, size_t ldy) { call(4, 1); }                            \
-    static QTARGET void name##_r1c2(int k, const void *w, size_t bw, const void *a, size_t ba,       \
-                                    float *y, size_t ldy) { call(1, 2); }                            \
-    static QTARGET void name##_r1c3(int k, const void *w, size_t bw, const void *a, size_t ba,       \
-                                    float *y, size_t ldy) { call(1, 3); }                            \
-    static QTARGET void name##_r1c4(int k, const void *w, size_t bw, const void *a, size_t ba,       \
-                                    float *y, size_t ldy) { call(1, 4); }                            \
-    static const weft_qtiles name##_tiles = {name##_r1c1, name##_r4c1,                               \
-                                             {name##_r1c2, name##_r1c3, name##_r1c4}};
+// Q8_0: R x C = 8 lanes (8 x 1, 4 x 2, 2 x 4), lane r * C + c. Each (r, c)
+// product is |w| times sign(y, w) through vpmaddubsw and vpmaddwd (ggml's
+// pattern, exact), 8 int32 lanes; a tree of vphaddd and one cross-half add
+// puts the 8 block sums in the 8 lanes.
+QINLINE void q8_lanes8(int k, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba,
+                       const unsigned char *side, size_t sstride, float *out, size_t ldo, int nr, int nc,
+                       int accumulate, const int R, const int C) {
+    const int nb = k / WEFT_QK;
+    const size_t xb = sizeof(weft_block_q8_0), yb = sizeof(weft_block_q8_0);
+    const unsigned char *wr[8], *ar[4];
+    for (int r = 0; r < R; r++) wr[r] = w + (size_t)(r < nr ? r : nr - 1) * bw;
+    for (int c = 0; c < C; c++) ar[c] = a + (size_t)(c < nc ? c : nc - 1) * ba;
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i expand = _mm256_setr_epi32(0 / C, 1 / C, 2 / C, 3 / C, 4 / C, 5 / C, 6 / C, 7 / C);
+    __m256 acc = _mm256_setzero_ps();
+    if (accumulate) {
+        float init[8];
+        for (int l = 0; l < 8; l++) {
+            const int r = l / C, c = l % C;
+            init[l] = out[(size_t)(c < nc ? c : nc - 1) * ldo + (size_t)(r < nr ? r : nr - 1)];
+        }
+        acc = _mm256_loadu_ps(init);
+    }
+    for (int ib = 0; ib < nb; ib++) {
+        const size_t xo = (size_t)ib * xb, yo = (size_t)ib * yb;
+        __m256i wv[8], yv[4], p[8];
+        for (int r = 0; r < R; r++) _mm_prefetch((const char *)wr[r] + xo + Q_PREFETCH, _MM_HINT_T0);
+        for (int c = 0; c < C; c++) yv[c] = _mm256_loadu_si256((const __m256i *)(ar[c] + yo + 2));
+        for (int r = 0; r < R; r++) wv[r] = _mm256_loadu_si256((const __m256i *)(wr[r] + xo + 2));
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++)
+                p[r * C + c] = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(_mm256_sign_epi8(wv[r], wv[r]), _mm256_sign_epi8(yv[c], wv[r])), ones);
+        const __m256i g0 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+        const __m256i g1 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+        const __m256i sumi = _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31));
+        __m256 dx = rows_fp16(wr, xo, R);
+        if (C > 1) dx = _mm256_permutevar8x32_ps(dx, expand);
+        const float *sd = (const float *)(side + (size_t)ib * sstride * 4);
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(dx, lanes_of(sd, C))));
+    }
+    if (R == 8 && nr == 8) {
+        _mm256_storeu_ps(out, acc);
+        return;
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, acc);
+    store_lanes(out, ldo, lanes, nr, nc, C);
+}
 
-#define CALL_Q40(NR, NC) q4_tile(k, w, bw, a, ba, y, ldy, NR, NC, 1)
-#define CALL_Q41(NR, NC) q4_tile(k, w, bw, a, ba, y, ldy, NR, NC, 0)
-#define CALL_Q80(NR, NC) q8_tile(k, w, bw, a, ba, y, ldy, NR, NC)
-TILE_SET(q4_0_avx2, CALL_Q40)
-TILE_SET(q4_1_avx2, CALL_Q41)
-TILE_SET(q8_0_avx2, CALL_Q80)
+#define Q4_TILE(name, FMT, C)                                                                           \
+    static QTARGET void name(int k, const void *w, size_t bw, const void *a, size_t ba, const void *side, \
+                             size_t ss, size_t so, float *y, size_t ldy, int nr, int nc, int acc) {      \
+        q4_rows8(k, w, bw, a, ba, side, ss, so, y, ldy, nr, nc, acc, C, FMT);                            \
+    }
+#define Q8_TILE(name, R, C)                                                                             \
+    static QTARGET void name(int k, const void *w, size_t bw, const void *a, size_t ba, const void *side, \
+                             size_t ss, size_t so, float *y, size_t ldy, int nr, int nc, int acc) {      \
+        (void)so;                                                                                        \
+        q8_lanes8(k, w, bw, a, ba, side, ss, y, ldy, nr, nc, acc, R, C);                                 \
+    }
+Q4_TILE(q4_0_avx2_c1, FMT_Q4_0, 1)
+Q4_TILE(q4_0_avx2_c2, FMT_Q4_0, 2)
+Q4_TILE(q4_0_avx2_c4, FMT_Q4_0, 4)
+Q4_TILE(q4_1_avx2_c1, FMT_Q4_1, 1)
+Q4_TILE(q4_1_avx2_c2, FMT_Q4_1, 2)
+Q4_TILE(q4_1_avx2_c4, FMT_Q4_1, 4)
+Q8_TILE(q8_0_avx2_c1, 8, 1)
+Q8_TILE(q8_0_avx2_c2, 4, 2)
+Q8_TILE(q8_0_avx2_c4, 2, 4)
+
+// One weight row against one activation row: the C = 1 tile with one valid
+// row, the side data built on the stack for up to 256 blocks at a time.
+static void single_dot(weft_qtile8_fn tile, int wtype, int k, const void *w, const void *a, float *y) {
+    const size_t xb = weft_qtype_block_bytes(wtype);
+    const size_t yb = wtype == WEFT_QTYPE_Q4_1 ? sizeof(weft_block_q8_1) : sizeof(weft_block_q8_0);
+    unsigned char side[256 * 8 * 4];
+    *y = 0.0f;
+    for (int b0 = 0; b0 < k / WEFT_QK; b0 += 256) {
+        const int nbc = k / WEFT_QK - b0 < 256 ? k / WEFT_QK - b0 : 256;
+        const unsigned char *ac = (const unsigned char *)a + (size_t)b0 * yb;
+        weft_qside_fill(wtype, 1, nbc, ac, 0, side);
+        tile(nbc * WEFT_QK, (const unsigned char *)w + (size_t)b0 * xb, 0, ac, 0, side, 8, 4, y, 1, 1, 1, 1);
+    }
+}
+
+#define TILE_SET(name, wtype, R1, R2, R4)                                                               \
+    static void name##_1x1(int k, const void *w, size_t bw, const void *a, size_t ba, float *y,         \
+                           size_t ldy) {                                                                \
+        (void)bw; (void)ba; (void)ldy;                                                                  \
+        single_dot(name##_c1, wtype, k, w, a, y);                                                       \
+    }                                                                                                   \
+    static const weft_qtiles name##_tiles = {name##_1x1, NULL, {NULL, NULL, NULL},                      \
+                                             {name##_c1, name##_c2, name##_c4}, {R1, R2, R4}};
+TILE_SET(q4_0_avx2, WEFT_QTYPE_Q4_0, 8, 8, 8)
+TILE_SET(q4_1_avx2, WEFT_QTYPE_Q4_1, 8, 8, 8)
+TILE_SET(q8_0_avx2, WEFT_QTYPE_Q8_0, 8, 4, 2)
 
 const weft_qtiles *weft_q_tiles_avx2(int wtype) {
     switch (wtype) {
@@ -276,17 +243,17 @@ const weft_qtiles *weft_q_tiles_avx2(int wtype) {
 
 float weft_vec_dot_q8_0_q8_0_avx2(int n, const weft_block_q8_0 *x, const weft_block_q8_0 *y) {
     float s;
-    q8_0_avx2_r1c1(n, x, 0, y, 0, &s, 1);
+    q8_0_avx2_1x1(n, x, 0, y, 0, &s, 1);
     return s;
 }
 float weft_vec_dot_q4_0_q8_0_avx2(int n, const weft_block_q4_0 *x, const weft_block_q8_0 *y) {
     float s;
-    q4_0_avx2_r1c1(n, x, 0, y, 0, &s, 1);
+    q4_0_avx2_1x1(n, x, 0, y, 0, &s, 1);
     return s;
 }
 float weft_vec_dot_q4_1_q8_1_avx2(int n, const weft_block_q4_1 *x, const weft_block_q8_1 *y) {
     float s;
-    q4_1_avx2_r1c1(n, x, 0, y, 0, &s, 1);
+    q4_1_avx2_1x1(n, x, 0, y, 0, &s, 1);
     return s;
 }
 

@@ -416,6 +416,47 @@ final class QuantTests: XCTestCase {
         }
     }
 
+    /// The AVX2 kernels (lane tiles of 8 weight rows x 1, 2, 4 activation rows
+    /// for Q4_0/Q4_1; 8 x 1, 4 x 2, 2 x 4 for Q8_0) give the scalar reference's
+    /// bits: exact integer block sums, then the reference's float32 steps in its
+    /// order. Ragged n (partial row tiles), every m up to 9 (partial activation
+    /// groups), k past the 256-block chunk of the single dot product, outliers and
+    /// Q8_0's -128, with and without the pool.
+    func testAVX2IsBitExactWithTheScalarReference() throws {
+        try requirePath("avx2")
+        let pool = try XCTUnwrap(weft_pool_create(2, nil, 1000))
+        defer { weft_pool_destroy(pool) }
+        var rng = TestRandom(seed: 2026)
+        for f in QuantFormat.all {
+            for (trial, k) in [32, 64, 96, 352, 1056, 8192, 8224, 32 * 301].enumerated() {
+                for m in [1, 2, 3, 4, 5, 7, 8, 9] where k <= 1056 || m <= 3 {
+                    let n = [1, 5, 8, 9, 16, 23, 37][(trial + m) % 7]
+                    var x = randomRows(&rng, count: n * k)
+                    for i in 0..<3 { x[rng.int(0, x.count - 1)] = i % 2 == 0 ? 900 : -900 }
+                    var w = f.quantized(x)
+                    if f.type == WEFT_QTYPE_Q8_0 {
+                        for _ in 0..<4 { w[rng.int(0, n * k / 32 - 1) * 34 + 2 + rng.int(0, 31)] = 0x80 }
+                    }
+                    var xa = (0..<(m * k)).map { _ in rng.float(2) }
+                    xa[rng.int(0, xa.count - 1)] = 300
+                    let (rc0, want) = runGemv(weft_qgemv_scalar, f, m: m, n: n, k: k, x: xa, ldx: k, w: w, ldy: n, pool: nil)
+                    let (rc1, got) = runGemv(weft_qgemv_avx2, f, m: m, n: n, k: k, x: xa, ldx: k, w: w, ldy: n, pool: nil)
+                    let (rc2, gotPool) = runGemv(weft_qgemv_avx2, f, m: m, n: n, k: k, x: xa, ldx: k, w: w, ldy: n, pool: pool)
+                    XCTAssertEqual([rc0, rc1, rc2], [0, 0, 0])
+                    let wrong = (0..<(m * n)).filter { want[$0].bitPattern != got[$0].bitPattern }
+                    XCTAssertEqual(wrong.count, 0, "\(f.name) m=\(m) n=\(n) k=\(k): \(wrong.count) outputs differ from scalar, first \(wrong.first.map { "\(got[$0]) vs \(want[$0])" } ?? "")")
+                    XCTAssertEqual(bits(gotPool), bits(got), "\(f.name) m=\(m) n=\(n) k=\(k): pool vs one thread")
+                    let a = f.quantized(xa, activations: true)
+                    for row in [0, n - 1] {
+                        XCTAssertEqual(f.dot("avx2", k: k, w, row: row, a, arow: m - 1).bitPattern,
+                                       f.dot("scalar", k: k, w, row: row, a, arow: m - 1).bitPattern,
+                                       "\(f.name) k=\(k) single dot, row \(row)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The dispatching driver gives the selected path's result.
     func testGemvDispatch() {
         defer { weft_isa_select(weft_isa_detect()) }
@@ -438,8 +479,10 @@ final class QuantTests: XCTestCase {
 
     func testGemvRejectsBadArguments() {
         let w = [UInt8](repeating: 0, count: 34 * 4), x = [Float](repeating: 1, count: 64)
-        XCTAssertEqual(weft_qgemv_scratch_bytes(8, 2, 64), 2 * 2 * 34)
-        XCTAssertEqual(weft_qgemv_scratch_bytes(3, 1, 64), 2 * 36)
+        // The quantized activations, rounded up to 32 bytes, then the lane tiles'
+        // side data: 2 blocks x 2 values x 4 (m rounded up to 4) x 4 bytes.
+        XCTAssertEqual(weft_qgemv_scratch_bytes(8, 2, 64), 160 + 2 * 2 * 4 * 4)  // 2 * 2 * 34 = 136
+        XCTAssertEqual(weft_qgemv_scratch_bytes(3, 1, 64), 96 + 2 * 2 * 4 * 4)  // 2 * 36 = 72
         for (type, m, n, k) in [(8, 1, 2, 33), (8, 1, 2, 0), (8, 0, 2, 64), (8, 1, -1, 64), (7, 1, 2, 64), (9, 1, 2, 64)] {
             XCTAssertEqual(weft_qgemv_scratch_bytes(Int32(type), Int32(m), Int32(k)) == 0, k % 32 != 0 || k == 0 || m < 1 || type == 7 || type == 9)
             var y = [Float](repeating: -7, count: 4)
