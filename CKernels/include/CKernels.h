@@ -4,3 +4,4 @@
 #include "weft_collective.h"
 #include "weft_quant.h"
 #include "weft_wgemm.h"
+#include "weft_igemm.h"
