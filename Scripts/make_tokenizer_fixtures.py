@@ -115,6 +115,9 @@ HAND_WRITTEN = [
     "a\u2028b\u2029c", "\r", "\r\r\n\n", "  \n  \n  ", "\n ", " \n", "\t\n", "!!!", "?!", "...", "—", "$$$",
     "<=>", "^~|", "a+b=c", "[x]", "{y}", "(z)", "foo.bar()", "@decorator", "#include <stdio.h>", "//", "/* c */",
     "C:\\path\\to\\file", "~/dir/file.txt", "a/b/c", "http://x.y/z", "      deep indent", "\t\t\ttabs",
+    # Control characters, private use, unassigned and noncharacter code points.
+    "\x00", "a\x00b", "\x1b[31mred\x1b[0m", "\x7f\x01\x1f", "bell\x07", "\ue000\uf8ff", "a\U000F0000b",
+    "\u0378\u0379", "x\u0378y", "\ufdd0\uffff", "\U0010FFFD",
 ]
 
 
@@ -318,7 +321,7 @@ def llama_eog(binary, model_path):
 def llama_cpp_references(bin_dir, vocab, sp_vocab, strings, spm_strings, workdir):
     binary = os.path.join(bin_dir, "llama-tokenize")
     rng = random.Random(SEED + 2)
-    picks = sorted(set(range(min(60, len(HAND_WRITTEN)))) | set(rng.sample(range(len(strings)), LLAMA_CPP_STRINGS)))
+    picks = sorted(set(range(len(HAND_WRITTEN))) | set(rng.sample(range(len(strings)), LLAMA_CPP_STRINGS)))
     picks = [i for i in picks if strings[i]]  # llama-tokenize reads nothing as no prompt
     result = {"gpt2": {}, "llama": [], "eog": {}}
     for pre in ["smollm", "default", "gpt-2", "llama-bpe", "dbrx", "qwen2", "tekken", "gpt-4o"]:
