@@ -112,7 +112,10 @@ typedef struct {
     const unsigned char *w;
     float *y;
     size_t ldy;
-    const weft_ig_kernel *kern;   // NULL: scalar reference
+    const weft_ig_kernel *kern;         // NULL (and no panel): scalar reference
+    const weft_ig_panel_kernel *panel;  // the interleaved-panel scheme, when set
+    unsigned char *scratch;
+    size_t thread_scratch;
 } igemm_task;
 
 static float scalar_dot(int wtype, int k, const void *w, const void *a) {
@@ -132,8 +135,12 @@ static float scalar_dot(int wtype, int k, const void *w, const void *a) {
 //    (<= IG_L2_A bytes) while the thread's weight rows pass.
 // Pieces after the first add into y (float32 sums in another order: within
 // the SIMD paths' tolerance).
+#ifndef IG_L1_W
 #define IG_L1_W (20 * 1024)
+#endif
+#ifndef IG_L2_A
 #define IG_L2_A (256 * 1024)
+#endif
 
 static void igemm_rows(const igemm_task *t, long j0, long j1) {
     const int be = block_elements(t->wtype);
@@ -176,58 +183,145 @@ static void igemm_rows(const igemm_task *t, long j0, long j1) {
     }
 }
 
+// The interleaved-panel scheme (igemm_internal.h): k pieces of kcb blocks
+// whose 8-row panel stays in L1; m chunks of mc rows whose activation pieces
+// stay in L2; per piece and chunk, the activations' side data, then per 8
+// weight rows one repack and the register tiles over the chunk's rows.
+typedef struct { int kcb, mc; size_t panel_bytes, side_bytes; } panel_plan;
+
+static panel_plan plan_panel(const weft_ig_panel_kernel *pk, int wtype, int m, int k) {
+    const int nbk = k / block_elements(wtype);
+    const size_t ablk = weft_qtype_block_bytes(weft_igemm_act_type(wtype));
+    panel_plan p;
+    p.kcb = (int)(IG_L1_W / pk->panel_block_bytes);
+    if (p.kcb < 1) p.kcb = 1;
+    if (p.kcb >= nbk) p.kcb = nbk;
+    else {
+        const int pieces = (nbk + p.kcb - 1) / p.kcb;
+        p.kcb = (nbk + pieces - 1) / pieces;
+    }
+    p.mc = (int)(IG_L2_A / ((size_t)p.kcb * ablk));
+    p.mc = p.mc / pk->rn * pk->rn;
+    if (p.mc < pk->rn) p.mc = pk->rn;
+    if (p.mc > m) p.mc = m;
+    p.panel_bytes = ((size_t)p.kcb * pk->panel_block_bytes + 63) / 64 * 64;
+    p.side_bytes = ((size_t)p.mc * (size_t)p.kcb * pk->side_block_bytes + 63) / 64 * 64;
+    return p;
+}
+
+static void igemm_panel_rows(const igemm_task *t, unsigned char *scratch, long j0, long j1) {
+    const weft_ig_panel_kernel *pk = t->panel;
+    const panel_plan p = plan_panel(pk, t->wtype, t->m, t->k);
+    const int nbk = t->k / block_elements(t->wtype);
+    const size_t wrow = weight_row_bytes(t->wtype, t->k);
+    const size_t wblk = weft_qtype_block_bytes(t->wtype);
+    const size_t ablk = weft_qtype_block_bytes(weft_igemm_act_type(t->wtype));
+    unsigned char *panel = scratch, *side = scratch + p.panel_bytes;
+    const size_t sstride = (size_t)p.kcb * pk->side_block_bytes;
+    const int RN = pk->rn;
+    for (int kb0 = 0; kb0 < nbk; kb0 += p.kcb) {
+        const int nb = nbk - kb0 < p.kcb ? nbk - kb0 : p.kcb;
+        for (int i0 = 0; i0 < t->m; i0 += p.mc) {
+            const int i1 = t->m - i0 < p.mc ? t->m : i0 + p.mc;
+            for (int i = i0; i < i1; i++)
+                pk->side(nb, t->xq + (size_t)i * t->ldxq + (size_t)kb0 * ablk, side + (size_t)(i - i0) * sstride);
+            for (long j = j0; j < j1; j += 8) {
+                const int rows = j1 - j < 8 ? (int)(j1 - j) : 8;
+                pk->pack(nb, t->w + (size_t)j * wrow + (size_t)kb0 * wblk, wrow, rows, panel);
+                for (int i = i0; i < i1; i += RN) {
+                    const int rn = i1 - i < RN ? i1 - i : RN;
+                    pk->tiles[rn - 1](nb, panel, t->xq + (size_t)i * t->ldxq + (size_t)kb0 * ablk, t->ldxq,
+                                      side + (size_t)(i - i0) * sstride, sstride, t->y + (size_t)i * t->ldy + (size_t)j,
+                                      t->ldy, rows, kb0 > 0);
+                }
+            }
+        }
+    }
+}
+
 static void igemm_pool_task(void *context, int index, int count) {
     const igemm_task *t = context;
     long j0, j1;
     weft_wgemm_thread_rows(t->wtype, t->n, count, index, &j0, &j1);
-    if (j0 < j1) igemm_rows(t, j0, j1);
+    if (j0 >= j1) return;
+    if (t->panel) igemm_panel_rows(t, t->scratch + (size_t)index * t->thread_scratch, j0, j1);
+    else igemm_rows(t, j0, j1);
 }
 
-static int igemm_run(const weft_ig_kernel *kern, int use_kern, int wtype, int m, int n, int k, const void *xq,
-                     size_t ldxq_bytes, const void *w, float *y, size_t ldy, weft_pool *pool) {
+static size_t panel_thread_bytes(const weft_ig_panel_kernel *pk, int wtype, int m, int k) {
+    const panel_plan p = plan_panel(pk, wtype, m, k);
+    return p.panel_bytes + p.side_bytes;
+}
+
+size_t weft_igemm_scratch_bytes(int wtype, int m, int n, int k, int threads) {
+    if (!valid_k(wtype, k) || m < 1 || n < 0 || threads < 1) return 0;
+    size_t per = 0;
+    const weft_ig_panel_kernel *pk = weft_ig_panel_avx2(wtype);
+    if (pk) per = panel_thread_bytes(pk, wtype, m, k);
+    return 64 + (size_t)threads * per;
+}
+
+static int igemm_run(const weft_ig_kernel *kern, const weft_ig_panel_kernel *panel, int use_kern, int wtype, int m,
+                     int n, int k, const void *xq, size_t ldxq_bytes, const void *w, float *y, size_t ldy,
+                     void *scratch, size_t scratch_bytes, weft_pool *pool) {
     if (!valid_k(wtype, k) || m < 1 || n < 0 || !xq || !w || !y) return -1;
     if (ldxq_bytes < weft_igemm_act_row_bytes(wtype, k) || ldy < (size_t)n) return -1;
-    if (use_kern && !kern) return -1;
+    if (use_kern && !kern && !panel) return -1;
+    const int threads = pool ? weft_pool_size(pool) : 1;
+    if (scratch_bytes < weft_igemm_scratch_bytes(wtype, m, n, k, threads) || !scratch) return -1;
     if (n == 0) return 0;
-    igemm_task t = {wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, use_kern ? kern : NULL};
-    if (pool && weft_pool_size(pool) > 1) weft_pool_run(pool, igemm_pool_task, &t);
+    igemm_task t = {wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, use_kern ? kern : NULL, use_kern ? panel : NULL,
+                    NULL, 0};
+    if (t.panel) {
+        t.scratch = (unsigned char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+        t.thread_scratch = panel_thread_bytes(panel, wtype, m, k);
+    }
+    if (pool && threads > 1) weft_pool_run(pool, igemm_pool_task, &t);
     else igemm_pool_task(&t, 0, 1);
     return 0;
 }
 
 int weft_igemm_scalar(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
-                      float *y, size_t ldy, weft_pool *pool) {
-    return igemm_run(NULL, 0, wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, pool);
+                      float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool) {
+    return igemm_run(NULL, NULL, 0, wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, scratch, scratch_bytes, pool);
 }
 
 int weft_igemm_avx2(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
-                    float *y, size_t ldy, weft_pool *pool) {
+                    float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool) {
     if (!weft_igemm_has_avx2()) return -1;
-    return igemm_run(weft_ig_kernel_avx2(wtype), 1, wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, pool);
+    return igemm_run(weft_ig_kernel_avx2(wtype), weft_ig_panel_avx2(wtype), 1, wtype, m, n, k, xq, ldxq_bytes, w, y,
+                     ldy, scratch, scratch_bytes, pool);
 }
 
 int weft_igemm_avx512(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
-                      float *y, size_t ldy, weft_pool *pool) {
+                      float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool) {
     if (!weft_igemm_has_avx512()) return -1;
     const weft_ig_kernel *kern = has_vnni() ? weft_ig_kernel_avx512vnni(wtype) : weft_ig_kernel_avx512(wtype);
-    return igemm_run(kern, 1, wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, pool);
+    return igemm_run(kern, NULL, 1, wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, scratch, scratch_bytes, pool);
 }
 
 int weft_igemm(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w, float *y,
-               size_t ldy, weft_pool *pool) {
+               size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool) {
     switch (weft_isa_current()) {
     case WEFT_ISA_AVX512:
-        if (weft_igemm_has_avx512()) return weft_igemm_avx512(wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, pool);
+        if (weft_igemm_has_avx512())
+            return weft_igemm_avx512(wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, scratch, scratch_bytes, pool);
         /* fall through */
     case WEFT_ISA_AVX2:
-        if (weft_igemm_has_avx2()) return weft_igemm_avx2(wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, pool);
+        if (weft_igemm_has_avx2())
+            return weft_igemm_avx2(wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, scratch, scratch_bytes, pool);
         /* fall through */
-    default: return weft_igemm_scalar(wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, pool);
+    default: return weft_igemm_scalar(wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, scratch, scratch_bytes, pool);
     }
 }
 
 void weft_igemm_tile_shape(int isa, int wtype, int *rows, int *cols) {
     const weft_ig_kernel *kern = NULL;
+    if (isa == 1 && weft_ig_panel_avx2(wtype)) {
+        if (rows) *rows = 8;
+        if (cols) *cols = weft_ig_panel_avx2(wtype)->rn;
+        return;
+    }
     if (isa == 1) kern = weft_ig_kernel_avx2(wtype);
     else if (isa == 2) kern = has_vnni() ? weft_ig_kernel_avx512vnni(wtype) : weft_ig_kernel_avx512(wtype);
     if (rows) *rows = kern ? kern->rm : 0;

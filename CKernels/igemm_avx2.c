@@ -20,6 +20,27 @@ static const weft_ig_kernel k_q4_1 = {4, 3, IG_TABLE(ig_avx2_t_q4_1)};
 static const weft_ig_kernel k_q4_k = {4, 2, IG_TABLE(ig_avx2_t_q4_k)};
 static const weft_ig_kernel k_q6_k = {4, 2, IG_TABLE(ig_avx2_t_q6_k)};
 
+IG_PANELS(ig_avx2)
+
+// 8 weight rows x 4 activation rows (measured: /tmp/coord/igemm-results.md).
+#ifndef IG_AVX2_PANEL_RN
+#define IG_AVX2_PANEL_RN 4
+#endif
+static const weft_ig_panel_kernel p_q4_0 = {IG_AVX2_PANEL_RN, IG_PB_Q4_0, IG_SB_32, ig_avx2_pack_q4_0, ig_avx2_side_q8_0, IG_PTABLE(ig_avx2_p_q4_0)};
+static const weft_ig_panel_kernel p_q4_1 = {IG_AVX2_PANEL_RN, IG_PB_Q4_1, IG_SB_32, ig_avx2_pack_q4_1, ig_avx2_side_q8_1, IG_PTABLE(ig_avx2_p_q4_1)};
+static const weft_ig_panel_kernel p_q8_0 = {IG_AVX2_PANEL_RN, IG_PB_Q8_0, IG_SB_32, ig_avx2_pack_q8_0, ig_avx2_side_q8_0, IG_PTABLE(ig_avx2_p_q8_0)};
+static const weft_ig_panel_kernel p_q4_k = {IG_AVX2_PANEL_RN, IG_PB_Q4_K, IG_SB_K, ig_avx2_pack_q4_k, ig_avx2_side_q8_k, IG_PTABLE(ig_avx2_p_q4_k)};
+
+const weft_ig_panel_kernel *weft_ig_panel_avx2(int wtype) {
+    switch (wtype) {
+    case WEFT_QTYPE_Q8_0: return &p_q8_0;
+    case WEFT_QTYPE_Q4_0: return &p_q4_0;
+    case WEFT_QTYPE_Q4_1: return &p_q4_1;
+    case WEFT_QTYPE_Q4_K: return &p_q4_k;
+    default: return NULL;
+    }
+}
+
 const weft_ig_kernel *weft_ig_kernel_avx2(int wtype) {
     switch (wtype) {
     case WEFT_QTYPE_Q8_0: return &k_q8_0;
@@ -33,4 +54,5 @@ const weft_ig_kernel *weft_ig_kernel_avx2(int wtype) {
 
 #else
 const weft_ig_kernel *weft_ig_kernel_avx2(int wtype) { (void)wtype; return NULL; }
+const weft_ig_panel_kernel *weft_ig_panel_avx2(int wtype) { (void)wtype; return NULL; }
 #endif

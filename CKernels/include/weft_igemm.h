@@ -51,21 +51,32 @@ size_t weft_igemm_act_row_bytes(int wtype, int k);
 int weft_igemm_quantize(int wtype, int m, int k, const float *x, size_t ldx, void *xq, size_t ldxq_bytes,
                         weft_pool *pool);
 
+/// Scratch bytes weft_igemm needs on a pool of `threads` threads (per thread:
+/// one repacked 8-row weight panel of a k piece, <= ~20 KB, and the side data
+/// of up to ~120 activation rows of that piece); never 0 for valid arguments,
+/// 0 for invalid ones. It does not decrease as m grows.
+size_t weft_igemm_scratch_bytes(int wtype, int m, int n, int k, int threads);
+
 /// y[i][j] = dot(weight row j, activation row i) for i < m, j < n. `w`: n rows
 /// of `wtype` blocks, row j at byte offset j * (k / block) * block bytes (as
 /// weft_wgemm). xq: m quantized activation rows (weft_igemm_quantize), stride
-/// ldxq_bytes. y stride ldy floats (>= n). No scratch.
+/// ldxq_bytes. y stride ldy floats (>= n). scratch: weft_igemm_scratch_bytes
+/// for the pool's thread count (any alignment).
 /// Returns 0, or -1 (nothing written) for an unsupported format, k not a
-/// positive multiple of the block, m < 1, n < 0, a short stride or a null pointer.
+/// positive multiple of the block, m < 1, n < 0, a short stride or scratch,
+/// or a null pointer.
 int weft_igemm(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w, float *y,
-               size_t ldy, weft_pool *pool);
+               size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool);
 int weft_igemm_scalar(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
-                      float *y, size_t ldy, weft_pool *pool);
+                      float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool);
+/// AVX2: Q8_0, Q4_0, Q4_1, Q4_K on interleaved 8-row panels (8 x 4 tiles),
+/// Q6_K on per-pair tiles (4 x 2).
 int weft_igemm_avx2(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
-                    float *y, size_t ldy, weft_pool *pool);
-/// AVX-512 F/BW/VL (+ VNNI's vpdpbusd where the CPU has avx512vnni).
+                    float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool);
+/// AVX-512 F/BW/VL (+ VNNI's vpdpbusd where the CPU has avx512vnni): per-pair
+/// tiles (4 x 4) for every format (the panels are not yet built for AVX-512).
 int weft_igemm_avx512(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
-                      float *y, size_t ldy, weft_pool *pool);
+                      float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool);
 
 /// 1 when the CPU can run weft_igemm_avx2 (AVX2, FMA, F16C) / weft_igemm_avx512
 /// (AVX-512 F, BW, VL + AVX2, FMA, F16C).

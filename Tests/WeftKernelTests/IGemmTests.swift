@@ -9,7 +9,7 @@ final class IGemmTests: XCTestCase {
     static let formats: [(Int32, String)] = [(8, "Q8_0"), (2, "Q4_0"), (3, "Q4_1"), (12, "Q4_K"), (14, "Q6_K")]
 
     typealias Path = @convention(c) (Int32, Int32, Int32, Int32, UnsafeRawPointer?, Int, UnsafeRawPointer?,
-                                     UnsafeMutablePointer<Float>?, Int, OpaquePointer?) -> Int32
+                                     UnsafeMutablePointer<Float>?, Int, UnsafeMutableRawPointer?, Int, OpaquePointer?) -> Int32
 
     /// The SIMD paths this CPU runs.
     static var simdPaths: [(String, Path)] {
@@ -77,11 +77,19 @@ final class IGemmTests: XCTestCase {
     static func run(_ path: Path, _ type: Int32, m: Int, n: Int, k: Int, xq: [UInt8], ldq: Int, w: [UInt8], ldy: Int,
                     pool: OpaquePointer?) -> (Int32, [Float]) {
         var y = [Float](repeating: -7, count: m * ldy)
+        // The scratch at an odd offset, with a guard tail that must stay untouched.
+        let need = weft_igemm_scratch_bytes(type, Int32(m), Int32(n), Int32(k), pool.map { weft_pool_size($0) } ?? 1)
+        XCTAssertGreaterThan(need, 0)
+        var scratch = [UInt8](repeating: 0x5A, count: need + 1 + 64)
         let rc = xq.withUnsafeBytes { q in
             w.withUnsafeBytes { wb in
-                path(type, Int32(m), Int32(n), Int32(k), q.baseAddress, ldq, wb.baseAddress, &y, ldy, pool)
+                scratch.withUnsafeMutableBytes { sb in
+                    path(type, Int32(m), Int32(n), Int32(k), q.baseAddress, ldq, wb.baseAddress, &y, ldy, sb.baseAddress! + 1,
+                         need, pool)
+                }
             }
         }
+        XCTAssertTrue(scratch[0] == 0x5A && scratch[(need + 1)...].allSatisfy { $0 == 0x5A }, "scratch written out of bounds")
         return (rc, y)
     }
 
@@ -242,11 +250,14 @@ final class IGemmTests: XCTestCase {
         var w = [UInt8](repeating: 0, count: 4096), xq = [UInt8](repeating: 0, count: 4096)
         var y = [Float](repeating: 5, count: 64)
         let ldq = weft_igemm_act_row_bytes(8, Int32(k))
+        var scratch = [UInt8](repeating: 0, count: 1 << 20)
+        let need = weft_igemm_scratch_bytes(8, 2, 2, 256, 1)
         func call(type: Int32 = 8, m: Int32 = 2, n: Int32 = 2, k: Int32 = 256, ldq: Int = ldq, ldy: Int = 2,
-                  nullW: Bool = false) -> Int32 {
+                  nullW: Bool = false, scratchBytes: Int = 1 << 20) -> Int32 {
             w.withUnsafeBytes { wb in
                 xq.withUnsafeBytes { q in
-                    weft_igemm(type, m, n, k, q.baseAddress, ldq, nullW ? nil : wb.baseAddress, &y, ldy, nil)
+                    weft_igemm(type, m, n, k, q.baseAddress, ldq, nullW ? nil : wb.baseAddress, &y, ldy, &scratch,
+                               scratchBytes, nil)
                 }
             }
         }
@@ -263,8 +274,24 @@ final class IGemmTests: XCTestCase {
         XCTAssertEqual(call(ldq: ldq - 1), -1, "short activation stride")
         XCTAssertEqual(call(ldy: 1), -1, "short output stride")
         XCTAssertEqual(call(nullW: true), -1)
+        XCTAssertEqual(call(scratchBytes: need - 1), -1, "short scratch")
         XCTAssertEqual(y, [Float](repeating: 5, count: 64), "a rejected call wrote")
+        XCTAssertEqual(call(scratchBytes: need), 0)
+        y = [Float](repeating: 5, count: 64)
         XCTAssertEqual(weft_igemm_act_row_bytes(13, 256), 0)
+        XCTAssertEqual(weft_igemm_scratch_bytes(13, 2, 2, 256, 1), 0)
+        XCTAssertEqual(weft_igemm_scratch_bytes(8, 0, 2, 256, 1), 0)
+        XCTAssertEqual(weft_igemm_scratch_bytes(8, 2, 2, 256, 0), 0)
+        for (type, name) in Self.formats {
+            for k in [256, 2048, 8192] {
+                var last = 0
+                for m in [1, 2, 3, 4, 5, 8, 16, 64, 100, 200, 512, 1000, 4096] {
+                    let b = weft_igemm_scratch_bytes(type, Int32(m), 64, Int32(k), 2)
+                    XCTAssertGreaterThanOrEqual(b, last, "\(name) k=\(k) m=\(m): scratch shrank as m grew")
+                    last = b
+                }
+            }
+        }
         XCTAssertEqual(weft_igemm_act_row_bytes(8, 40), 0)
         XCTAssertEqual(weft_igemm_supported(13), 0)
         XCTAssertEqual(weft_igemm_supported(3), 1)
