@@ -297,7 +297,8 @@ int weft_igemm_avx512(int wtype, int m, int n, int k, const void *xq, size_t ldx
                       float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool) {
     if (!weft_igemm_has_avx512()) return -1;
     const weft_ig_kernel *kern = has_vnni() ? weft_ig_kernel_avx512vnni(wtype) : weft_ig_kernel_avx512(wtype);
-    return igemm_run(kern, NULL, 1, wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, scratch, scratch_bytes, pool);
+    const weft_ig_panel_kernel *panel = has_vnni() ? weft_ig_panel_avx512vnni(wtype) : weft_ig_panel_avx512(wtype);
+    return igemm_run(kern, panel, 1, wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, scratch, scratch_bytes, pool);
 }
 
 int weft_igemm(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w, float *y,
@@ -317,9 +318,12 @@ int weft_igemm(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes
 
 void weft_igemm_tile_shape(int isa, int wtype, int *rows, int *cols) {
     const weft_ig_kernel *kern = NULL;
-    if (isa == 1 && weft_ig_panel_avx2(wtype)) {
+    const weft_ig_panel_kernel *pk = isa == 1 ? weft_ig_panel_avx2(wtype)
+                                     : isa == 2 ? (has_vnni() ? weft_ig_panel_avx512vnni(wtype) : weft_ig_panel_avx512(wtype))
+                                                : NULL;
+    if (pk) {
         if (rows) *rows = 8;
-        if (cols) *cols = weft_ig_panel_avx2(wtype)->rn;
+        if (cols) *cols = pk->rn;
         return;
     }
     if (isa == 1) kern = weft_ig_kernel_avx2(wtype);

@@ -30,6 +30,7 @@ static const weft_ig_panel_kernel p_q4_0 = {IG_AVX2_PANEL_RN, IG_PB_Q4_0, IG_SB_
 static const weft_ig_panel_kernel p_q4_1 = {IG_AVX2_PANEL_RN, IG_PB_Q4_1, IG_SB_32, ig_avx2_pack_q4_1, ig_avx2_side_q8_1, IG_PTABLE(ig_avx2_p_q4_1)};
 static const weft_ig_panel_kernel p_q8_0 = {IG_AVX2_PANEL_RN, IG_PB_Q8_0, IG_SB_32, ig_avx2_pack_q8_0, ig_avx2_side_q8_0, IG_PTABLE(ig_avx2_p_q8_0)};
 static const weft_ig_panel_kernel p_q4_k = {IG_AVX2_PANEL_RN, IG_PB_Q4_K, IG_SB_K, ig_avx2_pack_q4_k, ig_avx2_side_q8_k, IG_PTABLE(ig_avx2_p_q4_k)};
+static const weft_ig_panel_kernel p_q6_k = {IG_AVX2_PANEL_RN, IG_PB_Q6_K, IG_SB_K6, ig_avx2_pack_q6_k, ig_avx2_side_q8_k6, IG_PTABLE(ig_avx2_p_q6_k)};
 
 const weft_ig_panel_kernel *weft_ig_panel_avx2(int wtype) {
     switch (wtype) {
@@ -37,6 +38,9 @@ const weft_ig_panel_kernel *weft_ig_panel_avx2(int wtype) {
     case WEFT_QTYPE_Q4_0: return &p_q4_0;
     case WEFT_QTYPE_Q4_1: return &p_q4_1;
     case WEFT_QTYPE_Q4_K: return &p_q4_k;
+#ifndef IG_NO_Q6K_PANEL
+    case WEFT_QTYPE_Q6_K: return &p_q6_k;
+#endif
     default: return NULL;
     }
 }

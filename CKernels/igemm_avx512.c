@@ -14,6 +14,25 @@
 #if defined(__x86_64__)
 
 IG_KERNELS(ig_avx512)
+IG_PANELS(ig_avx512)
+
+// The interleaved 8-row panels of igemm_avx2.c (8 x 4 tiles), compiled for this target.
+static const weft_ig_panel_kernel p_q4_0 = {4, IG_PB_Q4_0, IG_SB_32, ig_avx512_pack_q4_0, ig_avx512_side_q8_0, IG_PTABLE(ig_avx512_p_q4_0)};
+static const weft_ig_panel_kernel p_q4_1 = {4, IG_PB_Q4_1, IG_SB_32, ig_avx512_pack_q4_1, ig_avx512_side_q8_1, IG_PTABLE(ig_avx512_p_q4_1)};
+static const weft_ig_panel_kernel p_q8_0 = {4, IG_PB_Q8_0, IG_SB_32, ig_avx512_pack_q8_0, ig_avx512_side_q8_0, IG_PTABLE(ig_avx512_p_q8_0)};
+static const weft_ig_panel_kernel p_q4_k = {4, IG_PB_Q4_K, IG_SB_K, ig_avx512_pack_q4_k, ig_avx512_side_q8_k, IG_PTABLE(ig_avx512_p_q4_k)};
+static const weft_ig_panel_kernel p_q6_k = {4, IG_PB_Q6_K, IG_SB_K6, ig_avx512_pack_q6_k, ig_avx512_side_q8_k6, IG_PTABLE(ig_avx512_p_q6_k)};
+
+const weft_ig_panel_kernel *weft_ig_panel_avx512(int wtype) {
+    switch (wtype) {
+    case WEFT_QTYPE_Q8_0: return &p_q8_0;
+    case WEFT_QTYPE_Q4_0: return &p_q4_0;
+    case WEFT_QTYPE_Q4_1: return &p_q4_1;
+    case WEFT_QTYPE_Q4_K: return &p_q4_k;
+    case WEFT_QTYPE_Q6_K: return &p_q6_k;
+    default: return NULL;
+    }
+}
 
 static const weft_ig_kernel k_q8_0 = {4, 4, IG_TABLE(ig_avx512_t_q8_0)};
 static const weft_ig_kernel k_q4_0 = {4, 4, IG_TABLE(ig_avx512_t_q4_0)};
@@ -33,5 +52,6 @@ const weft_ig_kernel *weft_ig_kernel_avx512(int wtype) {
 }
 
 #else
+const weft_ig_panel_kernel *weft_ig_panel_avx512(int wtype) { (void)wtype; return NULL; }
 const weft_ig_kernel *weft_ig_kernel_avx512(int wtype) { (void)wtype; return NULL; }
 #endif

@@ -53,6 +53,8 @@ typedef struct {
 } weft_ig_panel_kernel;
 
 const weft_ig_panel_kernel *weft_ig_panel_avx2(int wtype);
+const weft_ig_panel_kernel *weft_ig_panel_avx512(int wtype);
+const weft_ig_panel_kernel *weft_ig_panel_avx512vnni(int wtype);
 
 const weft_ig_kernel *weft_ig_kernel_avx2(int wtype);
 const weft_ig_kernel *weft_ig_kernel_avx512(int wtype);
@@ -555,6 +557,98 @@ IG_INLINE void ig_ptile_q4_K(int nb, const unsigned char *panel, const unsigned 
     ig_pstore(y, ldy, acc, RN, rows, accumulate);
 }
 
+// Q6_K, per super-block: 8 chunks x 8 vectors of q (0..63, 2048 bytes); 16
+// scale vectors (int16 sc[g] of row l in lanes 2l, 2l+1; 512 bytes); 8 pair
+// vectors (lanes 2l, 2l+1 = sc[2i], sc[2i+1] of row l; 256 bytes) for the -32
+// offset, 32 * sum_g sc[g] * bsums[g]; d of the rows as float32.
+#define IG_PB_Q6_K (2048 + 512 + 256 + 32)
+// Side for Q6_K: float d, then the 16 int16 bsums at byte 16.
+#define IG_SB_K6 48
+
+IG_INLINE void ig_pack_q6_K(int nb, const unsigned char *w, size_t bw, int rows, unsigned char *panel) {
+    const size_t wb = sizeof(weft_block_q6_K);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
+    for (int b = 0; b < nb; b++) {
+        unsigned char *pp = panel + (size_t)b * IG_PB_Q6_K;
+        for (int t = 0; t < 8; t++) {
+            const int h = t / 4, quarter = t % 4;
+            __m256i r[8], o[8];
+            for (int l = 0; l < 8; l++) {
+                const unsigned char *p = w + (size_t)(l < rows ? l : rows - 1) * bw + (size_t)b * wb;
+                const __m256i qlv = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32 * (quarter & 1)));
+                const __m256i qhv = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
+                const __m256i lo = quarter < 2 ? _mm256_and_si256(qlv, m4) : _mm256_and_si256(_mm256_srli_epi16(qlv, 4), m4);
+                const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qhv, 2 * quarter), m3);
+                r[l] = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 4));
+            }
+            ig_transpose8(r, o);
+            for (int g = 0; g < 8; g++) _mm256_storeu_si256((__m256i *)(pp + 256 * t + 32 * g), o[g]);
+        }
+        int16_t sc[16][16], pr[8][16];
+        float d[8];
+        for (int l = 0; l < 8; l++) {
+            const unsigned char *p = w + (size_t)(l < rows ? l : rows - 1) * bw + (size_t)b * wb;
+            const int8_t *s8 = (const int8_t *)(p + 192);
+            for (int g = 0; g < 16; g++) {
+                sc[g][2 * l] = sc[g][2 * l + 1] = s8[g];
+                pr[g / 2][2 * l + (g & 1)] = s8[g];
+            }
+            d[l] = ig_h2f(p + 208);
+        }
+        memcpy(pp + 2048, sc, 512);
+        memcpy(pp + 2048 + 512, pr, 256);
+        memcpy(pp + 2048 + 768, d, 32);
+    }
+}
+
+IG_INLINE void ig_side_K6(int nb, const unsigned char *a, unsigned char *side) {
+    for (int b = 0; b < nb; b++) {
+        const unsigned char *p = a + (size_t)b * sizeof(weft_block_q8_K);
+        memcpy(side + (size_t)b * IG_SB_K6, p, 4);
+        memcpy(side + (size_t)b * IG_SB_K6 + 16, p + 4 + 256, 32);
+    }
+}
+
+// 8 weight rows x RN activation rows of Q6_K. vpmaddubsw pairs reach
+// 2 * 63 * 127 = 16002, so two of them (8 elements) are added in int16 before
+// vpmaddwd with the 16-element group's scale.
+IG_INLINE void ig_ptile_q6_K(int nb, const unsigned char *panel, const unsigned char *a, size_t ba,
+                             const unsigned char *side, size_t sstride, float *y, size_t ldy, int rows, int accumulate,
+                             const int RN) {
+    const size_t ab = sizeof(weft_block_q8_K);
+    __m256 acc[WEFT_IG_PANEL_RN];
+    for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const unsigned char *pp = panel + (size_t)b * IG_PB_Q6_K;
+        __m256i sumi[WEFT_IG_PANEL_RN];
+        for (int c = 0; c < RN; c++) sumi[c] = _mm256_setzero_si256();
+        for (int t = 0; t < 8; t++) {
+            for (int hq = 0; hq < 4; hq++) {  // pairs of groups of 4 elements
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)(pp + 256 * t + 64 * hq));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i *)(pp + 256 * t + 64 * hq + 32));
+                const __m256i scv = _mm256_loadu_si256((const __m256i *)(pp + 2048 + 32 * (2 * t + hq / 2)));
+                for (int c = 0; c < RN; c++) {
+                    const unsigned char *q = a + (size_t)c * ba + (size_t)b * ab + 4 + 32 * t + 8 * hq;
+                    const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(w0, ig_bcast4(q)),
+                                                         _mm256_maddubs_epi16(w1, ig_bcast4(q + 4)));
+                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(s16, scv));
+                }
+            }
+        }
+        const __m256 dw = _mm256_loadu_ps((const float *)(pp + 2048 + 768));
+        for (int c = 0; c < RN; c++) {
+            const unsigned char *sd = side + (size_t)c * sstride + (size_t)b * IG_SB_K6;
+            __m256i corr = _mm256_setzero_si256();
+            for (int i = 0; i < 8; i++)
+                corr = _mm256_add_epi32(corr, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(pp + 2048 + 512 + 32 * i)),
+                                                                ig_bcast4(sd + 16 + 4 * i)));
+            const __m256i si = _mm256_sub_epi32(sumi[c], _mm256_slli_epi32(corr, 5));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(dw, _mm256_broadcast_ss((const float *)sd)), acc[c]);
+        }
+    }
+    ig_pstore(y, ldy, acc, RN, rows, accumulate);
+}
+
 #define IG_PTILE(name, call, RN)                                                                           \
     IG_FN void name##_##RN(int nb, const unsigned char *panel, const unsigned char *a, size_t ba,          \
                            const unsigned char *side, size_t sstride, float *y, size_t ldy, int rows,      \
@@ -569,12 +663,18 @@ IG_INLINE void ig_ptile_q4_K(int nb, const unsigned char *panel, const unsigned 
 #define IG_PC_Q4_1(RN) ig_ptile32(nb, panel, a, ba, side, sstride, y, ldy, rows, accumulate, RN, IG_P_Q4_1)
 #define IG_PC_Q8_0(RN) ig_ptile32(nb, panel, a, ba, side, sstride, y, ldy, rows, accumulate, RN, IG_P_Q8_0)
 #define IG_PC_Q4_K(RN) ig_ptile_q4_K(nb, panel, a, ba, side, sstride, y, ldy, rows, accumulate, RN)
+#define IG_PC_Q6_K(RN) ig_ptile_q6_K(nb, panel, a, ba, side, sstride, y, ldy, rows, accumulate, RN)
 
 #define IG_PANELS(prefix)                                                                                  \
     IG_PTILES(prefix##_p_q4_0, IG_PC_Q4_0)                                                                 \
     IG_PTILES(prefix##_p_q4_1, IG_PC_Q4_1)                                                                 \
     IG_PTILES(prefix##_p_q8_0, IG_PC_Q8_0)                                                                 \
     IG_PTILES(prefix##_p_q4_k, IG_PC_Q4_K)                                                                 \
+    IG_PTILES(prefix##_p_q6_k, IG_PC_Q6_K)                                                                 \
+    IG_FN void prefix##_pack_q6_k(int nb, const unsigned char *w, size_t bw, int rows, unsigned char *p) { \
+        ig_pack_q6_K(nb, w, bw, rows, p);                                                                  \
+    }                                                                                                      \
+    IG_FN void prefix##_side_q8_k6(int nb, const unsigned char *a, unsigned char *s) { ig_side_K6(nb, a, s); } \
     IG_FN void prefix##_pack_q4_0(int nb, const unsigned char *w, size_t bw, int rows, unsigned char *p) { \
         ig_pack32(nb, w, bw, rows, p, IG_P_Q4_0);                                                          \
     }                                                                                                      \

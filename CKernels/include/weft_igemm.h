@@ -69,12 +69,13 @@ int weft_igemm(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes
                size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool);
 int weft_igemm_scalar(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
                       float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool);
-/// AVX2: Q8_0, Q4_0, Q4_1, Q4_K on interleaved 8-row panels (8 x 4 tiles),
-/// Q6_K on per-pair tiles (4 x 2).
+/// AVX2: every format on interleaved 8-row weight panels repacked per thread
+/// (8 weight x 4 activation rows per tile).
 int weft_igemm_avx2(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
                     float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool);
-/// AVX-512 F/BW/VL (+ VNNI's vpdpbusd where the CPU has avx512vnni): per-pair
-/// tiles (4 x 4) for every format (the panels are not yet built for AVX-512).
+/// AVX-512 F/BW/VL (+ VNNI's vpdpbusd where the CPU has avx512vnni): the same
+/// panels and tiles compiled for that target, 256-bit vectors (not measured:
+/// the development machine has no AVX-512).
 int weft_igemm_avx512(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
                       float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool);
 
