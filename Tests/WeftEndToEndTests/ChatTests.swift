@@ -238,6 +238,32 @@ final class ChatTests: XCTestCase {
     func testInterruptStopsTheAnswerWithoutMPIRun() throws { try checkInterrupt(ranks: 0) }
     func testInterruptStopsTheAnswerTP2() throws { try checkInterrupt(ranks: 2) }
 
+    /// The real model (SmolLM2-135M-Instruct, its GGUF's tokenizer and ChatML
+    /// template): `generate --chat` runs on jinja2's rendering of the GGUF's
+    /// template, and a two-turn chat at TP 2 answers as generate does on the
+    /// rendered conversations (the answers end at <|im_end|>).
+    func testRealModelChatAndGenerateChat() throws {
+        let model = try RealModel.smolLM2()
+        let options = ["--threads", "1", "--comm-mode", "fused"]
+        let first = "What is the capital of France?", second = "And of Italy?"
+        let answer1 = try reference([["role": "user", "content": first]], maxTokens: 12, model: model, options: options, ranks: 2)
+        let rendered = try jinjaRender([["role": "user", "content": first]], model: model)
+        XCTAssertTrue(rendered.hasPrefix("<|im_start|>system\n"), "the GGUF's ChatML template adds its default system prompt: \(rendered)")
+        XCTAssertTrue(rendered.hasSuffix("<|im_start|>user\n\(first)<|im_end|>\n<|im_start|>assistant\n"), rendered)
+        let generated = try MPIRun.run(ranks: 2, ["generate", "--model", model] + options +
+                                       ["--prompt", first, "--chat", "--max-tokens", "12", "--json"])
+        XCTAssertEqual(generated.status, 0, generated.stderr)
+        let output = try JSONDecoder().decode(GenerateOutput.self, from: Data(generated.stdout.utf8))
+        XCTAssertEqual(output.prompt_tokens, answer1.prompt_tokens)
+        XCTAssertEqual(output.completion_tokens, answer1.completion_tokens)
+
+        let answer2 = try reference([["role": "user", "content": first], ["role": "assistant", "content": answer1.text],
+                                     ["role": "user", "content": second]], maxTokens: 12, model: model, options: options, ranks: 2)
+        let outcome = try chat(ranks: 2, input: "\(first)\n\(second)\n", ["--max-tokens", "12"], model: model, options: options)
+        assertCleanExit(outcome, ranks: 2)
+        XCTAssertEqual(outcome.stdout, "> \(answer1.text)\n> \(answer2.text)\n> \n")
+    }
+
     /// In a terminal (a pseudo-terminal from util-linux `script`) under
     /// mpirun, keys are read by the chat: a typed line is edited (Backspace),
     /// and Ctrl-C stops the answer. Were the terminal left in its usual mode,
