@@ -112,8 +112,7 @@ typedef struct {
     const unsigned char *w;
     float *y;
     size_t ldy;
-    const weft_ig_kernel *kern;         // NULL (and no panel): scalar reference
-    const weft_ig_panel_kernel *panel;  // the interleaved-panel scheme, when set
+    const weft_ig_panel_kernel *panel;  // NULL: the scalar reference
     unsigned char *scratch;
     size_t thread_scratch;
 } igemm_task;
@@ -128,13 +127,18 @@ static float scalar_dot(int wtype, int k, const void *w, const void *a) {
     }
 }
 
-// Cache blocking of the SIMD path, per thread:
-//  - k in pieces of kcb blocks so that one tile's RM weight rows stay in L1
-//    (<= IG_L1_W bytes) while every activation tile of the m chunk passes;
-//  - m in chunks of mc rows so that the chunk's activation pieces stay in L2
-//    (<= IG_L2_A bytes) while the thread's weight rows pass.
-// Pieces after the first add into y (float32 sums in another order: within
-// the SIMD paths' tolerance).
+// The scalar reference: the decode scalar dot product per output.
+static void igemm_scalar_rows(const igemm_task *t, long j0, long j1) {
+    const size_t wrow = weight_row_bytes(t->wtype, t->k);
+    for (long j = j0; j < j1; j++)
+        for (int i = 0; i < t->m; i++)
+            t->y[(size_t)i * t->ldy + (size_t)j] =
+                scalar_dot(t->wtype, t->k, t->w + (size_t)j * wrow, t->xq + (size_t)i * t->ldxq);
+}
+
+// Cache budgets of the SIMD path, per thread: the 8-row weight panel of one k
+// piece (<= IG_L1_W bytes: L1), the activation rows of one m chunk over that
+// piece (<= IG_L2_A bytes: L2).
 #ifndef IG_L1_W
 #define IG_L1_W (20 * 1024)
 #endif
@@ -142,51 +146,12 @@ static float scalar_dot(int wtype, int k, const void *w, const void *a) {
 #define IG_L2_A (256 * 1024)
 #endif
 
-static void igemm_rows(const igemm_task *t, long j0, long j1) {
-    const int be = block_elements(t->wtype);
-    const int nbk = t->k / be;
-    const size_t wrow = weight_row_bytes(t->wtype, t->k);
-    const size_t wblk = weft_qtype_block_bytes(t->wtype);
-    const size_t ablk = weft_qtype_block_bytes(weft_igemm_act_type(t->wtype));
-    if (!t->kern) {
-        for (long j = j0; j < j1; j++)
-            for (int i = 0; i < t->m; i++)
-                t->y[(size_t)i * t->ldy + (size_t)j] =
-                    scalar_dot(t->wtype, t->k, t->w + (size_t)j * wrow, t->xq + (size_t)i * t->ldxq);
-        return;
-    }
-    const int RM = t->kern->rm, RN = t->kern->rn;
-    int kcb = (int)(IG_L1_W / ((size_t)RM * wblk));
-    if (kcb < 1) kcb = 1;
-    if (kcb >= nbk) kcb = nbk;
-    else {  // even pieces
-        const int pieces = (nbk + kcb - 1) / kcb;
-        kcb = (nbk + pieces - 1) / pieces;
-    }
-    int mc = (int)(IG_L2_A / ((size_t)kcb * ablk));
-    mc = mc / RN * RN;
-    if (mc < RN) mc = RN;
-    for (int kb0 = 0; kb0 < nbk; kb0 += kcb) {
-        const int nb = nbk - kb0 < kcb ? nbk - kb0 : kcb;
-        for (int i0 = 0; i0 < t->m; i0 += mc) {
-            const int i1 = t->m - i0 < mc ? t->m : i0 + mc;
-            for (long j = j0; j < j1; j += RM) {
-                const int rm = j1 - j < RM ? (int)(j1 - j) : RM;
-                const unsigned char *wp = t->w + (size_t)j * wrow + (size_t)kb0 * wblk;
-                for (int i = i0; i < i1; i += RN) {
-                    const int rn = i1 - i < RN ? i1 - i : RN;
-                    t->kern->tiles[rm - 1][rn - 1](nb, wp, wrow, t->xq + (size_t)i * t->ldxq + (size_t)kb0 * ablk,
-                                                   t->ldxq, t->y + (size_t)i * t->ldy + (size_t)j, t->ldy, kb0 > 0);
-                }
-            }
-        }
-    }
-}
-
 // The interleaved-panel scheme (igemm_internal.h): k pieces of kcb blocks
 // whose 8-row panel stays in L1; m chunks of mc rows whose activation pieces
 // stay in L2; per piece and chunk, the activations' side data, then per 8
-// weight rows one repack and the register tiles over the chunk's rows.
+// weight rows one repack and the register tiles over the chunk's rows. Pieces
+// after the first add into y (float32 sums in another order than the scalar
+// reference: within the SIMD paths' tolerance).
 typedef struct { int kcb, mc; size_t panel_bytes, side_bytes; } panel_plan;
 
 static panel_plan plan_panel(const weft_ig_panel_kernel *pk, int wtype, int m, int k) {
@@ -245,7 +210,7 @@ static void igemm_pool_task(void *context, int index, int count) {
     weft_wgemm_thread_rows(t->wtype, t->n, count, index, &j0, &j1);
     if (j0 >= j1) return;
     if (t->panel) igemm_panel_rows(t, t->scratch + (size_t)index * t->thread_scratch, j0, j1);
-    else igemm_rows(t, j0, j1);
+    else igemm_scalar_rows(t, j0, j1);
 }
 
 static size_t panel_thread_bytes(const weft_ig_panel_kernel *pk, int wtype, int m, int k) {
@@ -261,17 +226,15 @@ size_t weft_igemm_scratch_bytes(int wtype, int m, int n, int k, int threads) {
     return 64 + (size_t)threads * per;
 }
 
-static int igemm_run(const weft_ig_kernel *kern, const weft_ig_panel_kernel *panel, int use_kern, int wtype, int m,
-                     int n, int k, const void *xq, size_t ldxq_bytes, const void *w, float *y, size_t ldy,
+static int igemm_run(const weft_ig_panel_kernel *panel, int simd, int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w, float *y, size_t ldy,
                      void *scratch, size_t scratch_bytes, weft_pool *pool) {
     if (!valid_k(wtype, k) || m < 1 || n < 0 || !xq || !w || !y) return -1;
     if (ldxq_bytes < weft_igemm_act_row_bytes(wtype, k) || ldy < (size_t)n) return -1;
-    if (use_kern && !kern && !panel) return -1;
+    if (simd && !panel) return -1;
     const int threads = pool ? weft_pool_size(pool) : 1;
     if (scratch_bytes < weft_igemm_scratch_bytes(wtype, m, n, k, threads) || !scratch) return -1;
     if (n == 0) return 0;
-    igemm_task t = {wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, use_kern ? kern : NULL, use_kern ? panel : NULL,
-                    NULL, 0};
+    igemm_task t = {wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, simd ? panel : NULL, NULL, 0};
     if (t.panel) {
         t.scratch = (unsigned char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
         t.thread_scratch = panel_thread_bytes(panel, wtype, m, k);
@@ -283,22 +246,21 @@ static int igemm_run(const weft_ig_kernel *kern, const weft_ig_panel_kernel *pan
 
 int weft_igemm_scalar(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
                       float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool) {
-    return igemm_run(NULL, NULL, 0, wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, scratch, scratch_bytes, pool);
+    return igemm_run(NULL, 0, wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, scratch, scratch_bytes, pool);
 }
 
 int weft_igemm_avx2(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
                     float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool) {
     if (!weft_igemm_has_avx2()) return -1;
-    return igemm_run(weft_ig_kernel_avx2(wtype), weft_ig_panel_avx2(wtype), 1, wtype, m, n, k, xq, ldxq_bytes, w, y,
+    return igemm_run(weft_ig_panel_avx2(wtype), 1, wtype, m, n, k, xq, ldxq_bytes, w, y,
                      ldy, scratch, scratch_bytes, pool);
 }
 
 int weft_igemm_avx512(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w,
                       float *y, size_t ldy, void *scratch, size_t scratch_bytes, weft_pool *pool) {
     if (!weft_igemm_has_avx512()) return -1;
-    const weft_ig_kernel *kern = has_vnni() ? weft_ig_kernel_avx512vnni(wtype) : weft_ig_kernel_avx512(wtype);
     const weft_ig_panel_kernel *panel = has_vnni() ? weft_ig_panel_avx512vnni(wtype) : weft_ig_panel_avx512(wtype);
-    return igemm_run(kern, panel, 1, wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, scratch, scratch_bytes, pool);
+    return igemm_run(panel, 1, wtype, m, n, k, xq, ldxq_bytes, w, y, ldy, scratch, scratch_bytes, pool);
 }
 
 int weft_igemm(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes, const void *w, float *y,
@@ -317,17 +279,9 @@ int weft_igemm(int wtype, int m, int n, int k, const void *xq, size_t ldxq_bytes
 }
 
 void weft_igemm_tile_shape(int isa, int wtype, int *rows, int *cols) {
-    const weft_ig_kernel *kern = NULL;
     const weft_ig_panel_kernel *pk = isa == 1 ? weft_ig_panel_avx2(wtype)
                                      : isa == 2 ? (has_vnni() ? weft_ig_panel_avx512vnni(wtype) : weft_ig_panel_avx512(wtype))
                                                 : NULL;
-    if (pk) {
-        if (rows) *rows = 8;
-        if (cols) *cols = pk->rn;
-        return;
-    }
-    if (isa == 1) kern = weft_ig_kernel_avx2(wtype);
-    else if (isa == 2) kern = has_vnni() ? weft_ig_kernel_avx512vnni(wtype) : weft_ig_kernel_avx512(wtype);
-    if (rows) *rows = kern ? kern->rm : 0;
-    if (cols) *cols = kern ? kern->rn : 0;
+    if (rows) *rows = pk ? 8 : 0;
+    if (cols) *cols = pk ? pk->rn : 0;
 }

@@ -1,11 +1,9 @@
-// AVX-512 builds of weft_igemm's register tiles (igemm_internal.h): the same
-// 256-bit tiles compiled for AVX-512 F/BW/VL (the compiler may use the 32
-// vector registers for larger tiles without spills), and a VNNI variant whose
-// unsigned x signed byte dot products are one vpdpbusd (exact, no
-// saturation) instead of vpmaddubsw + vpmaddwd. Function-level target
-// attributes; runs only where weft_igemm_has_avx512() (VNNI where the CPU has
-// avx512vnni). Not measured on the development machine (Zen 3, no AVX-512);
-// the tests run it where the CPU has it.
+// AVX-512 build of weft_igemm's interleaved-panel kernels (igemm_internal.h):
+// the AVX2 kernels compiled for AVX-512 F/BW/VL (still 256-bit vectors; the
+// compiler has 32 registers). igemm_avx512vnni.c is the variant for CPUs with
+// avx512vnni. Function-level target attributes; runs only where
+// weft_igemm_has_avx512(). Not measured on the development machine (Zen 3, no
+// AVX-512); the tests run it where the CPU has it.
 #if defined(__x86_64__)
 #define IG_TARGET "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
 #endif
@@ -13,7 +11,6 @@
 
 #if defined(__x86_64__)
 
-IG_KERNELS(ig_avx512)
 IG_PANELS(ig_avx512)
 
 // The interleaved 8-row panels of igemm_avx2.c (8 x 4 tiles), compiled for this target.
@@ -34,24 +31,8 @@ const weft_ig_panel_kernel *weft_ig_panel_avx512(int wtype) {
     }
 }
 
-static const weft_ig_kernel k_q8_0 = {4, 4, IG_TABLE(ig_avx512_t_q8_0)};
-static const weft_ig_kernel k_q4_0 = {4, 4, IG_TABLE(ig_avx512_t_q4_0)};
-static const weft_ig_kernel k_q4_1 = {4, 4, IG_TABLE(ig_avx512_t_q4_1)};
-static const weft_ig_kernel k_q4_k = {4, 4, IG_TABLE(ig_avx512_t_q4_k)};
-static const weft_ig_kernel k_q6_k = {4, 4, IG_TABLE(ig_avx512_t_q6_k)};
 
-const weft_ig_kernel *weft_ig_kernel_avx512(int wtype) {
-    switch (wtype) {
-    case WEFT_QTYPE_Q8_0: return &k_q8_0;
-    case WEFT_QTYPE_Q4_0: return &k_q4_0;
-    case WEFT_QTYPE_Q4_1: return &k_q4_1;
-    case WEFT_QTYPE_Q4_K: return &k_q4_k;
-    case WEFT_QTYPE_Q6_K: return &k_q6_k;
-    default: return NULL;
-    }
-}
 
 #else
 const weft_ig_panel_kernel *weft_ig_panel_avx512(int wtype) { (void)wtype; return NULL; }
-const weft_ig_kernel *weft_ig_kernel_avx512(int wtype) { (void)wtype; return NULL; }
 #endif

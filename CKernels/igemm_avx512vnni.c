@@ -1,8 +1,8 @@
-// AVX-512 VNNI build of weft_igemm's register tiles (igemm_internal.h): the
-// unsigned x signed byte dot products of Q8_0 / Q4_0 / Q4_1 are one vpdpbusd
-// (exact, no saturation) instead of vpmaddubsw + vpmaddwd; the k-quant tiles
-// are those of igemm_avx512.c. Runs only where the CPU has avx512vnni (and
-// F/BW/VL). Not measured on the development machine (Zen 3).
+// AVX-512 VNNI build of weft_igemm's interleaved-panel kernels
+// (igemm_internal.h): the unsigned x signed byte dot products of Q8_0 / Q4_0 /
+// Q4_1 are vpdpbusd into int32 (exact, no saturation) instead of vpmaddubsw +
+// vpmaddwd; the k-quant kernels are as in igemm_avx512.c. Runs only where the
+// CPU has avx512vnni (and F/BW/VL). Not measured on the development machine (Zen 3).
 #if defined(__x86_64__)
 #define IG_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
 #define IG_VNNI 1
@@ -11,7 +11,6 @@
 
 #if defined(__x86_64__)
 
-IG_KERNELS(ig_avx512vnni)
 IG_PANELS(ig_avx512vnni)
 
 // The interleaved 8-row panels of igemm_avx2.c (8 x 4 tiles), compiled for this target.
@@ -32,24 +31,8 @@ const weft_ig_panel_kernel *weft_ig_panel_avx512vnni(int wtype) {
     }
 }
 
-static const weft_ig_kernel k_q8_0 = {4, 4, IG_TABLE(ig_avx512vnni_t_q8_0)};
-static const weft_ig_kernel k_q4_0 = {4, 4, IG_TABLE(ig_avx512vnni_t_q4_0)};
-static const weft_ig_kernel k_q4_1 = {4, 4, IG_TABLE(ig_avx512vnni_t_q4_1)};
-static const weft_ig_kernel k_q4_k = {4, 4, IG_TABLE(ig_avx512vnni_t_q4_k)};
-static const weft_ig_kernel k_q6_k = {4, 4, IG_TABLE(ig_avx512vnni_t_q6_k)};
 
-const weft_ig_kernel *weft_ig_kernel_avx512vnni(int wtype) {
-    switch (wtype) {
-    case WEFT_QTYPE_Q8_0: return &k_q8_0;
-    case WEFT_QTYPE_Q4_0: return &k_q4_0;
-    case WEFT_QTYPE_Q4_1: return &k_q4_1;
-    case WEFT_QTYPE_Q4_K: return &k_q4_k;
-    case WEFT_QTYPE_Q6_K: return &k_q6_k;
-    default: return NULL;
-    }
-}
 
 #else
 const weft_ig_panel_kernel *weft_ig_panel_avx512vnni(int wtype) { (void)wtype; return NULL; }
-const weft_ig_kernel *weft_ig_kernel_avx512vnni(int wtype) { (void)wtype; return NULL; }
 #endif

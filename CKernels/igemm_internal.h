@@ -1,9 +1,9 @@
-// Shared by igemm.c (driver) and igemm_avx2.c / igemm_avx512.c (kernels).
+// Shared by igemm.c (driver) and igemm_avx2.c / igemm_avx512*.c (kernels).
 // With IG_TARGET defined (a target attribute string) this header also
-// defines the register-tile kernels, so one source serves both ISA files:
+// defines the interleaved-panel kernels, so one source serves every ISA file:
 // igemm_avx2.c compiles them for AVX2 + FMA + F16C, igemm_avx512.c for
-// AVX-512 F/BW/VL (256-bit vectors) and, with IG_VNNI, vpdpbusd for the
-// unsigned x signed byte dot products.
+// AVX-512 F/BW/VL (256-bit vectors), igemm_avx512vnni.c with IG_VNNI
+// (vpdpbusd for the unsigned x signed byte dot products).
 #ifndef WEFT_IGEMM_INTERNAL_H
 #define WEFT_IGEMM_INTERNAL_H
 
@@ -12,22 +12,6 @@
 #include <string.h>
 
 #include "weft_quant.h"
-
-/// One register tile: rm weight rows (w, stride bw bytes) x rn activation
-/// rows (a, stride ba bytes) over nb blocks (32 elements, or 256 for the
-/// k-quants) starting at w and a. Output (weight row r, activation row c) at
-/// y[c * ldy + r]; `accumulate`: add to y instead of storing.
-typedef void (*weft_ig_tile_fn)(int nb, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba,
-                                float *y, size_t ldy, int accumulate);
-
-#define WEFT_IG_MAX_RM 4
-#define WEFT_IG_MAX_RN 4
-
-/// The tiles of one format on one path: tiles[rm - 1][rn - 1] for rm <= RM, rn <= RN.
-typedef struct {
-    int rm, rn;
-    weft_ig_tile_fn tiles[WEFT_IG_MAX_RM][WEFT_IG_MAX_RN];
-} weft_ig_kernel;
 
 /// Interleaved-panel kernels (the fast AVX2 scheme, llama.cpp's repack gemm
 /// done on the fly): per thread, 8 weight rows x a k piece are repacked into a
@@ -56,9 +40,6 @@ const weft_ig_panel_kernel *weft_ig_panel_avx2(int wtype);
 const weft_ig_panel_kernel *weft_ig_panel_avx512(int wtype);
 const weft_ig_panel_kernel *weft_ig_panel_avx512vnni(int wtype);
 
-const weft_ig_kernel *weft_ig_kernel_avx2(int wtype);
-const weft_ig_kernel *weft_ig_kernel_avx512(int wtype);
-const weft_ig_kernel *weft_ig_kernel_avx512vnni(int wtype);
 
 #endif
 
@@ -78,7 +59,7 @@ IG_INLINE float ig_h2f(const unsigned char *p) {
 
 // Exact sums of 4 products of unsigned u and signed s bytes into 8 int32 lanes
 // (vpmaddubsw cannot saturate here: |u| <= 128 (Q8_0's |w| through the sign
-// trick) or <= 63, |s| <= 127, so a pair is at most 32512).
+// trick), |s| <= 127, so a pair is at most 32512).
 IG_INLINE __m256i ig_dot_us(__m256i u, __m256i s) {
 #ifdef IG_VNNI
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
@@ -87,233 +68,10 @@ IG_INLINE __m256i ig_dot_us(__m256i u, __m256i s) {
 #endif
 }
 
-IG_INLINE float ig_hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-IG_INLINE void ig_store(float *y, size_t ldy, const __m256 *acc, const float *extra, int RM, int RN, int accumulate) {
-    for (int r = 0; r < RM; r++)
-        for (int c = 0; c < RN; c++) {
-            float v = ig_hsum(acc[r * RN + c]);
-            if (extra) v += extra[r * RN + c];
-            float *o = y + (size_t)c * ldy + (size_t)r;
-            *o = accumulate ? *o + v : v;
-        }
-}
-
 // 32 elements of a Q4 block (low nibbles = elements 0..15, high = 16..31).
 IG_INLINE __m256i ig_nibbles(const unsigned char *qs) {
     const __m128i q = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
-}
-
-// ------------------------------------------------ Q8_0 / Q4_0 x Q8_0
-// tinyBLAS_Q0_AVX's scheme: per (row, col) pair and block, 8 int32 lanes of
-// exact partial sums of w * y (signed x signed through |w| and sign(y, w)),
-// converted and accumulated with one FMA by the block's scale product.
-IG_INLINE void ig_q0(int nb, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba, float *y,
-                     size_t ldy, int accumulate, const int RM, const int RN, const int Q4) {
-    const size_t wb = Q4 ? sizeof(weft_block_q4_0) : sizeof(weft_block_q8_0);
-    const size_t ab = sizeof(weft_block_q8_0);
-    __m256 acc[WEFT_IG_MAX_RM * WEFT_IG_MAX_RN];
-    for (int i = 0; i < RM * RN; i++) acc[i] = _mm256_setzero_ps();
-    for (int ib = 0; ib < nb; ib++) {
-        __m256i wv[WEFT_IG_MAX_RM], aw[WEFT_IG_MAX_RM];
-        __m256 dw[WEFT_IG_MAX_RM];
-        for (int r = 0; r < RM; r++) {
-            const unsigned char *p = w + (size_t)r * bw + (size_t)ib * wb;
-            wv[r] = Q4 ? _mm256_sub_epi8(ig_nibbles(p + 2), _mm256_set1_epi8(8))
-                       : _mm256_loadu_si256((const __m256i *)(p + 2));
-            aw[r] = _mm256_sign_epi8(wv[r], wv[r]);
-            dw[r] = _mm256_set1_ps(ig_h2f(p));
-        }
-        for (int c = 0; c < RN; c++) {
-            const unsigned char *q = a + (size_t)c * ba + (size_t)ib * ab;
-            const __m256i yv = _mm256_loadu_si256((const __m256i *)(q + 2));
-            const __m256 dc = _mm256_set1_ps(ig_h2f(q));
-            for (int r = 0; r < RM; r++) {
-                const __m256i s = ig_dot_us(aw[r], _mm256_sign_epi8(yv, wv[r]));
-                acc[r * RN + c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw[r], dc), acc[r * RN + c]);
-            }
-        }
-    }
-    ig_store(y, ldy, acc, NULL, RM, RN, accumulate);
-}
-
-// ------------------------------------------------------ Q4_1 x Q8_1
-// Unsigned nibbles x signed bytes directly; the min term m * s (s = d * sum(y)
-// of the activation block) is summed per pair in a second pass over the
-// blocks' scales, 4 activation rows per vector.
-IG_INLINE void ig_q4_1(int nb, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba, float *y,
-                       size_t ldy, int accumulate, const int RM, const int RN) {
-    const size_t wb = sizeof(weft_block_q4_1), ab = sizeof(weft_block_q8_1);
-    __m256 acc[WEFT_IG_MAX_RM * WEFT_IG_MAX_RN];
-    for (int i = 0; i < RM * RN; i++) acc[i] = _mm256_setzero_ps();
-    for (int ib = 0; ib < nb; ib++) {
-        __m256i qv[WEFT_IG_MAX_RM];
-        __m256 dw[WEFT_IG_MAX_RM];
-        for (int r = 0; r < RM; r++) {
-            const unsigned char *p = w + (size_t)r * bw + (size_t)ib * wb;
-            qv[r] = ig_nibbles(p + 4);
-            dw[r] = _mm256_set1_ps(ig_h2f(p));
-        }
-        for (int c = 0; c < RN; c++) {
-            const unsigned char *q = a + (size_t)c * ba + (size_t)ib * ab;
-            const __m256i yv = _mm256_loadu_si256((const __m256i *)(q + 4));
-            const __m256 dc = _mm256_set1_ps(ig_h2f(q));
-            for (int r = 0; r < RM; r++) {
-                const __m256i s = ig_dot_us(qv[r], yv);
-                acc[r * RN + c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw[r], dc), acc[r * RN + c]);
-            }
-        }
-    }
-    __m128 mins[WEFT_IG_MAX_RM];
-    for (int r = 0; r < RM; r++) mins[r] = _mm_setzero_ps();
-    for (int ib = 0; ib < nb; ib++) {
-        uint16_t s16[4] = {0, 0, 0, 0};
-        for (int c = 0; c < RN; c++) memcpy(&s16[c], a + (size_t)c * ba + (size_t)ib * ab + 2, 2);
-        uint64_t packed;
-        memcpy(&packed, s16, 8);
-        const __m128 sv = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)packed));
-        for (int r = 0; r < RM; r++)
-            mins[r] = _mm_fmadd_ps(_mm_set1_ps(ig_h2f(w + (size_t)r * bw + (size_t)ib * wb + 2)), sv, mins[r]);
-    }
-    float extra[WEFT_IG_MAX_RM * WEFT_IG_MAX_RN];
-    for (int r = 0; r < RM; r++) {
-        float m4[4];
-        _mm_storeu_ps(m4, mins[r]);
-        for (int c = 0; c < RN; c++) extra[r * RN + c] = m4[c];
-    }
-    ig_store(y, ldy, acc, extra, RM, RN, accumulate);
-}
-
-// ------------------------------------------------------ Q4_K x Q8_K
-// Per super-block: the 6-bit scales (and mins) as int16 (llama.cpp's utmp
-// unpacking); per 32-element sub-block, vpmaddubsw of the nibbles with the
-// activation bytes and vpmaddwd with the sub-block's scale: the super-block's
-// sum_j sc[j] * sum(q * y) in 8 exact int32 lanes. Mins: vpmaddwd of the 8 mins
-// with the pairwise-added bsums. Then acc += sumi * (yd * d) - summ * (yd * dmin).
-IG_INLINE void ig_q4_K(int nb, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba, float *y,
-                       size_t ldy, int accumulate, const int RM, const int RN) {
-    const size_t wb = sizeof(weft_block_q4_K), ab = sizeof(weft_block_q8_K);
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[WEFT_IG_MAX_RM * WEFT_IG_MAX_RN];
-    for (int i = 0; i < RM * RN; i++) acc[i] = _mm256_setzero_ps();
-    for (int ib = 0; ib < nb; ib++) {
-        __m256i sumi[WEFT_IG_MAX_RM * WEFT_IG_MAX_RN];
-        __m128i mins[WEFT_IG_MAX_RM];
-        __m256i scl[WEFT_IG_MAX_RM];
-        for (int i = 0; i < RM * RN; i++) sumi[i] = _mm256_setzero_si256();
-        for (int r = 0; r < RM; r++) {
-            const unsigned char *p = w + (size_t)r * bw + (size_t)ib * wb;
-            uint32_t u[4];
-            memcpy(u, p + 4, 12);
-            u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-            const uint32_t uaux = u[1] & 0x3f3f3f3fu;
-            u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-            u[2] = uaux;
-            u[0] &= 0x3f3f3f3fu;
-            const __m256i ms = _mm256_cvtepu8_epi16(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
-            scl[r] = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(ms));
-            mins[r] = _mm256_extracti128_si256(ms, 1);
-        }
-        for (int t = 0; t < 4; t++) {
-            const __m256i sh_lo = _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * t)));
-            const __m256i sh_hi = _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * t + 1)));
-            for (int r = 0; r < RM; r++) {
-                const unsigned char *p = w + (size_t)r * bw + (size_t)ib * wb + 16 + 32 * t;
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)p);
-                const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                const __m256i s_lo = _mm256_shuffle_epi8(scl[r], sh_lo), s_hi = _mm256_shuffle_epi8(scl[r], sh_hi);
-                for (int c = 0; c < RN; c++) {
-                    const unsigned char *q = a + (size_t)c * ba + (size_t)ib * ab + 4 + 64 * t;
-                    const __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q));
-                    const __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q + 32)));
-                    sumi[r * RN + c] = _mm256_add_epi32(
-                        sumi[r * RN + c], _mm256_add_epi32(_mm256_madd_epi16(p0, s_lo), _mm256_madd_epi16(p1, s_hi)));
-                }
-            }
-        }
-        for (int c = 0; c < RN; c++) {
-            const unsigned char *q = a + (size_t)c * ba + (size_t)ib * ab;
-            float yd;
-            memcpy(&yd, q, 4);
-            const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(q + 4 + 256)),
-                                              _mm_loadu_si128((const __m128i *)(q + 4 + 256 + 16)));
-            for (int r = 0; r < RM; r++) {
-                const unsigned char *p = w + (size_t)r * bw + (size_t)ib * wb;
-                const __m256i summ = _mm256_zextsi128_si256(_mm_madd_epi16(mins[r], bs));
-                __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r * RN + c]), _mm256_set1_ps(yd * ig_h2f(p)),
-                                           acc[r * RN + c]);
-                acc[r * RN + c] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(summ), _mm256_set1_ps(yd * ig_h2f(p + 2)), v);
-            }
-        }
-    }
-    ig_store(y, ldy, acc, NULL, RM, RN, accumulate);
-}
-
-// ------------------------------------------------------ Q6_K x Q8_K
-// Per 32-element chunk t (half t / 4, quarter t % 4): q = 4 low bits from ql,
-// 2 high bits from qh (0..63); vpmaddubsw with the activation bytes, vpmaddwd
-// with [sc[2t] x 8 | sc[2t + 1] x 8]. The -32 offset: 32 * sum_g sc[g] * bsums[g]
-// (one vpmaddwd), subtracted exactly in int32. acc += sumi * (yd * d).
-IG_INLINE void ig_q6_K(int nb, const unsigned char *w, size_t bw, const unsigned char *a, size_t ba, float *y,
-                       size_t ldy, int accumulate, const int RM, const int RN) {
-    const size_t wb = sizeof(weft_block_q6_K), ab = sizeof(weft_block_q8_K);
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
-    __m256 acc[WEFT_IG_MAX_RM * WEFT_IG_MAX_RN];
-    for (int i = 0; i < RM * RN; i++) acc[i] = _mm256_setzero_ps();
-    for (int ib = 0; ib < nb; ib++) {
-        __m256i sumi[WEFT_IG_MAX_RM * WEFT_IG_MAX_RN];
-        for (int r = 0; r < RM; r++) {
-            const unsigned char *p = w + (size_t)r * bw + (size_t)ib * wb;
-            const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 192)));
-            for (int c = 0; c < RN; c++) {
-                const unsigned char *q = a + (size_t)c * ba + (size_t)ib * ab;
-                const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)(q + 4 + 256)));
-                sumi[r * RN + c] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
-            }
-        }
-        for (int t = 0; t < 8; t++) {
-            const int h = t / 4, quarter = t % 4;
-            const __m256i mask = _mm256_setr_epi8(
-                (char)(4 * quarter), (char)(4 * quarter + 1), (char)(4 * quarter), (char)(4 * quarter + 1),
-                (char)(4 * quarter), (char)(4 * quarter + 1), (char)(4 * quarter), (char)(4 * quarter + 1),
-                (char)(4 * quarter), (char)(4 * quarter + 1), (char)(4 * quarter), (char)(4 * quarter + 1),
-                (char)(4 * quarter), (char)(4 * quarter + 1), (char)(4 * quarter), (char)(4 * quarter + 1),
-                (char)(4 * quarter + 2), (char)(4 * quarter + 3), (char)(4 * quarter + 2), (char)(4 * quarter + 3),
-                (char)(4 * quarter + 2), (char)(4 * quarter + 3), (char)(4 * quarter + 2), (char)(4 * quarter + 3),
-                (char)(4 * quarter + 2), (char)(4 * quarter + 3), (char)(4 * quarter + 2), (char)(4 * quarter + 3),
-                (char)(4 * quarter + 2), (char)(4 * quarter + 3), (char)(4 * quarter + 2), (char)(4 * quarter + 3));
-            for (int r = 0; r < RM; r++) {
-                const unsigned char *p = w + (size_t)r * bw + (size_t)ib * wb;
-                const __m256i qlv = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32 * (quarter & 1)));
-                const __m256i qhv = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
-                const __m256i lo = quarter < 2 ? _mm256_and_si256(qlv, m4) : _mm256_and_si256(_mm256_srli_epi16(qlv, 4), m4);
-                const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qhv, 2 * quarter), m3);
-                const __m256i qv = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 4));
-                const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(p + 192 + 8 * h))));
-                const __m256i sc = _mm256_shuffle_epi8(s8, mask);
-                for (int c = 0; c < RN; c++) {
-                    const unsigned char *q = a + (size_t)c * ba + (size_t)ib * ab + 4 + 32 * t;
-                    const __m256i pr = _mm256_maddubs_epi16(qv, _mm256_loadu_si256((const __m256i *)q));
-                    sumi[r * RN + c] = _mm256_add_epi32(sumi[r * RN + c], _mm256_madd_epi16(pr, sc));
-                }
-            }
-        }
-        for (int c = 0; c < RN; c++) {
-            float yd;
-            memcpy(&yd, a + (size_t)c * ba + (size_t)ib * ab, 4);
-            for (int r = 0; r < RM; r++) {
-                const float d = ig_h2f(w + (size_t)r * bw + (size_t)ib * wb + 208);
-                acc[r * RN + c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r * RN + c]), _mm256_set1_ps(yd * d), acc[r * RN + c]);
-            }
-        }
-    }
-    ig_store(y, ldy, acc, NULL, RM, RN, accumulate);
 }
 
 // =================================================== interleaved panels
@@ -690,33 +448,5 @@ IG_INLINE void ig_ptile_q6_K(int nb, const unsigned char *panel, const unsigned 
     IG_FN void prefix##_side_q8_0(int nb, const unsigned char *a, unsigned char *s) { ig_side32(nb, a, s, 0); } \
     IG_FN void prefix##_side_q8_1(int nb, const unsigned char *a, unsigned char *s) { ig_side32(nb, a, s, 1); } \
     IG_FN void prefix##_side_q8_k(int nb, const unsigned char *a, unsigned char *s) { ig_side_K(nb, a, s); }
-
-// --------------------------------------------------- tile instantiation
-#define IG_TILE(name, body, RM, RN)                                                                       \
-    IG_FN void name##_##RM##x##RN(int nb, const unsigned char *w, size_t bw, const unsigned char *a,     \
-                                  size_t ba, float *y, size_t ldy, int accumulate) {                     \
-        body;                                                                                             \
-    }
-#define IG_TILES_ROW(name, call, RM)                                                                      \
-    IG_TILE(name, call(RM, 1), RM, 1) IG_TILE(name, call(RM, 2), RM, 2) IG_TILE(name, call(RM, 3), RM, 3) \
-    IG_TILE(name, call(RM, 4), RM, 4)
-#define IG_TILES(name, call) \
-    IG_TILES_ROW(name, call, 1) IG_TILES_ROW(name, call, 2) IG_TILES_ROW(name, call, 3) IG_TILES_ROW(name, call, 4)
-#define IG_TABLE_ROW(name, RM) {name##_##RM##x1, name##_##RM##x2, name##_##RM##x3, name##_##RM##x4}
-#define IG_TABLE(name) {IG_TABLE_ROW(name, 1), IG_TABLE_ROW(name, 2), IG_TABLE_ROW(name, 3), IG_TABLE_ROW(name, 4)}
-
-#define IG_CALL_Q8_0(RM, RN) ig_q0(nb, w, bw, a, ba, y, ldy, accumulate, RM, RN, 0)
-#define IG_CALL_Q4_0(RM, RN) ig_q0(nb, w, bw, a, ba, y, ldy, accumulate, RM, RN, 1)
-#define IG_CALL_Q4_1(RM, RN) ig_q4_1(nb, w, bw, a, ba, y, ldy, accumulate, RM, RN)
-#define IG_CALL_Q4_K(RM, RN) ig_q4_K(nb, w, bw, a, ba, y, ldy, accumulate, RM, RN)
-#define IG_CALL_Q6_K(RM, RN) ig_q6_K(nb, w, bw, a, ba, y, ldy, accumulate, RM, RN)
-
-// Defines `static const weft_ig_kernel prefix_q8_0` etc. with tile shapes RMxRN.
-#define IG_KERNELS(prefix)                                  \
-    IG_TILES(prefix##_t_q8_0, IG_CALL_Q8_0)                 \
-    IG_TILES(prefix##_t_q4_0, IG_CALL_Q4_0)                 \
-    IG_TILES(prefix##_t_q4_1, IG_CALL_Q4_1)                 \
-    IG_TILES(prefix##_t_q4_k, IG_CALL_Q4_K)                 \
-    IG_TILES(prefix##_t_q6_k, IG_CALL_Q6_K)
 
 #endif
