@@ -34,7 +34,15 @@ enum { FMT_Q4_0 = 0, FMT_Q4_1 = 1, FMT_Q8_0 = 2 };
 
 // Weight bytes prefetched ahead on each row (every other block for Q4, every
 // block for Q8_0, so that each 64-byte line is touched).
+#ifndef Q_PREFETCH
 #define Q_PREFETCH 1024
+#endif
+#ifndef Q_HINT
+#define Q_HINT _MM_HINT_T0
+#endif
+#ifndef Q4_PF_MASK
+#define Q4_PF_MASK 1
+#endif
 
 // The fp16 values at wr[r] + off of R <= 8 rows as float32 lanes 0..R-1
 // (lanes R..7 repeat them).
@@ -44,6 +52,19 @@ QINLINE __m256 rows_fp16(const unsigned char *const *wr, size_t off, const int R
     const uint64_t d0 = e[0] | (uint64_t)e[1] << 16 | (uint64_t)e[2] << 32 | (uint64_t)e[3] << 48;
     const uint64_t d1 = R <= 4 ? d0 : e[4] | (uint64_t)e[5] << 16 | (uint64_t)e[6] << 32 | (uint64_t)e[7] << 48;
     return _mm256_cvtph_ps(_mm_set_epi64x((long long)d1, (long long)d0));
+}
+
+// Q4_1: the fp16 (d, m) pairs at wr[r] + off of 8 rows as float32 lanes
+// 0..7 of *dx and *mx: one 4-byte load per row, two rows per general-purpose
+// register, vpshufb to [d d d d m m m m] per 4 rows.
+QINLINE void rows_fp16_pairs(const unsigned char *const *wr, size_t off, __m256 *dx, __m256 *mx) {
+    uint32_t e[8];
+    for (int r = 0; r < 8; r++) memcpy(&e[r], wr[r] + off, 4);
+    const __m128i split = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    const __m128i a = _mm_shuffle_epi8(_mm_set_epi64x((long long)(e[2] | (uint64_t)e[3] << 32), (long long)(e[0] | (uint64_t)e[1] << 32)), split);
+    const __m128i b = _mm_shuffle_epi8(_mm_set_epi64x((long long)(e[6] | (uint64_t)e[7] << 32), (long long)(e[4] | (uint64_t)e[5] << 32)), split);
+    *dx = _mm256_cvtph_ps(_mm_unpacklo_epi64(a, b));
+    *mx = _mm256_cvtph_ps(_mm_unpackhi_epi64(a, b));
 }
 
 QINLINE __m256i load_2x16(const void *lo, const void *hi) {
@@ -95,15 +116,19 @@ QINLINE void q4_rows8(int k, const unsigned char *w, size_t bw, const unsigned c
     }
     for (int ib = 0; ib < nb; ib++) {
         const size_t xo = (size_t)ib * xb, yo = (size_t)ib * yb;
-        if ((ib & 1) == 0)
-            for (int r = 0; r < 8; r++) _mm_prefetch((const char *)wr[r] + xo + Q_PREFETCH, _MM_HINT_T0);
+        if (Q_PREFETCH && (ib & Q4_PF_MASK) == 0)
+            for (int r = 0; r < 8; r++) _mm_prefetch((const char *)wr[r] + xo + Q_PREFETCH, Q_HINT);
         __m256i lo[4], hi[4];
         for (int r = 0; r < 4; r++) {
             const __m256i q = load_2x16(wr[r] + xo + xq, wr[r + 4] + xo + xq);
             lo[r] = _mm256_and_si256(q, m4);
             hi[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         }
-        const __m256 dx = rows_fp16(wr, xo, 8), mx = FMT == FMT_Q4_1 ? rows_fp16(wr, xo + 2, 8) : _mm256_setzero_ps();
+        __m256 dx, mx = _mm256_setzero_ps();
+        if (FMT == FMT_Q4_1)
+            rows_fp16_pairs(wr, xo, &dx, &mx);
+        else
+            dx = rows_fp16(wr, xo, 8);
         for (int c = 0; c < C; c++) {
             const unsigned char *y = ar[c] + yo + yq;
             const __m256i y0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)y));
@@ -160,7 +185,7 @@ QINLINE void q8_lanes8(int k, const unsigned char *w, size_t bw, const unsigned 
     for (int ib = 0; ib < nb; ib++) {
         const size_t xo = (size_t)ib * xb, yo = (size_t)ib * yb;
         __m256i wv[8], yv[4], p[8];
-        for (int r = 0; r < R; r++) _mm_prefetch((const char *)wr[r] + xo + Q_PREFETCH, _MM_HINT_T0);
+        for (int r = 0; r < R; r++) _mm_prefetch((const char *)wr[r] + xo + Q_PREFETCH, Q_HINT);
         for (int c = 0; c < C; c++) yv[c] = _mm256_loadu_si256((const __m256i *)(ar[c] + yo + 2));
         for (int r = 0; r < R; r++) wv[r] = _mm256_loadu_si256((const __m256i *)(wr[r] + xo + 2));
         for (int r = 0; r < R; r++)
