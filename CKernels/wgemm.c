@@ -6,6 +6,7 @@
 #include "weft_kernels.h"
 #include "weft_ops.h"
 #include "weft_quant.h"
+#include "weft_igemm.h"
 #include "wgemm_internal.h"
 
 #include <string.h>
@@ -180,6 +181,20 @@ static size_t dot_bytes(int wtype, int m, int k) {
     return weft_qgemv_scratch_bytes(wtype, m, k);
 }
 
+// The integer path's scratch: the activations quantized to the format's 8-bit
+// partner blocks (m rows, rounded to 64 bytes), then weft_igemm's own (per
+// thread one interleaved 8-row panel and the activation pieces' side data).
+static size_t int_act_bytes(int wtype, int m, int k) {
+    size_t rb = weft_igemm_act_row_bytes(wtype, k);
+    return rb == 0 ? 0 : ((size_t)m * rb + 63) / 64 * 64;
+}
+
+static size_t int_bytes(int wtype, int m, int n, int k, int threads) {
+    if (!weft_igemm_supported(wtype)) return 0;
+    size_t act = int_act_bytes(wtype, m, k), own = weft_igemm_scratch_bytes(wtype, m, n, k, threads);
+    return act == 0 || own == 0 ? 0 : act + own;
+}
+
 size_t weft_wgemm_path_scratch_bytes(int path, int wtype, int m, int n, int k, int threads) {
     if (m < 1 || n < 0 || threads < 1 || wtype == WEFT_WTYPE_F32 || !weft_wtype_supported(wtype) ||
         weft_wtype_row_bytes(wtype, k) == 0)
@@ -187,6 +202,7 @@ size_t weft_wgemm_path_scratch_bytes(int path, int wtype, int m, int n, int k, i
     switch (path) {
     case WEFT_WGEMM_DOT: return dot_bytes(wtype, m, k);
     case WEFT_WGEMM_PANEL: return (size_t)threads * panel_thread_bytes(wtype, k);
+    case WEFT_WGEMM_INT: return int_bytes(wtype, m, n, k, threads);
     default: return 0;
     }
 }
@@ -215,23 +231,44 @@ static int panel_from(int wtype, int threads) {
     }
 }
 
+// The smallest m from which weft_wgemm takes the integer path (weft_igemm) on
+// a SIMD ISA: where it overtook the dot path (and the panel path) on the
+// Llama-3.2-1B shapes, 1 thread, Zen 3 AVX2 (Docs/Kernels.md, "Integer
+// prefill"); formats weft_igemm does not take never do.
+static int int_from(int wtype) {
+    if (!weft_igemm_supported(wtype) || weft_isa_current() == WEFT_ISA_SCALAR) return 1 << 30;
+    switch (wtype) {
+    case WEFT_WTYPE_Q4_0: return 8;   // 1.1-1.3x the dot path at m = 8
+    case WEFT_WTYPE_Q4_1: return 8;   // 1.1-1.15x at m = 8
+    case WEFT_WTYPE_Q8_0: return 16;  // 1.18-1.39x at m = 16 (0.99-1.22x at 8)
+    case WEFT_WTYPE_Q4_K: return 16;  // 1.53-1.67x at m = 16
+    case WEFT_WTYPE_Q6_K: return 32;  // 1.26-1.39x at m = 32 (0.95-1.06x at 16)
+    default: return 1 << 30;
+    }
+}
+
 int weft_wgemm_choose(int wtype, int m, int n, int k, int threads) {
     if (weft_wgemm_path_scratch_bytes(WEFT_WGEMM_PANEL, wtype, m, n, k, threads) == 0) return 0;
+    if (m >= int_from(wtype) && weft_wgemm_path_scratch_bytes(WEFT_WGEMM_INT, wtype, m, n, k, threads) != 0)
+        return WEFT_WGEMM_INT;
     if (m >= panel_from(wtype, threads)) return WEFT_WGEMM_PANEL;
     return weft_wgemm_path_scratch_bytes(WEFT_WGEMM_DOT, wtype, m, n, k, threads) ? WEFT_WGEMM_DOT
                                                                                   : WEFT_WGEMM_PANEL;
 }
 
 size_t weft_wgemm_scratch_bytes(int wtype, int m, int n, int k, int threads) {
-    int path = weft_wgemm_choose(wtype, m, n, k, threads);
-    if (path == 0) return 0;
-    size_t need = weft_wgemm_path_scratch_bytes(path, wtype, m, n, k, threads);
+    if (weft_wgemm_choose(wtype, m, n, k, threads) == 0) return 0;
     // Nondecreasing in m: a buffer sized for the largest batch serves every
-    // smaller one, whichever path those take.
-    int below = m < panel_from(wtype, threads) ? m : panel_from(wtype, threads) - 1;
-    if (below >= 1) {
-        size_t dot = weft_wgemm_path_scratch_bytes(WEFT_WGEMM_DOT, wtype, below, n, k, threads);
-        if (dot > need) need = dot;
+    // smaller one, whichever path those take. The path is constant between
+    // the thresholds and each path's scratch grows with m, so the largest
+    // need is at the last m' <= m before each threshold, or at m.
+    int ends[3] = {m, panel_from(wtype, threads) - 1, int_from(wtype) - 1};
+    size_t need = 0;
+    for (int e = 0; e < 3; e++) {
+        int at = ends[e];
+        if (at < 1 || at > m) continue;
+        size_t bytes = weft_wgemm_path_scratch_bytes(weft_wgemm_choose(wtype, at, n, k, threads), wtype, at, n, k, threads);
+        if (bytes > need) need = bytes;
     }
     return need;
 }
@@ -332,6 +369,12 @@ int weft_wgemm_path(int path, int wtype, int m, int n, int k, const float *x, si
     }
     if (path == WEFT_WGEMM_DOT && !is16(wtype))
         return weft_qgemv(wtype, m, n, k, x, ldx, w, y, ldy, scratch, pool);
+    if (path == WEFT_WGEMM_INT) {
+        size_t rb = weft_igemm_act_row_bytes(wtype, k), act = int_act_bytes(wtype, m, k);
+        if (weft_igemm_quantize(wtype, m, k, x, ldx, scratch, rb, pool) != 0) return -1;
+        return weft_igemm(wtype, m, n, k, scratch, rb, w, y, ldy, (unsigned char *)scratch + act,
+                          scratch_bytes - act, pool);
+    }
     weft_task_fn fn = path == WEFT_WGEMM_DOT ? dot16_pool_task : panel_pool_task;
     if (threads > 1) weft_pool_run(pool, fn, &t);
     else fn(&t, 0, 1);

@@ -80,6 +80,11 @@ typedef enum {
     /// dequantized into float32 packed panels in the scratch and multiplied
     /// with all m activation rows by the float32 GEMM (weft_gemm_packed).
     WEFT_WGEMM_PANEL = 2,
+    /// Prefill, block formats weft_igemm takes (Q8_0, Q4_0, Q4_1, Q4_K,
+    /// Q6_K): the activations quantized once per call to the format's 8-bit
+    /// partner blocks (weft_igemm_quantize), then weft_igemm's integer
+    /// register tiles over interleaved 8-row weight panels repacked per thread.
+    WEFT_WGEMM_INT = 3,
 } weft_wgemm_path_kind;
 
 /// The path weft_wgemm takes for these arguments (0 if they are invalid).

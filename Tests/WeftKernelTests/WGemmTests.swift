@@ -8,6 +8,7 @@ import XCTest
 final class WGemmTests: XCTestCase {
     static let allTypes: [Int32] = [1, 30, 8, 2, 3, 12, 13, 14]  // F16 BF16 Q8_0 Q4_0 Q4_1 Q4_K Q5_K Q6_K
     static let dot = Int32(WEFT_WGEMM_DOT.rawValue), panel = Int32(WEFT_WGEMM_PANEL.rawValue)
+    static let int = Int32(WEFT_WGEMM_INT.rawValue)
     static let auto = Int32(WEFT_WGEMM_AUTO.rawValue)
 
     static var supportedTypes: [Int32] { allTypes.filter { weft_wtype_supported($0) != 0 } }
@@ -148,14 +149,14 @@ final class WGemmTests: XCTestCase {
                 let ref = Self.reference(x, ldx: ldx, m: m, wf, n: n, k: k)
                 for isa in Self.isas {
                     weft_isa_select(isa)
-                    for path in [Self.dot, Self.panel, Self.auto] {
-                        if path == Self.dot && weft_wgemm_path_scratch_bytes(Self.dot, type, Int32(m), Int32(n), Int32(k), 1) == 0 { continue }
+                    for path in [Self.dot, Self.panel, Self.int, Self.auto] {
+                        if path == Self.dot || path == Self.int, weft_wgemm_path_scratch_bytes(path, type, Int32(m), Int32(n), Int32(k), 1) == 0 { continue }
                         for p in [nil, pool] {
                             let (rc, y) = Self.run(path, type, m: m, n: n, k: k, x: x, ldx: ldx, w: w, ldy: ldy, pool: p)
                             let label = "\(Self.name(type)) \(String(cString: weft_isa_name(isa))) path \(path) threads \(p == nil ? 1 : 2) m=\(m) n=\(n) k=\(k)"
                             XCTAssertEqual(rc, 0, label)
                             let chosen = path == Self.auto ? weft_wgemm_choose(type, Int32(m), Int32(n), Int32(k), p == nil ? 1 : 2) : path
-                            let tolerance = chosen == Self.dot && !Self.is16(type) ? ref.quantized : ref.rounding
+                            let tolerance = (chosen == Self.dot || chosen == Self.int) && !Self.is16(type) ? ref.quantized : ref.rounding
                             var failures = 0
                             for i in 0..<m {
                                 for j in 0..<ldy {
@@ -191,7 +192,7 @@ final class WGemmTests: XCTestCase {
             let w = Self.weights(type, n: n, k: k, &rng)
             for m in [1, 5, 40] {
                 let x = rng.floats(m * k)
-                for path in [Self.dot, Self.panel] {
+                for path in [Self.dot, Self.panel, Self.int] {
                     if weft_wgemm_path_scratch_bytes(path, type, Int32(m), Int32(n), Int32(k), 1) == 0 { continue }
                     let (rc1, y1) = Self.run(path, type, m: m, n: n, k: k, x: x, ldx: k, w: w, ldy: n, pool: nil)
                     let (rc2, y2) = Self.run(path, type, m: m, n: n, k: k, x: x, ldx: k, w: w, ldy: n, pool: pool)
@@ -251,7 +252,7 @@ final class WGemmTests: XCTestCase {
                 for m in 1...600 {
                     let s = weft_wgemm_scratch_bytes(type, Int32(m), Int32(n), Int32(k), threads)
                     let chosen = weft_wgemm_choose(type, Int32(m), Int32(n), Int32(k), threads)
-                    XCTAssertTrue(chosen == Self.dot || chosen == Self.panel)
+                    XCTAssertTrue(chosen == Self.dot || chosen == Self.panel || chosen == Self.int)
                     XCTAssertGreaterThanOrEqual(s, weft_wgemm_path_scratch_bytes(chosen, type, Int32(m), Int32(n), Int32(k), threads))
                     XCTAssertGreaterThanOrEqual(s, previous, "\(Self.name(type)) m=\(m): scratch decreased")
                     previous = s
@@ -261,7 +262,7 @@ final class WGemmTests: XCTestCase {
             let m = 3, n = 40, k = Int(weft_wtype_block_elements(type)) == 256 ? 256 : 64
             var rng = TestRandom(seed: 1)
             let w = Self.weights(type, n: n, k: k, &rng), x = rng.floats(m * k)
-            for path in [Self.auto, Self.dot, Self.panel] {
+            for path in [Self.auto, Self.dot, Self.panel, Self.int] {
                 let need = path == Self.auto ? weft_wgemm_scratch_bytes(type, Int32(m), Int32(n), Int32(k), 1)
                     : weft_wgemm_path_scratch_bytes(path, type, Int32(m), Int32(n), Int32(k), 1)
                 if need == 0 { continue }
@@ -279,18 +280,24 @@ final class WGemmTests: XCTestCase {
         XCTAssertEqual(weft_wgemm_path_scratch_bytes(Self.dot, 1, 4, 10, 64, 1), 64, "16-bit decode needs no scratch beyond the nominal 64 bytes")
     }
 
-    /// Small batches stream the weights (dot path), prefill batches use panels.
+    /// Small batches stream the weights (dot path); prefill batches use the
+    /// integer path where weft_igemm takes the format (on a SIMD ISA), panels
+    /// otherwise.
     func testChoice() {
+        defer { weft_isa_select(weft_isa_detect()) }
         for type in Self.supportedTypes where type != 0 {
             let k: Int32 = 2048
             for threads: Int32 in [1, 2] {
-                XCTAssertEqual(weft_wgemm_choose(type, 512, 2048, k, threads), Self.panel, Self.name(type))
+                let prefill = weft_igemm_supported(type) != 0 && weft_isa_current() != WEFT_ISA_SCALAR ? Self.int : Self.panel
+                XCTAssertEqual(weft_wgemm_choose(type, 512, 2048, k, threads), prefill, Self.name(type))
                 if weft_wgemm_path_scratch_bytes(Self.dot, type, 1, 2048, k, threads) > 0 {
                     XCTAssertEqual(weft_wgemm_choose(type, 1, 2048, k, threads), Self.dot, Self.name(type))
                 }
             }
         }
         XCTAssertEqual(weft_wgemm_choose(0, 1, 16, 64, 1), 0, "F32 is the packed GEMM's, not weft_wgemm's")
+        weft_isa_select(WEFT_ISA_SCALAR)
+        XCTAssertEqual(weft_wgemm_choose(2, 512, 2048, 2048, 1), Self.panel, "no integer path on the scalar ISA")
     }
 
     func testRejectsBadArguments() {
@@ -318,7 +325,7 @@ final class WGemmTests: XCTestCase {
             ("F32", call(type: 0)), ("type 7", call(type: 7)), ("type 99", call(type: 99)), ("type -1", call(type: -1)),
             ("m 0", call(m: 0)), ("n -1", call(n: -1)), ("k 0", call(k: 0)), ("k 33", call(k: 33)), ("k -32", call(k: -32)),
             ("null x", call(nullX: true)), ("null w", call(nullW: true)), ("null y", call(nullY: true)), ("null scratch", call(nullScratch: true)),
-            ("ldx < k", call(ldx: 63)), ("ldy < n", call(ldy: 3)), ("path 3", call(3)), ("path -1", call(-1)),
+            ("ldx < k", call(ldx: 63)), ("ldy < n", call(ldy: 3)), ("path 4", call(4)), ("path -1", call(-1)),
         ]
         for (label, (rc, y)) in bad {
             XCTAssertEqual(rc, -1, label)

@@ -152,8 +152,9 @@ final class GGUFModelTests: XCTestCase {
 
     /// On the files' real weights, every block-format product at decode sizes
     /// equals (to float32 rounding) the exact product of the dequantized
-    /// weights with the activations rounded to Q8_0 (Q8_K for k-quants), and
-    /// at prefill sizes the exact product with float32 activations.
+    /// weights with the activations rounded to Q8_0 (Q8_K for k-quants), at
+    /// prefill sizes too where the integer path takes the format, else the
+    /// exact product with float32 activations.
     func testBlockProductsAreExactOverRoundedActivations() throws {
         for kind in ["q8_0", "q4_k"] {
             let source = try Self.source(kind)
@@ -173,14 +174,16 @@ final class GGUFModelTests: XCTestCase {
                         let y = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
                         defer { y.deallocate() }
                         x.withUnsafeBufferPointer { w.apply(pool: model.pool, rows: m, x: $0.baseAddress!, ldx: k, y: y, ldy: n) }
-                        // Decode sizes round the activations as ggml does; the
-                        // prefill path multiplies them in float32.
+                        // The dot (decode) and integer (prefill) paths round the
+                        // activations as ggml does; the panel path multiplies
+                        // them in float32.
                         var rounded = x
-                        if weft_wgemm_choose(w.format.rawValue, Int32(m), Int32(n), Int32(k), Int32(model.pool.threadCount)) == Int32(WEFT_WGEMM_DOT.rawValue) {
+                        let path = weft_wgemm_choose(w.format.rawValue, Int32(m), Int32(n), Int32(k), Int32(model.pool.threadCount))
+                        if path == Int32(WEFT_WGEMM_DOT.rawValue) || path == Int32(WEFT_WGEMM_INT.rawValue) {
                             for i in 0..<m {
                                 x.withUnsafeBufferPointer { xp in rounded.withUnsafeMutableBufferPointer { rp in
                                     let row = xp.baseAddress! + i * k, out = rp.baseAddress! + i * k
-                                    if w.format == .q4_K {
+                                    if w.format.blockElements == 256 {
                                         var blocks = [weft_block_q8_K](repeating: weft_block_q8_K(), count: k / 256)
                                         weft_quantize_row_q8_K(row, &blocks, Int64(k))
                                         weft_dequantize_row_q8_K(blocks, out, Int64(k))
