@@ -68,7 +68,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .executableTarget(name: "WeftCLI", dependencies: [
-            "WeftRuntime", "WeftServer",
+            "WeftRuntime", "WeftServer", "WeftChatTemplate",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -119,6 +119,31 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(events.count, 1 + 3 + 1)
     }
 
+    /// The default model served at 2 ranks with nothing but its GGUF file: the
+    /// chat template and the tokenizer come from the file's metadata. The
+    /// rendering is jinja2's of the file's template and the ids are llama.cpp's
+    /// (`llama-tokenize` on the same file); the answer is llama.cpp's greedy
+    /// answer on the same file (`llama-simple`).
+    func testTheDefaultModelServesThroughItsOwnTemplateAndTokenizer() throws {
+        let model = try RealModel.smolLM2()
+        let server = try ServerProcess(ranks: 2, ["--threads", "1"], model: model)
+        defer { server.stop() }
+        let messages = [["role": "user", "content": "What is the capital of France? Answer in one sentence."]]
+        let rendered = try server.client.postJSON("/tokenize", ["messages": messages, "add_generation_prompt": true])
+        XCTAssertEqual(rendered.status, 200, rendered.text)
+        let json = try rendered.json()
+        XCTAssertEqual(json["prompt"] as? String, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+                       + "<|im_start|>user\nWhat is the capital of France? Answer in one sentence.<|im_end|>\n<|im_start|>assistant\n")
+        XCTAssertEqual(json["tokens"] as? [Int], [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
+                                                  19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 19842, 281, 582,
+                                                  6330, 30, 2, 198, 1, 520, 9531, 198])
+        let response = try server.client.postJSON("/v1/chat/completions", ["messages": messages, "max_tokens": 32, "temperature": 0])
+        XCTAssertEqual(response.status, 200, response.text)
+        let choice = (try response.json()["choices"] as? [[String: Any]])?.first
+        XCTAssertEqual((choice?["message"] as? [String: Any])?["content"] as? String, "The capital of France is Paris.")
+        XCTAssertEqual(choice?["finish_reason"] as? String, "stop", "ends on <|im_end|>, an end-of-generation token of the file")
+    }
+
     func testSixteenConcurrentStreamsGiveTheSameTokensAsOneAtATime() throws {
         let server = try ServerProcess(["--max-num-seqs", "16", "--max-batch-tokens", "64"])
         defer { server.stop() }
