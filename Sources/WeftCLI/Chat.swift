@@ -40,14 +40,7 @@ struct Chat: ParsableCommand {
     @Option(help: "Most tokens per answer.")
     var maxTokens: Int = 512
 
-    @Option(help: "Sampling temperature; 0 is greedy.")
-    var temperature: Double = 0
-
-    @Option(help: "Nucleus sampling: keep the smallest set of tokens whose probability reaches P.")
-    var topP: Double = 1
-
-    @Option(help: "Random seed for sampling.")
-    var seed: UInt64 = 0
+    @OptionGroup var sampling: SamplingOptions
 
     @Option(help: "Longest conversation in tokens (rendered prompt plus answers; default: the model's max_position_embeddings, at most 4096).")
     var ctxSize: Int?
@@ -55,7 +48,6 @@ struct Chat: ParsableCommand {
     func validate() throws {
         if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
         if let ctxSize, !(2...(1 << 24)).contains(ctxSize) { throw ValidationError("--ctx-size must be 2...\(1 << 24), got \(ctxSize)") }
-        try Sampler.validate(temperature: temperature, topP: topP)
         _ = try options.parsedMode(allowing: options.allowedModes)
     }
 
@@ -77,7 +69,7 @@ struct Chat: ParsableCommand {
                 return
             }
             var session = ChatSession(engine: engine, steps: steps, renderer: renderer, system: system,
-                                      maxTokens: maxTokens, sampler: Sampler(temperature: temperature, topP: topP, seed: seed))
+                                      maxTokens: maxTokens, sampler: sampling.sampler())
             defer { engine.close() }
             try session.run()
         }

@@ -19,14 +19,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Maximum number of tokens to generate.")
     var maxTokens: Int = 64
 
-    @Option(help: "Sampling temperature; 0 is greedy.")
-    var temperature: Double = 0
-
-    @Option(help: "Nucleus sampling: keep the smallest set of tokens whose probability reaches P.")
-    var topP: Double = 1
-
-    @Option(help: "Random seed for sampling.")
-    var seed: UInt64 = 0
+    @OptionGroup var sampling: SamplingOptions
 
     @Flag(help: "Print one JSON object {prompt_tokens, completion_tokens, text} instead of streaming text.")
     var json = false
@@ -39,7 +32,6 @@ struct Generate: ParsableCommand {
         if chat && prompt == nil { throw ValidationError("--chat needs --prompt TEXT (the user message)") }
         if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
         if let tokens { _ = try parseTokenList(tokens, option: "--tokens") }
-        try Sampler.validate(temperature: temperature, topP: topP)
         _ = try options.parsedMode(allowing: options.allowedModes)
     }
 
@@ -64,7 +56,7 @@ struct Generate: ParsableCommand {
                     : tokenizer.encode(prompt!)
             }
             var decoder = engine.tokenizer.map { StreamingDecoder(tokenizer: $0) }
-            let sampler = Sampler(temperature: temperature, topP: topP, seed: seed)
+            let sampler = sampling.sampler()
             let generated = try engine.generate(prompt: promptTokens, maxNewTokens: maxTokens, sampler: sampler) { token in
                 guard !json else { return }
                 if decoder != nil {

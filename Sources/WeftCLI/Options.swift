@@ -136,6 +136,24 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
+/// How `generate` and `chat` pick each token.
+struct SamplingOptions: ParsableArguments {
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Double = 0
+
+    @Option(help: "Nucleus sampling: keep the smallest set of tokens whose probability reaches P.")
+    var topP: Double = 1
+
+    @Option(help: "Random seed for sampling.")
+    var seed: UInt64 = 0
+
+    func validate() throws {
+        try Sampler.validate(temperature: temperature, topP: topP)
+    }
+
+    func sampler() -> Sampler { Sampler(temperature: temperature, topP: topP, seed: seed) }
+}
+
 /// Parses "1,2,3" into token ids.
 func parseTokenList(_ text: String, option: String) throws -> [Int] {
     let parts = text.split(separator: ",", omittingEmptySubsequences: false)
