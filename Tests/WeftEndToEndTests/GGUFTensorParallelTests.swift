@@ -90,17 +90,23 @@ final class GGUFTensorParallelTests: XCTestCase {
         let one = try generate(1, ["--comm-mode", "baseline"])
         XCTAssertEqual(one.count, steps)
         // TP 1's margins along its own continuation, against how far TP 2's
-        // and TP 3's logits of the same tokens move from TP 1's.
+        // and TP 3's logits of the same tokens move from TP 1's at that step
+        // (prefill and decode both round activations to 8-bit blocks, so the
+        // TP noise is that rounding re-drawn, and it varies from row to row).
         let rows = try logits("q8_0", ranks: 1, tokens: prompt + one.dropLast())
-        let noise = try [2, 3].map { Self.worst(try logits("q8_0", ranks: $0, tokens: prompt + one.dropLast()), rows) }.max()!
+        let others = try [2, 3].map { try logits("q8_0", ranks: $0, tokens: prompt + one.dropLast()) }
         let vocab = rows.count / (prompt.count + steps - 1)
         var trusted = 0
+        var noises: [Float] = []
         for step in 0..<steps {
-            let row = rows[(prompt.count - 1 + step) * vocab ..< (prompt.count + step) * vocab].sorted(by: >)
+            let range = (prompt.count - 1 + step) * vocab ..< (prompt.count + step) * vocab
+            let noise = others.map { Self.worst(Array($0[range]), Array(rows[range])) }.max()!
+            let row = rows[range].sorted(by: >)
             guard row[0] - row[1] > 2 * noise else { break }
+            noises.append(noise)
             trusted += 1
         }
-        print("greedy check: \(trusted) of \(steps) steps above twice the TP noise \(noise)")
+        print("greedy check: \(trusted) of \(steps) steps above twice that step's TP noise \(noises)")
         XCTAssertGreaterThanOrEqual(trusted, 4, "the check covers several steps")
         for ranks in [2, 3] {
             for mode in ["baseline", "fused", "overlap"] {
