@@ -8,6 +8,7 @@
 static inline MPI_Comm CMPI_COMM_WORLD(void) { return MPI_COMM_WORLD; }
 static inline MPI_Comm CMPI_COMM_NULL(void) { return MPI_COMM_NULL; }
 static inline MPI_Datatype CMPI_FLOAT(void) { return MPI_FLOAT; }
+static inline MPI_Datatype CMPI_UINT16(void) { return MPI_UINT16_T; }
 static inline MPI_Datatype CMPI_INT32(void) { return MPI_INT32_T; }
 static inline MPI_Datatype CMPI_INT64(void) { return MPI_INT64_T; }
 static inline MPI_Datatype CMPI_BYTE(void) { return MPI_BYTE; }

@@ -40,6 +40,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Transport of the fused collective: auto (shared memory when all ranks share a node, MPI when each rank is alone on its node, hierarchical otherwise), shm, mpi (forces the inter-node path) or hier.")
     var commTransport: String = "auto"
 
+    @Option(name: .long, help: "Number format of the fused collective's transfers between nodes: f32, bf16 or fp16 (partial sums are added in float32 on arrival, the residual stays float32; fp16 overflows past 65504). Shared memory always moves float32.")
+    var commDtype: String = "f32"
+
     @Option(name: .long, help: "Treat consecutive groups of this many ranks as one node (to run the inter-node and hierarchical paths on one machine).")
     var ranksPerNode: Int?
 
@@ -65,6 +68,7 @@ struct ModelOptions: ParsableArguments {
         _ = try parsedKVDType()
         _ = try parsedHeadSplit()
         _ = try parsedTransport()
+        _ = try parsedWireFormat()
         if !(0...4096).contains(commCores) { throw ValidationError("--comm-cores must be 0...4096, got \(commCores)") }
         if let ranksPerNode, !(1...65536).contains(ranksPerNode) { throw ValidationError("--ranks-per-node must be 1...65536, got \(ranksPerNode)") }
         if !(commTimeout > 0 && commTimeout <= 604_800) { throw ValidationError("--comm-timeout must be > 0 and <= 604800 seconds (a week), got \(commTimeout)") }
@@ -109,6 +113,13 @@ struct ModelOptions: ParsableArguments {
         return transport
     }
 
+    func parsedWireFormat() throws -> WireFormat {
+        guard let format = WireFormat(rawValue: commDtype == "f16" ? "fp16" : commDtype) else {
+            throw ValidationError("--comm-dtype must be f32, bf16 or fp16, got \(commDtype)")
+        }
+        return format
+    }
+
     func engineConfiguration(maxSequenceLength: Int? = nil, mode: CommMode? = nil) throws -> EngineConfiguration {
         let weights: EngineConfiguration.Weights
         if let model {
@@ -128,6 +139,7 @@ struct ModelOptions: ParsableArguments {
         configuration.maxSequenceLength = maxSequenceLength
         configuration.commMode = try mode ?? parsedMode(allowing: allowedModes)
         configuration.commTransport = try parsedTransport()
+        configuration.wireFormat = try parsedWireFormat()
         configuration.commCores = commCores
         configuration.commTimeout = commTimeout
         configuration.forcedSplit = split

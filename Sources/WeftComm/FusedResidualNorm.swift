@@ -64,9 +64,11 @@ public final class FusedResidualNorm {
     private var doneFlags: [UnsafeMutablePointer<UInt64>] = []
     private var peerPartials: [UnsafePointer<Float>?] = []
     private var peerNormed: [UnsafeMutablePointer<Float>] = []
-    // MPI: staging buffers.
+    // Between nodes: the pairwise exchange, and (hierarchical) the node's sum of its block.
+    public let wire: WireFormat
+    private var exchange: CrossNodeExchange?
     private var localPartials: FloatBuffer?
-    private var sendStage: FloatBuffer?, shardStage: FloatBuffer?, gatherStage: FloatBuffer?, receiveStage: FloatBuffer?
+    private var sendStage: FloatBuffer?
 
     static let flagBytes = 128   // ready and done flags, each on its own cache line
 
@@ -76,9 +78,11 @@ public final class FusedResidualNorm {
     ///   - ranksPerNode: treat consecutive groups of this many ranks as nodes
     ///     (to exercise the inter-node and hierarchical paths on one machine);
     ///     nil asks MPI which ranks share memory.
+    ///   - wire: the number format between nodes (shared memory always moves float32).
     public init(communicator: Communicator, hidden: Int, transport: CommTransport?, timeout: Double = 120,
-                ranksPerNode: Int? = nil) throws {
+                ranksPerNode: Int? = nil, wire: WireFormat = .f32) throws {
         self.communicator = communicator
+        self.wire = wire
         self.hidden = hidden
         self.rank = communicator.rank
         self.size = communicator.size
@@ -138,6 +142,11 @@ public final class FusedResidualNorm {
         } else {
             self.transport = .hierarchical
         }
+        switch self.transport {
+        case .mpi: exchange = CrossNodeExchange(parts: size, index: rank, hidden: hidden, comm: communicator.comm, wire: wire)
+        case .hierarchical: exchange = CrossNodeExchange(parts: nodes, index: index, hidden: hidden, comm: cross, wire: wire)
+        case .sharedMemory: exchange = nil
+        }
     }
 
     deinit { releaseWindow() }
@@ -180,19 +189,12 @@ public final class FusedResidualNorm {
         case .hierarchical:
             try allocateWindow(rows: newCapacity)
             let localBlock = (newCapacity + localSize - 1) / localSize
-            let padded = (localBlock + nodeCount - 1) / nodeCount * nodeCount
-            sendStage = FloatBuffer(count: padded * hidden)
-            shardStage = FloatBuffer(count: padded / nodeCount * hidden)
-            gatherStage = FloatBuffer(count: padded / nodeCount * hidden)
-            receiveStage = FloatBuffer(count: padded * hidden)
+            sendStage = FloatBuffer(count: localBlock * hidden)
+            exchange!.reserve(rows: localBlock)
         case .mpi:
-            let padded = (newCapacity + size - 1) / size * size
             localPartials = FloatBuffer(count: newCapacity * hidden)
             partials = localPartials!.pointer
-            sendStage = FloatBuffer(count: padded * hidden)
-            shardStage = FloatBuffer(count: padded / size * hidden)
-            gatherStage = FloatBuffer(count: padded / size * hidden)
-            receiveStage = FloatBuffer(count: padded * hidden)
+            exchange!.reserve(rows: newCapacity)
         }
         if transport != .sharedMemory {
             localNormed = FloatBuffer(count: newCapacity * hidden)
@@ -420,67 +422,35 @@ public final class FusedResidualNorm {
 
     // MARK: MPI
 
-    /// Starts `MPI_Ireduce_scatter_block` of the first `rows` rows staged in
-    /// `sendStage`, zero-padded to `parts` equal blocks of `block` rows; each
-    /// rank's summed block lands in `shardStage`.
-    private func startReduceScatter(rows: Int, block: Int, parts: Int, comm: MPI_Comm, request: inout MPI_Request?) throws {
-        let h = hidden, send = sendStage!.pointer
-        (send + rows * h).update(repeating: 0, count: (block * parts - rows) * h)
-        try check(MPI_Ireduce_scatter_block(send, shardStage!.pointer, Int32(block * h), CMPI_FLOAT(), CMPI_SUM(), comm, &request),
-                  "MPI_Ireduce_scatter_block")
-    }
-
-    /// Once the reduce-scatter is done: adds this rank's residual rows of
-    /// `rows` to its summed block, normalizes them into `gatherStage`, and
-    /// starts the all-gather of every rank's normalized block into `receiveStage`.
-    private func normalizeShardAndStartGather(_ rows: Range<Int>, block: Int, args: Arguments, comm: MPI_Comm,
-                                              request: inout MPI_Request?) throws {
-        let h = hidden, gather = gatherStage!.pointer
-        let mine = shard(of: rows)
-        if !mine.isEmpty {
-            var sources: [UnsafePointer<Float>?] = [UnsafePointer(shardStage!.pointer)]
-            weft_reduce_add_rmsnorm(&sources, 1, h, args.residual + mine.lowerBound * h, h, args.weight,
-                                    gather, h, Int32(mine.count), Int32(h), args.eps)
-        }
-        try check(MPI_Iallgather(gather, Int32(block * h), CMPI_FLOAT(), receiveStage!.pointer, Int32(block * h), CMPI_FLOAT(), comm, &request),
-                  "MPI_Iallgather")
-    }
-
+    /// Every rank alone on its node: the pairwise exchange of `CrossNodeExchange` over all ranks.
     private func mpiStateMachine(_ op: Operation, args: Arguments) -> () -> Bool {
         var state = 0
-        var request: MPI_Request? = CMPI_REQUEST_NULL()
-        let rows = op.rows, h = hidden, n = size
-        let block = (rows.count + n - 1) / n
-        let send = sendStage!.pointer, receive = receiveStage!.pointer
-        let comm = communicator.comm, monitor = communicator.monitor
+        let rows = op.rows, h = hidden
+        let exchange = self.exchange!, monitor = communicator.monitor
+        let source = UnsafePointer(partials + rows.lowerBound * h)
         return { [self] in
             do {
                 switch state {
                 case 0:
-                    guard block > 0 else { return true }
-                    send.update(from: partials + rows.lowerBound * h, count: rows.count * h)
-                    try startReduceScatter(rows: rows.count, block: block, parts: n, comm: comm, request: &request)
+                    guard !rows.isEmpty else { return true }
+                    try exchange.startReduceScatter(rows: rows, source: source)
                     state = 1
                     return false
                 case 1:
-                    var flag: Int32 = 0
-                    try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
-                    guard flag != 0 else {
-                        try op.checkDeadline(monitor: monitor, timeout: timeout, what: "the fused all-reduce (MPI reduce-scatter)")
+                    guard try exchange.reduceScatterDone() else {
+                        try op.checkDeadline(monitor: monitor, timeout: timeout, what: "the fused all-reduce (reduce-scatter between nodes)")
                         return false
                     }
                     op.deadline = .distantFuture
-                    try normalizeShardAndStartGather(rows, block: block, args: args, comm: comm, request: &request)
+                    try exchange.normalizeAndStartGather(rows: rows, source: source, residual: args.residual, weight: args.weight, eps: args.eps)
                     state = 2
                     return false
                 default:
-                    var flag: Int32 = 0
-                    try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
-                    guard flag != 0 else {
+                    guard try exchange.gatherDone() else {
                         try op.checkDeadline(monitor: monitor, timeout: timeout, what: "the fused all-reduce (MPI all-gather)")
                         return false
                     }
-                    (normed + rows.lowerBound * h).update(from: receive, count: rows.count * h)
+                    exchange.finishGather(rows: rows, into: normed + rows.lowerBound * h)
                     return true
                 }
             } catch {
@@ -500,12 +470,10 @@ extension FusedResidualNorm {
     /// other's blocks. Only 1/localSize of the rows cross the network per rank.
     func hierarchicalStateMachine(_ op: Operation, args: Arguments) -> () -> Bool {
         var state = 0
-        var request: MPI_Request? = CMPI_REQUEST_NULL()
         let h = hidden
         let local = Self.block(op.rows, parts: localSize, index: localRank)
-        let block = (local.count + nodeCount - 1) / nodeCount
-        let send = sendStage!.pointer, receive = receiveStage!.pointer
-        let cross = crossComm, monitor = communicator.monitor
+        let send = sendStage!.pointer
+        let exchange = self.exchange!, monitor = communicator.monitor
         let sources = peerPartials
         return { [self] in
             func behind(_ flags: [UnsafeMutablePointer<UInt64>]) -> Int32 { peerBehind(flags, epoch: op.epoch) }
@@ -520,40 +488,36 @@ extension FusedResidualNorm {
                     let peer = behind(readyFlags)
                     if peer >= 0 { return timedOut(peer, "the hierarchical all-reduce (partials ready on the node)") }
                     op.deadline = .distantFuture
-                    if block > 0 {
+                    if !local.isEmpty {
                         var pointers = sources.map { $0! + local.lowerBound * h }
                         pointers.withUnsafeMutableBufferPointer { list in
                             list.withMemoryRebound(to: UnsafePointer<Float>?.self) { rebound in
                                 weft_sum_rows(rebound.baseAddress, Int32(localSize), h, send, h, Int32(local.count), Int32(h))
                             }
                         }
-                        try startReduceScatter(rows: local.count, block: block, parts: nodeCount, comm: cross, request: &request)
+                        try exchange.startReduceScatter(rows: local, source: send)
                     }
                     state = 2
                     return false
                 case 2:
-                    if block > 0 {
-                        var flag: Int32 = 0
-                        try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
-                        guard flag != 0 else {
-                            try op.checkDeadline(monitor: monitor, timeout: timeout, what: "the hierarchical all-reduce (MPI reduce-scatter between nodes)")
+                    if !local.isEmpty {
+                        guard try exchange.reduceScatterDone() else {
+                            try op.checkDeadline(monitor: monitor, timeout: timeout, what: "the hierarchical all-reduce (reduce-scatter between nodes)")
                             return false
                         }
                         op.deadline = .distantFuture
-                        try normalizeShardAndStartGather(op.rows, block: block, args: args, comm: cross, request: &request)
+                        try exchange.normalizeAndStartGather(rows: local, source: send, residual: args.residual, weight: args.weight, eps: args.eps)
                     }
                     state = 3
                     return false
                 case 3:
-                    if block > 0 {
-                        var flag: Int32 = 0
-                        try check(MPI_Test(&request, &flag, CMPI_STATUS_IGNORE()), "MPI_Test")
-                        guard flag != 0 else {
+                    if !local.isEmpty {
+                        guard try exchange.gatherDone() else {
                             try op.checkDeadline(monitor: monitor, timeout: timeout, what: "the hierarchical all-reduce (MPI all-gather between nodes)")
                             return false
                         }
                         op.deadline = .distantFuture
-                        (peerNormed[localRank] + local.lowerBound * h).update(from: receive, count: local.count * h)
+                        exchange.finishGather(rows: local, into: peerNormed[localRank] + local.lowerBound * h)
                     }
                     weft_flag_publish(doneFlags[localRank], op.epoch)
                     state = 4

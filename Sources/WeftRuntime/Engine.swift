@@ -43,6 +43,9 @@ public struct EngineConfiguration: Sendable {
     /// Transport of the fused collective; nil: shared memory when every rank
     /// is on one node, MPI otherwise.
     public var commTransport: CommTransport?
+    /// Number format of the fused collective's transfers between nodes
+    /// (partials summed in float32 on arrival; shared memory moves float32).
+    public var wireFormat: WireFormat = .f32
     /// Cores of the rank set aside for the comm thread (0: the comm thread
     /// shares the compute cores and sleeps while idle).
     public var commCores: Int = 0
@@ -147,7 +150,7 @@ public final class Engine {
             guard configuration.commMode != .baseline && configuration.commMode != .nocomm else { return nil }
             return try FusedResidualNorm(communicator: comm, hidden: modelConfig.hiddenSize,
                                          transport: configuration.commTransport, timeout: configuration.commTimeout,
-                                         ranksPerNode: configuration.ranksPerNode)
+                                         ranksPerNode: configuration.ranksPerNode, wire: configuration.wireFormat)
         }
         model = LlamaModel(weights: weights, communicator: comm, pool: pool, cache: cache, collective: collective)
         self.tokenizer = tokenizer

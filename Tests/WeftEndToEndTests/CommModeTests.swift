@@ -78,6 +78,51 @@ final class CommModeTests: XCTestCase {
         try mixedTinyLlama(ranks: 4, ["--comm-mode", "overlap", "--split", "1"] + nodes, prefixes: [40, 4, 6])
     }
 
+    /// `--comm-dtype`: between nodes, float32 transfers give the shared-memory
+    /// transport's logits bit for bit (the pairwise reduce-scatter sums the
+    /// partials in rank order, as the shared-memory kernel does); bf16 and
+    /// fp16 stay within a stated bound of them at TP 2, 3 and 4 (hierarchical),
+    /// unsplit and overlapped, and a 16-bit wire really changes the numbers.
+    func testWireFormatsBetweenNodes() throws {
+        let cases = Self.reference.logits_cases
+        let order = [2, 0, 1], prefixes = [30, 0, 6]
+        let sequences = order.map { cases[$0].tokens }
+        func run(_ ranks: Int, _ extra: [String]) throws -> [[[Float]]] {
+            try logits(ranks: ranks, model: ["--model", MPIRun.fixture.path], sequences: sequences, prefixes: prefixes, extra)
+        }
+        // bf16 keeps 8 significant bits (relative rounding 2^-9), fp16 11 (2^-12); each
+        // of the tiny model's 2 layers rounds 3 times. Measured worst over these runs:
+        // 3.5e-3–4.2e-3 (bf16) and 4.5e-4–5.3e-4 (fp16) of the largest logit.
+        let bound: [String: Float] = ["bf16": 1e-2, "fp16": 2e-3]
+        for (ranks, layout) in [(2, ["--comm-transport", "mpi"]), (3, ["--comm-transport", "mpi"]),
+                                (4, ["--comm-transport", "hier", "--ranks-per-node", "2"])] {
+            for mode in [["--comm-mode", "fused"], ["--comm-mode", "overlap", "--split", "7"]] {
+                let shared = try run(ranks, mode + (ranks == 4 ? ["--comm-transport", "hier", "--ranks-per-node", "2", "--comm-dtype", "f32"]
+                                                               : ["--comm-transport", "shm"]))
+                let f32 = try run(ranks, mode + layout + ["--comm-dtype", "f32"])
+                if ranks < 4 {
+                    XCTAssertEqual(f32, shared, "TP \(ranks) \(mode): f32 between nodes differs from shared memory")
+                }
+                for wire in ["bf16", "fp16"] {
+                    let narrow = try run(ranks, mode + layout + ["--comm-dtype", wire])
+                    let flatA = narrow.flatMap { $0.flatMap { $0 } }, flatE = f32.flatMap { $0.flatMap { $0 } }
+                    XCTAssertEqual(flatA.count, flatE.count)
+                    let scale = flatE.map(abs).max() ?? 1
+                    let worst = zip(flatA, flatE).map { abs($0 - $1) }.max() ?? 0
+                    XCTAssertGreaterThan(worst, 0, "TP \(ranks) \(mode) \(wire): identical to f32, so the wire format was not applied")
+                    XCTAssertLessThanOrEqual(worst, bound[wire]! * scale, "TP \(ranks) \(mode) \(wire): max |Δ| \(worst) of \(scale)")
+                    print("wire \(wire) TP \(ranks) \(mode): max |Δ| / max |logit| = \(worst / scale)")
+                }
+            }
+        }
+    }
+
+    func testBadWireFormatIsRefused() throws {
+        let outcome = try MPIRun.run(ranks: 0, ["logits", "--model", MPIRun.fixture.path, "--tokens", "1,2,3", "--comm-dtype", "fp8"])
+        XCTAssertNotEqual(outcome.status, 0)
+        XCTAssertTrue(outcome.stderr.contains("--comm-dtype must be f32, bf16 or fp16, got fp8"), outcome.stderr)
+    }
+
     func testSharedMemoryRefusedAcrossNodes() throws {
         let outcome = try MPIRun.run(ranks: 2, ["logits", "--model", MPIRun.fixture.path, "--tokens", "1,2,3", "--threads", "1",
                                                 "--comm-mode", "fused", "--comm-transport", "shm", "--ranks-per-node", "1"])

@@ -181,9 +181,74 @@ final class SimulatedClusterTests: XCTestCase {
         XCTAssertFalse(links.contains("wtestbr"), links)
     }
 
+    /// Each simulated host owns its own cores: no rank of one host may run on
+    /// a core of another (Open MPI alone binds every host's first rank to
+    /// core 0, which made two "machines" share one core).
+    func testHostsGetDisjointCores() throws {
+        let cpus = allowedCPUCount()
+        guard cpus >= 2 else { throw XCTSkip("needs 2 CPUs for 2 hosts with a core each, this process has \(cpus)") }
+        let probe = #"echo "rank=$OMPI_COMM_WORLD_RANK host=$(ip netns identify $$) cores=$(grep Cpus_allowed_list /proc/self/status | cut -f2)""#
+        let outcome = try shell([Self.script, "run", "--hosts", "2", "--slots", "2", "--name", "wtest", "--mca", "rmaps_base_oversubscribe", "1",
+                                 "--", "sh", "-c", probe])
+        XCTAssertEqual(outcome.status, 0, outcome.output)
+        var coresOfHost: [String: Set<Int>] = [:]
+        var ranks = Set<String>()
+        for line in outcome.output.split(separator: "\n") where line.hasPrefix("rank=") {
+            let fields = Dictionary(uniqueKeysWithValues: line.split(separator: " ").map { field -> (String, String) in
+                let parts = field.split(separator: "=", maxSplits: 1)
+                return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+            })
+            ranks.insert(fields["rank"] ?? "")
+            let host = try XCTUnwrap(fields["host"])
+            XCTAssertTrue(host.hasPrefix("wtesth"), "rank not inside a simulated host: \(line)")
+            coresOfHost[host, default: []].formUnion(Self.parseCPUList(fields["cores"] ?? ""))
+        }
+        XCTAssertEqual(ranks, ["0", "1", "2", "3"], outcome.output)
+        XCTAssertEqual(coresOfHost.count, 2, outcome.output)
+        let sets = Array(coresOfHost.values)
+        XCTAssertFalse(sets.contains { $0.isEmpty }, outcome.output)
+        XCTAssertTrue(sets[0].isDisjoint(with: sets[1]), "hosts share cores: \(coresOfHost)")
+        try assertNothingLeft("wtest")
+    }
+
+    /// A layout needing more cores than this process may use is refused in one
+    /// line; --share-cores runs it anyway.
+    func testLayoutBeyondTheCoresIsRefused() throws {
+        let hosts = allowedCPUCount() + 1
+        guard hosts <= 200 else { throw XCTSkip("more than 199 CPUs") }
+        let outcome = try shell([Self.script, "run", "--hosts", String(hosts), "--name", "wtest", "--", "true"])
+        XCTAssertEqual(outcome.status, 2, outcome.output)
+        XCTAssertTrue(outcome.output.contains("need \(hosts) cores, but only \(hosts - 1) are available"), outcome.output)
+        let shared = try shell([Self.script, "run", "--hosts", "2", "--share-cores", "--name", "wtest", "--", "true"])
+        XCTAssertEqual(shared.status, 0, shared.output)
+        try assertNothingLeft("wtest")
+    }
+
+    /// "0-2,5" → [0, 1, 2, 5].
+    static func parseCPUList(_ list: String) -> Set<Int> {
+        var result = Set<Int>()
+        for piece in list.split(separator: ",") {
+            let ends = piece.split(separator: "-").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            if ends.count == 2, ends[0] <= ends[1] { result.formUnion(ends[0]...ends[1]) } else if ends.count == 1 { result.insert(ends[0]) }
+        }
+        return result
+    }
+
     func testBadArgumentsAreRefused() throws {
         let outcome = try shell([Self.script, "run", "--hosts", "0", "--", "true"])
         XCTAssertEqual(outcome.status, 2)
         XCTAssertTrue(outcome.output.contains("--hosts must be 1..200"), outcome.output)
+        let cores = try shell([Self.script, "run", "--cores-per-host", "0", "--", "true"])
+        XCTAssertEqual(cores.status, 2)
+        XCTAssertTrue(cores.output.contains("--cores-per-host must be 1..4096"), cores.output)
     }
+}
+
+/// CPUs in this process's affinity mask (from /proc/self/status).
+func allowedCPUCount() -> Int {
+    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) else {
+        return ProcessInfo.processInfo.activeProcessorCount
+    }
+    return SimulatedClusterTests.parseCPUList(String(line.dropFirst("Cpus_allowed_list:".count))).count
 }
