@@ -398,6 +398,10 @@ static void qgemv_rows(const qgemv_task *t, long j0, long j1) {
     const weft_qtiles *T = t->tiles;
     const size_t wrb = t->w_row_bytes, xrb = t->xq_row_bytes;
     long j = j0;
+    if (t->m == 1 && T->rows1) {
+        if (j0 < j1) T->rows1(t->k, t->w + (size_t)j0 * wrb, wrb, (int)(j1 - j0), t->xq, (const float *)t->side, t->y + j0);
+        return;
+    }
     if (T->lanes8[0]) {
         const int ci = t->m == 1 ? 0 : t->m == 2 ? 1 : 2, C = 1 << ci;
         const int R = T->lane_rows[ci];
@@ -491,7 +495,17 @@ static int qgemv(const qgemv_path *path, int wtype, int m, int n, int k, const f
     // next to the n * k weights streamed below).
     for (int i = 0; i < m; i++)
         quantize(x + (size_t)i * ldx, (unsigned char *)scratch + (size_t)i * t.xq_row_bytes, k);
-    if (t.tiles->lanes8[0]) {
+    if (m == 1 && t.tiles->rows1) {
+        // The row kernel's activation scales as float32 (in the side data's
+        // place: nb floats, where the side data takes 8 * nb).
+        float *dy = (float *)((unsigned char *)scratch + side_offset(m, (int)nb, ab));
+        for (size_t b = 0; b < nb; b++) {
+            uint16_t d;
+            memcpy(&d, (const unsigned char *)scratch + b * ab, 2);
+            dy[b] = weft_fp16_to_fp32(d);
+        }
+        t.side = (const unsigned char *)dy;
+    } else if (t.tiles->lanes8[0]) {
         unsigned char *side = (unsigned char *)scratch + side_offset(m, (int)nb, ab);
         weft_qside_fill(wtype, m, (int)nb, scratch, t.xq_row_bytes, side);
         t.side = side;

@@ -33,8 +33,9 @@
 enum { FMT_Q4_0 = 0, FMT_Q4_1 = 1, FMT_Q8_0 = 2 };
 
 // Weight bytes prefetched ahead on each row into L1 (every 4th block for Q4,
-// every block for Q8_0 at m = 1, every other at m > 1); the next tile is
-// prefetched into L2 besides (Q4 always, Q8_0 at m > 1).
+// every block for Q8_0's 8 x 1 tile, every other at m > 1); the next tile is
+// prefetched into L2 besides (Q4 always, Q8_0 at m > 1). (Q8_0 at m = 1 runs
+// the row stream below, not its 8 x 1 tile.)
 #ifndef Q_PREFETCH
 #define Q_PREFETCH 1024
 #endif
@@ -222,6 +223,94 @@ QINLINE void q8_lanes8(int k, const unsigned char *w, size_t bw, const unsigned 
     store_lanes(out, ldo, lanes, nr, nc, C);
 }
 
+// Q8_0 at m = 1: whole rows one after the other, so that a thread reads its
+// weight rows as one sequential stream (as ggml's row-by-row dot product
+// does) instead of R interleaved short streams, and one prefetch pointer
+// keeps ahead of it across row ends. Eight blocks of
+// one row per step: their exact int32 sums in 8 lanes (the tiles' vphaddd
+// tree), the scales' products in 8 lanes, t = (float)sumi * (dx * dy) as
+// the reference rounds it, then the reference's running sum over the 8
+// lanes in block order (a chain of dependent adds, which the next step's
+// integer work overlaps). dy: the activation scales as float32, one per
+// block (contiguous).
+// Why: with the 8 x 1 tile at k = 2048 each tile started 8 cold 2176-byte
+// streams and its 1 KiB per-row prefetch covered only the second half of
+// each; a decode replay of the bench-1b shapes read 10.8-11.2 GB/s at
+// k = 2048 (18.8 at k = 8192) against a 20 GB/s read loop. The row stream
+// prefetches every line once, Q8_STREAM_PREFETCH bytes ahead, across row
+// ends: 17-20 GB/s at every shape, 83-98 % of the read loop (measured 0,
+// 1, 1.5, 2, 3, 4 KiB and T0/T1/NTA: no prefetch 14.5, 1 KiB 17, 2-4 KiB
+// within the noise of each other; /tmp/coord/doc-q8.md).
+#ifndef Q8_STREAM_PREFETCH
+#define Q8_STREAM_PREFETCH 2048
+#endif
+#ifndef Q8_STREAM_HINT
+#define Q8_STREAM_HINT _MM_HINT_T0
+#endif
+
+// The fp16 values at p + b * 34 of 8 consecutive blocks as float32 lanes.
+QINLINE __m256 blocks_fp16(const unsigned char *p) {
+    uint16_t e[8];
+    for (int b = 0; b < 8; b++) memcpy(&e[b], p + (size_t)b * sizeof(weft_block_q8_0), 2);
+    const uint64_t d0 = e[0] | (uint64_t)e[1] << 16 | (uint64_t)e[2] << 32 | (uint64_t)e[3] << 48;
+    const uint64_t d1 = e[4] | (uint64_t)e[5] << 16 | (uint64_t)e[6] << 32 | (uint64_t)e[7] << 48;
+    return _mm256_cvtph_ps(_mm_set_epi64x((long long)d1, (long long)d0));
+}
+
+QINLINE __m256i q8_block_p(const unsigned char *x, const unsigned char *y) {
+    const __m256i wv = _mm256_loadu_si256((const __m256i *)(x + 2)), yv = _mm256_loadu_si256((const __m256i *)(y + 2));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(yv, wv)),
+                             _mm256_set1_epi16(1));
+}
+
+// s + the reference's sum over blocks [0, nb) of one row x against a.
+// *pf: the next line to prefetch (every line once, Q8_STREAM_PREFETCH bytes
+// ahead of the 8 blocks being read; NULL: none).
+QINLINE float q8_row_stream(int nb, const unsigned char *x, const unsigned char *a, const float *dy, float s,
+                            const char **pf) {
+    const size_t B = sizeof(weft_block_q8_0);
+    int ib = 0;
+    for (; ib + 8 <= nb; ib += 8) {
+        const unsigned char *xb = x + (size_t)ib * B, *yb = a + (size_t)ib * B;
+        if (Q8_STREAM_PREFETCH && pf)
+            for (const char *end = (const char *)xb + 8 * B + Q8_STREAM_PREFETCH; *pf < end; *pf += 64)
+                _mm_prefetch(*pf, Q8_STREAM_HINT);
+        __m256i p[8];
+        for (int b = 0; b < 8; b++) p[b] = q8_block_p(xb + (size_t)b * B, yb + (size_t)b * B);
+        const __m256i g0 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+        const __m256i g1 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+        const __m256i sumi = _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31));
+        const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(blocks_fp16(xb), _mm256_loadu_ps(dy + ib)));
+        float tl[8];
+        _mm256_storeu_ps(tl, t);
+        for (int b = 0; b < 8; b++) s += tl[b];
+    }
+    for (; ib < nb; ib++) {
+        const unsigned char *xb = x + (size_t)ib * B;
+        const __m256i p = q8_block_p(xb, a + (size_t)ib * B);
+        __m128i q = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        q = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0x4E));
+        q = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0xB1));
+        uint16_t dx;
+        memcpy(&dx, xb, 2);
+        s += (float)_mm_cvtsi128_si32(q) * (_cvtsh_ss(dx) * dy[ib]);
+    }
+    return s;
+}
+
+static QTARGET float q8_row_stream_avx2(int nb, const unsigned char *x, const unsigned char *a, const float *dy, float s) {
+    return q8_row_stream(nb, x, a, dy, s, NULL);
+}
+
+// Rows [0, nrows) of w (row r at w + r * bw) against one activation row a
+// (k elements), y[r] for each; dy as above.
+static QTARGET void q8_0_avx2_rows(int k, const void *w, size_t bw, int nrows, const void *a, const float *dy, float *y) {
+    const int nb = k / WEFT_QK;
+    const char *pf = (const char *)((uintptr_t)w & ~(uintptr_t)63);
+    for (int r = 0; r < nrows; r++)
+        y[r] = q8_row_stream(nb, (const unsigned char *)w + (size_t)r * bw, a, dy, 0.0f, &pf);
+}
+
 #define Q4_TILE(name, FMT, C)                                                                           \
     static QTARGET void name(int k, const void *w, size_t bw, const void *a, size_t ba, const void *side, \
                              size_t ss, size_t so, float *y, size_t ldy, int nr, int nc, int acc) {      \
@@ -258,17 +347,35 @@ static void single_dot(weft_qtile8_fn tile, int wtype, int k, const void *w, con
     }
 }
 
-#define TILE_SET(name, wtype, R1, R2, R4)                                                               \
+// Q8_0's single dot product: the row stream, the activation scales converted
+// on the stack 256 blocks at a time.
+static void single_dot_q8_0(int k, const void *w, const void *a, float *y) {
+    float dy[256], s = 0.0f;
+    for (int b0 = 0; b0 < k / WEFT_QK; b0 += 256) {
+        const int nbc = k / WEFT_QK - b0 < 256 ? k / WEFT_QK - b0 : 256;
+        const unsigned char *ac = (const unsigned char *)a + (size_t)b0 * sizeof(weft_block_q8_0);
+        for (int b = 0; b < nbc; b++) {
+            uint16_t d;
+            memcpy(&d, ac + (size_t)b * sizeof(weft_block_q8_0), 2);
+            dy[b] = weft_fp16_to_fp32(d);
+        }
+        s = q8_row_stream_avx2(nbc, (const unsigned char *)w + (size_t)b0 * sizeof(weft_block_q8_0), ac, dy, s);
+    }
+    *y = s;
+}
+
+#define TILE_SET(name, wtype, R1, R2, R4, ROWS)                                                         \
     static void name##_1x1(int k, const void *w, size_t bw, const void *a, size_t ba, float *y,         \
                            size_t ldy) {                                                                \
         (void)bw; (void)ba; (void)ldy;                                                                  \
-        single_dot(name##_c1, wtype, k, w, a, y);                                                       \
+        if (wtype == WEFT_QTYPE_Q8_0) single_dot_q8_0(k, w, a, y);                                      \
+        else single_dot(name##_c1, wtype, k, w, a, y);                                                  \
     }                                                                                                   \
     static const weft_qtiles name##_tiles = {name##_1x1, NULL, {NULL, NULL, NULL},                      \
-                                             {name##_c1, name##_c2, name##_c4}, {R1, R2, R4}};
-TILE_SET(q4_0_avx2, WEFT_QTYPE_Q4_0, 8, 8, 8)
-TILE_SET(q4_1_avx2, WEFT_QTYPE_Q4_1, 8, 8, 8)
-TILE_SET(q8_0_avx2, WEFT_QTYPE_Q8_0, 8, 4, 2)
+                                             {name##_c1, name##_c2, name##_c4}, {R1, R2, R4}, ROWS};
+TILE_SET(q4_0_avx2, WEFT_QTYPE_Q4_0, 8, 8, 8, NULL)
+TILE_SET(q4_1_avx2, WEFT_QTYPE_Q4_1, 8, 8, 8, NULL)
+TILE_SET(q8_0_avx2, WEFT_QTYPE_Q8_0, 8, 4, 2, q8_0_avx2_rows)
 
 const weft_qtiles *weft_q_tiles_avx2(int wtype) {
     switch (wtype) {

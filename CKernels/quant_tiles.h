@@ -25,12 +25,20 @@ typedef void (*weft_qtile8_fn)(int k, const void *w, size_t w_row_bytes, const v
                                const void *side, size_t sstride, size_t soff, float *y, size_t ldy, int nr,
                                int nc, int accumulate);
 
+// Whole rows against one activation row (m = 1): rows [0, nrows) of w (row
+// r at w + r * w_row_bytes) against the quantized activation row a, y[r] for
+// each, with a_scales[b] = the activation's block b scale as float32. Gives
+// per row exactly the single dot product's bits.
+typedef void (*weft_qrows_fn)(int k, const void *w, size_t w_row_bytes, int nrows, const void *a,
+                              const float *a_scales, float *y);
+
 typedef struct {
     weft_qtile_fn r1c1;    // 1 x 1 (always present)
     weft_qtile_fn r4c1;    // 4 weight rows x 1 activation row, or NULL
     weft_qtile_fn r1c[3];  // 1 weight row x 2, 3, 4 activation rows, or NULL
     weft_qtile8_fn lanes8[3];  // C = 1, 2, 4 (then the driver uses only these), or NULL
     int lane_rows[3];          // their R
+    weft_qrows_fn rows1;       // m = 1 (then the driver uses it there), or NULL
 } weft_qtiles;
 
 /// Activation side data of weft_qtile8_fn for m quantized activation rows

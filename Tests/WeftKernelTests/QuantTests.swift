@@ -417,18 +417,20 @@ final class QuantTests: XCTestCase {
     }
 
     /// The AVX2 kernels (lane tiles of 8 weight rows x 1, 2, 4 activation rows
-    /// for Q4_0/Q4_1; 8 x 1, 4 x 2, 2 x 4 for Q8_0) give the scalar reference's
-    /// bits: exact integer block sums, then the reference's float32 steps in its
-    /// order. Ragged n (partial row tiles), every m up to 9 (partial activation
-    /// groups), k past the 256-block chunk of the single dot product, outliers and
-    /// Q8_0's -128, with and without the pool.
+    /// for Q4_0/Q4_1; 4 x 2, 2 x 4 for Q8_0, whose m = 1 kernel streams whole
+    /// rows 8 blocks at a time) give the scalar reference's bits: exact integer
+    /// block sums, then the reference's float32 steps in its order. Ragged n
+    /// (partial row tiles, rows split unevenly over the pool), every m up to 9
+    /// (partial activation groups), every block count modulo 8 (the row
+    /// stream's tail), k past the 256-block chunk of the single dot product,
+    /// outliers and Q8_0's -128, with and without the pool.
     func testAVX2IsBitExactWithTheScalarReference() throws {
         try requirePath("avx2")
         let pool = try XCTUnwrap(weft_pool_create(2, nil, 1000))
         defer { weft_pool_destroy(pool) }
         var rng = TestRandom(seed: 2026)
         for f in QuantFormat.all {
-            for (trial, k) in [32, 64, 96, 352, 1056, 8192, 8224, 32 * 301].enumerated() {
+            for (trial, k) in [32, 64, 96, 128, 160, 192, 224, 352, 1056, 8192, 8224, 32 * 269, 32 * 301].enumerated() {
                 for m in [1, 2, 3, 4, 5, 7, 8, 9] where k <= 1056 || m <= 3 {
                     let n = [1, 5, 8, 9, 16, 23, 37][(trial + m) % 7]
                     var x = randomRows(&rng, count: n * k)
