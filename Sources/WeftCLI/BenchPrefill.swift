@@ -29,6 +29,9 @@ struct BenchPrefill: ParsableCommand {
     @Option(help: "Also write the latency-against-tokens chart (one line per mode) to this SVG file.")
     var plot: String?
 
+    @Option(help: "After the timed runs of each point, run it once more traced and write every rank's compute, wait and comm-thread spans to this Chrome trace (JSON: chrome://tracing or ui.perfetto.dev); a per-rank summary is printed too.")
+    var trace: String?
+
     func parsedModes() throws -> [CommMode] {
         try modes.split(separator: ",").map { name in
             guard let mode = CommMode(rawValue: String(name)) else {
@@ -42,6 +45,12 @@ struct BenchPrefill: ParsableCommand {
         _ = try parsedModes()
         _ = try parseTokenList(tokens, option: "--tokens")
         guard repetitions >= 1 else { throw ValidationError("-r must be at least 1") }
+        if let trace {
+            let folder = URL(fileURLWithPath: trace).deletingLastPathComponent().path
+            guard FileManager.default.isWritableFile(atPath: folder) else {
+                throw ValidationError("--trace: cannot write into \(folder)")
+            }
+        }
     }
 
     struct Row: Encodable {
@@ -51,6 +60,14 @@ struct BenchPrefill: ParsableCommand {
         let median_ms: Double
         let speedup_vs_baseline: Double?
         let overlap_efficiency: Double?
+    }
+
+    /// One traced run: every rank's spans.
+    struct TracedRun {
+        let tokens: Int
+        let mode: String
+        let split: Int?
+        let ranks: [[TraceRecorder.Span]]
     }
 
     func run() throws {
@@ -63,6 +80,7 @@ struct BenchPrefill: ParsableCommand {
             configuration.maxSequences = 1
             let engine = try Engine(configuration: configuration, communicator: communicator)
             var rows: [Row] = []
+            var traced: [TracedRun] = []
             for count in counts {
                 var medians: [CommMode: Double] = [:]
                 for mode in modes {
@@ -85,6 +103,20 @@ struct BenchPrefill: ParsableCommand {
                         let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, mode: concrete, split: split) }
                         engine.release(sequence: 0)
                         if repetition > 0 { times.append(seconds * 1e3) }
+                    }
+                    if trace != nil {
+                        let recorder = TraceRecorder()
+                        try communicator.barrier()
+                        recorder.restart()
+                        engine.model.trace = recorder
+                        defer { engine.model.trace = nil }
+                        _ = try engine.model.forward(batch, mode: concrete, split: split)
+                        engine.release(sequence: 0)
+                        let gathered = try communicator.gatherBytes(Array(try JSONEncoder().encode(recorder.recorded)))
+                        if communicator.isRoot {
+                            traced.append(TracedRun(tokens: count, mode: mode.rawValue, split: split,
+                                                    ranks: try gathered.map { try JSONDecoder().decode([TraceRecorder.Span].self, from: Data($0)) }))
+                        }
                     }
                     let median = median(times)
                     medians[mode] = median
@@ -116,11 +148,51 @@ struct BenchPrefill: ParsableCommand {
                     throw RuntimeError.invalidOption("--plot", "cannot write \(plot): \(error.localizedDescription)")
                 }
             }
+            if let trace { try writeTrace(traced, to: trace) }
             if json { Output.write(try jsonString(rows) + "\n"); return }
             Output.write("| tokens | mode | split | median ms | speedup vs baseline | share of baseline comm hidden |\n|---:|---|---:|---:|---:|---:|\n")
             for r in rows {
                 Output.write("| \(r.tokens) | \(r.mode) | \(r.split.map(String.init) ?? "–") | \(String(format: "%.1f", r.median_ms)) | \(r.speedup_vs_baseline.map { String(format: "%.2f×", $0) } ?? "–") | \(r.overlap_efficiency.map { String(format: "%.2f", $0) } ?? "–") |\n")
             }
+            if !traced.isEmpty {
+                Output.write("\nTraced runs (one per point), per rank: time computing, waiting for reductions (exposed communication), the comm thread busy, bytes sent.\n\n")
+                Output.write("| tokens | mode | rank | total ms | compute ms | waiting ms | comm busy ms | MB sent |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")
+                for run in traced {
+                    for (rank, spans) in run.ranks.enumerated() {
+                        let totals = TraceRecorder.totals(spans)
+                        let end = spans.map { $0.start + $0.duration }.max() ?? 0
+                        Output.write("| \(run.tokens) | \(run.mode) | \(rank) | \(String(format: "%.1f", end / 1e3)) | \(String(format: "%.1f", totals.compute / 1e3)) | \(String(format: "%.1f", totals.wait / 1e3)) | \(String(format: "%.1f", totals.comm / 1e3)) | \(String(format: "%.2f", Double(totals.bytes) / 1e6)) |\n")
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension BenchPrefill {
+    /// Chrome trace event format: one process per (run, rank), one thread per lane.
+    func writeTrace(_ runs: [TracedRun], to path: String) throws {
+        var events: [[String: Any]] = []
+        for (runIndex, run) in runs.enumerated() {
+            for (rank, spans) in run.ranks.enumerated() {
+                let pid = runIndex * run.ranks.count + rank
+                let label = "\(run.tokens) tokens \(run.mode)\(run.split.map { " (split \($0))" } ?? "") · rank \(rank)"
+                events.append(["name": "process_name", "ph": "M", "pid": pid, "args": ["name": label]])
+                events.append(["name": "process_sort_index", "ph": "M", "pid": pid, "args": ["sort_index": pid]])
+                for lane in TraceRecorder.Lane.allCases {
+                    events.append(["name": "thread_name", "ph": "M", "pid": pid, "tid": lane.rawValue, "args": ["name": lane.name]])
+                }
+                for span in spans {
+                    var event: [String: Any] = ["name": span.name, "ph": "X", "pid": pid, "tid": span.lane,
+                                                "ts": span.start, "dur": span.duration]
+                    if let bytes = span.bytes { event["args"] = ["bytes": bytes] }
+                    events.append(event)
+                }
+            }
+        }
+        let data = try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [.sortedKeys])
+        do { try data.write(to: URL(fileURLWithPath: path)) } catch {
+            throw RuntimeError.invalidOption("--trace", "cannot write \(path): \(error.localizedDescription)")
         }
     }
 }

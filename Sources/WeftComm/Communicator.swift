@@ -274,7 +274,30 @@ public final class Communicator {
     /// (counts may differ per rank). Returns the concatenation on root, [] elsewhere.
     public func gather(_ local: UnsafePointer<Float>, count: Int, root: Int = 0) throws -> [Float] {
         if size == 1 { return Array(UnsafeBufferPointer(start: local, count: count)) }
-        guard let myCount = Int32(exactly: count) else { throw CommError.unsupported("gather of \(count) floats exceeds MPI's count range") }
+        return try gatherv(local, count: count, type: CMPI_FLOAT(), root: root, what: "rows").values
+    }
+
+    /// Gathers each rank's bytes at `root` (lengths may differ): one array per
+    /// rank on root, [] elsewhere.
+    public func gatherBytes(_ local: [UInt8], root: Int = 0) throws -> [[UInt8]] {
+        if size == 1 { return [local] }
+        let (values, counts) = try local.withUnsafeBufferPointer { buffer in
+            try gatherv(buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!, count: buffer.count, type: CMPI_BYTE(), root: root, what: "bytes")
+        }
+        guard rank == root else { return [] }
+        var result: [[UInt8]] = [], offset = 0
+        for count in counts {
+            result.append(Array(values[offset ..< offset + count]))
+            offset += count
+        }
+        return result
+    }
+
+    /// MPI_Igatherv of `count` values of `type` from every rank: the
+    /// concatenation and each rank's count on root, ([], []) elsewhere.
+    private func gatherv<T>(_ local: UnsafePointer<T>, count: Int, type: MPI_Datatype, root: Int,
+                            what: String) throws -> (values: [T], counts: [Int]) {
+        guard let myCount = Int32(exactly: count) else { throw CommError.unsupported("gather of \(count) \(what) exceeds MPI's count range") }
         let comm = self.comm, size = self.size, isRoot = rank == root
         let counts = UnsafeMutablePointer<Int32>.allocate(capacity: size + 1)
         let displacements = UnsafeMutablePointer<Int32>.allocate(capacity: size)
@@ -290,22 +313,24 @@ public final class Communicator {
         var total = 0
         if isRoot {
             for i in 0..<size {
+                guard counts[i] >= 0 else { throw CommError.unsupported("rank \(i) announced a gather of \(counts[i]) \(what)") }
                 displacements[i] = Int32(clamping: total)
                 total += Int(counts[i])
             }
-            guard total <= Int(Int32.max) else { throw CommError.unsupported("gather of \(total) floats exceeds MPI's count range") }
+            guard total <= Int(Int32.max) else { throw CommError.unsupported("gather of \(total) \(what) exceeds MPI's count range") }
         }
-        let result = UnsafeMutablePointer<Float>.allocate(capacity: max(total, 1))
+        let result = UnsafeMutablePointer<T>.allocate(capacity: max(total, 1))
         defer { result.deallocate() }
         let input = SendablePointer(UnsafeMutablePointer(mutating: local)), output = SendablePointer(result)
         let displacementsPointer = SendablePointer(displacements)
-        try collective("the gather of rows at rank \(root)") {
+        try collective("the gather of \(what) at rank \(root)") {
             var request: MPI_Request? = nil
-            try check(MPI_Igatherv(input.raw, myCount, CMPI_FLOAT(), output.raw, countsPointer.raw, displacementsPointer.raw,
-                                   CMPI_FLOAT(), Int32(root), comm, &request), "MPI_Igatherv")
+            try check(MPI_Igatherv(input.raw, myCount, type, output.raw, countsPointer.raw, displacementsPointer.raw,
+                                   type, Int32(root), comm, &request), "MPI_Igatherv")
             return request
         }
-        return Array(UnsafeBufferPointer(start: result, count: total))
+        guard isRoot else { return ([], []) }
+        return (Array(UnsafeBufferPointer(start: result, count: total)), (0..<size).map { Int(counts[$0]) })
     }
 
     // MARK: Agreeing on failure

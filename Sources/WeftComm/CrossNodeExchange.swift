@@ -100,12 +100,14 @@ final class CrossNodeExchange {
     /// Rank p's block of `rows`: ⌈count/parts⌉ rows each, the last ones shorter.
     func block(_ rows: Range<Int>, _ p: Int) -> Range<Int> { FusedResidualNorm.block(rows, parts: parts, index: p) }
 
-    /// Bytes this rank sends for a range of `rows` rows (both phases), for traces.
-    func bytesSent(rows: Range<Int>) -> Int {
-        let mine = block(rows, index).count
-        let others = rows.count - mine
-        let blockRows = (rows.count + parts - 1) / parts
-        return (others + (parts - 1) * blockRows) * hidden * wire.bytes
+    enum Phase { case reduceScatter, allGather }
+
+    /// Bytes this rank sends in one phase for a range of `rows` rows, for traces.
+    func bytesSent(rows: Range<Int>, phase: Phase) -> Int {
+        switch phase {
+        case .reduceScatter: (rows.count - block(rows, index).count) * hidden * wire.bytes
+        case .allGather: (parts - 1) * ((rows.count + parts - 1) / parts) * hidden * wire.bytes
+        }
     }
 
     /// Posts the receives of every peer's partial of this rank's block and the

@@ -47,6 +47,8 @@ public final class FusedResidualNorm {
     private var localNormed: FloatBuffer?
 
     private var epoch: UInt64 = 0
+    /// Records the comm thread's spans (reduce-scatter, norm, all-gather) when set.
+    public var trace: TraceRecorder?
     // Node topology: the ranks sharing memory with this one, and the ranks of
     // the same local index on the other nodes.
     let nodeComm: MPI_Comm
@@ -428,11 +430,14 @@ public final class FusedResidualNorm {
         let rows = op.rows, h = hidden
         let exchange = self.exchange!, monitor = communicator.monitor
         let source = UnsafePointer(partials + rows.lowerBound * h)
+        let trace = self.trace
+        var mark: UInt64 = 0
         return { [self] in
             do {
                 switch state {
                 case 0:
                     guard !rows.isEmpty else { return true }
+                    mark = TraceRecorder.now()
                     try exchange.startReduceScatter(rows: rows, source: source)
                     state = 1
                     return false
@@ -442,7 +447,12 @@ public final class FusedResidualNorm {
                         return false
                     }
                     op.deadline = .distantFuture
+                    let now = TraceRecorder.now()
+                    trace?.add("reduce-scatter \(rows.count) rows", lane: .comm, from: mark, to: now,
+                               bytes: exchange.bytesSent(rows: rows, phase: .reduceScatter))
                     try exchange.normalizeAndStartGather(rows: rows, source: source, residual: args.residual, weight: args.weight, eps: args.eps)
+                    mark = TraceRecorder.now()
+                    trace?.add("norm", lane: .comm, from: now, to: mark)
                     state = 2
                     return false
                 default:
@@ -451,6 +461,8 @@ public final class FusedResidualNorm {
                         return false
                     }
                     exchange.finishGather(rows: rows, into: normed + rows.lowerBound * h)
+                    trace?.add("all-gather \(rows.count) rows", lane: .comm, from: mark, to: TraceRecorder.now(),
+                               bytes: exchange.bytesSent(rows: rows, phase: .allGather))
                     return true
                 }
             } catch {

@@ -37,6 +37,11 @@ public final class LlamaModel {
     /// Seconds the compute thread has spent inside or waiting for the
     /// per-layer reductions (exposed communication: overlap hides the rest).
     public private(set) var communicationSeconds = 0.0
+    /// Records the compute thread's spans (each stagger step, each wait for a
+    /// reduction) when set; the collective records the comm thread's.
+    public var trace: TraceRecorder? {
+        didSet { collective?.trace = trace }
+    }
 
     func timedCommunication<T>(_ body: () throws -> T) rethrows -> T {
         let start = DispatchTime.now().uptimeNanoseconds
@@ -123,7 +128,19 @@ public final class LlamaModel {
         if workspace == nil || workspace!.capacity < t { workspace = Workspace(capacity: max(t, 16), model: self) }
         let step = try Step(model: self, batch: batch, mode: mode)
 
-        step.embed()
+        let trace = self.trace
+        /// Runs one compute step, recorded as a span when tracing.
+        func compute(_ name: @autoclosure () -> String, _ body: () -> Void) {
+            if let trace { trace.measure(name(), lane: .compute, body) } else { body() }
+        }
+        func finish(_ operation: FusedResidualNorm.Operation, _ name: @autoclosure () -> String) throws {
+            if let trace { try trace.measure(name(), lane: .wait) { try step.finish(operation) } } else { try step.finish(operation) }
+        }
+        func reduce(_ rows: Range<Int>, weight: FloatBuffer, _ name: @autoclosure () -> String) throws {
+            if let trace { try trace.measure(name(), lane: .wait) { try step.reduce(rows, weight: weight) } } else { try step.reduce(rows, weight: weight) }
+        }
+
+        compute("embed", step.embed)
         switch mode {
         case .overlap:
             // TokenWeave's stagger: each half's compute runs while the other
@@ -133,29 +150,31 @@ public final class LlamaModel {
             var pendingB = step.beginReduce(b, weight: weights.layers[0].inputNorm)
             for (index, layer) in weights.layers.enumerated() {
                 let next = index + 1 < weights.layers.count ? weights.layers[index + 1].inputNorm : weights.finalNorm
-                try step.finish(pendingA); step.attention(a, layer: layer, index: index)
+                try finish(pendingA, "wait A L\(index) in"); compute("attention A L\(index)") { step.attention(a, layer: layer, index: index) }
                 pendingA = step.beginReduce(a, weight: layer.postAttentionNorm)
-                try step.finish(pendingB); step.attention(b, layer: layer, index: index)
+                try finish(pendingB, "wait B L\(index) in"); compute("attention B L\(index)") { step.attention(b, layer: layer, index: index) }
                 pendingB = step.beginReduce(b, weight: layer.postAttentionNorm)
-                try step.finish(pendingA); step.mlp(a, layer: layer)
+                try finish(pendingA, "wait A L\(index) attn"); compute("mlp A L\(index)") { step.mlp(a, layer: layer) }
                 pendingA = step.beginReduce(a, weight: next)
-                try step.finish(pendingB); step.mlp(b, layer: layer)
+                try finish(pendingB, "wait B L\(index) attn"); compute("mlp B L\(index)") { step.mlp(b, layer: layer) }
                 pendingB = step.beginReduce(b, weight: next)
             }
-            try step.finish(pendingA)
-            try step.finish(pendingB)
+            try finish(pendingA, "wait A out")
+            try finish(pendingB, "wait B out")
         default:
             let all = 0..<t
-            try step.reduce(all, weight: weights.layers[0].inputNorm)
+            try reduce(all, weight: weights.layers[0].inputNorm, "reduce in")
             for (index, layer) in weights.layers.enumerated() {
                 let next = index + 1 < weights.layers.count ? weights.layers[index + 1].inputNorm : weights.finalNorm
-                step.attention(all, layer: layer, index: index)
-                try step.reduce(all, weight: layer.postAttentionNorm)
-                step.mlp(all, layer: layer)
-                try step.reduce(all, weight: next)
+                compute("attention L\(index)") { step.attention(all, layer: layer, index: index) }
+                try reduce(all, weight: layer.postAttentionNorm, "reduce L\(index) attn")
+                compute("mlp L\(index)") { step.mlp(all, layer: layer) }
+                try reduce(all, weight: next, "reduce L\(index) mlp")
             }
         }
-        return step.logits()
+        var logits: [Float] = []
+        compute("logits") { logits = step.logits() }
+        return logits
     }
 
     /// One forward pass's buffers and the steps it is made of, each on a range of batch rows.
