@@ -386,6 +386,45 @@ final class QuantKTests: XCTestCase {
         }
     }
 
+    /// The SIMD tiles (4 weight rows x 1 activation row at m = 1, with the next tile
+    /// prefetched; 1 weight row x 2-4 activation rows at m > 1; the scales of two rows
+    /// unpacked at once) on every tile count and tail: n = 1...13 and a few larger, m = 1...5,
+    /// k up to 17 super-blocks, alone and split over 2 threads (ragged halves), weights
+    /// exactly n rows long, a quarter of the blocks with scale bytes from the unpacking's edge
+    /// patterns (all bits set, only the 2 high bits, only the low 6, single nibbles): the
+    /// scalar path's bits, and nothing written past n.
+    func testGemvTilesOnRaggedShapes() throws {
+        let paths = ["avx2", "avx512"].filter { kPaths().contains($0) }
+        if paths.isEmpty { throw XCTSkip("no SIMD k-quant path on this CPU") }
+        let pool = try XCTUnwrap(weft_pool_create(2, nil, 1000))
+        defer { weft_pool_destroy(pool) }
+        var rng = TestRandom(seed: 4242)
+        let edges: [UInt8] = [0xFF, 0xC0, 0x3F, 0x0F, 0xF0, 0x00, 0x40, 0x80]
+        for f in KFormat.all {
+            let scalesAt = f.dminOffset == nil ? 192 : 4, scaleBytes = f.dminOffset == nil ? 16 : 12
+            for n in Array(1...13) + [16, 17, 30, 63] {
+                let m = 1 + (n * 7 + Int(f.type)) % 5, k = 256 * [1, 3, 17, 2][n % 4]
+                var w = f.randomBlocks(&rng, count: n * k / 256)
+                for b in 0..<(n * k / 256) where rng.int(0, 3) == 0 {
+                    for t in 0..<scaleBytes { w[b * f.blockBytes + scalesAt + t] = edges[rng.int(0, edges.count - 1)] }
+                }
+                let x = (0..<(m * k)).map { _ in rng.float(2) }
+                let ldy = n + 1
+                let (rc0, want) = gemv(weft_qgemv_scalar, f, m: m, n: n, k: k, x: x, ldx: k, w: w, ldy: ldy, pool: nil)
+                XCTAssertEqual(rc0, 0)
+                for path in paths {
+                    let fn: QGemv = path == "avx2" ? weft_qgemv_avx2 : weft_qgemv_avx512
+                    for p in [nil, pool] {
+                        let (rc, got) = gemv(fn, f, m: m, n: n, k: k, x: x, ldx: k, w: w, ldy: ldy, pool: p)
+                        XCTAssertEqual(rc, 0)
+                        XCTAssertEqual(bits(got), bits(want), "\(path) \(f.name) m=\(m) n=\(n) k=\(k) pool=\(p != nil)")
+                        for i in 0..<m { XCTAssertEqual(got[i * ldy + n], -7, "\(path) \(f.name) m=\(m) n=\(n): y past n written") }
+                    }
+                }
+            }
+        }
+    }
+
     /// weft_wgemm on k-quant weights at m = 1, 3 and 16 with a pool of 2: within the
     /// activations' Q8_K rounding of float64 over the dequantized weights (either path), and
     /// the scalar GEMV's bits at m = 1 and 3 (the integer-dot path).
