@@ -104,6 +104,60 @@ static inline int weft_gemm_few_groups(const weft_gemm_plan *plan, int m, int n0
     return 1;
 }
 
+// ------------------------------------------------ x packed once per call
+// Callers that multiply the same activation rows with many weight blocks (the
+// weft_wgemm panel path) pack x once, for all its rows and a whole K chunk,
+// instead of once per block: x[0:m, 0:kc) as the balanced row groups of
+// weft_gemm_blocked (at most mr rows each), group g at xp + row0(g) * kc,
+// element (kk, i) of the group at [kk * rows + i].
+
+/// Row group g of m rows split into groups of at most mr: first row and count.
+static inline void weft_gemm_group(int m, int mr, int g, int *row0, int *rows) {
+    int groups = (m + mr - 1) / mr, base = m / groups, extra = m % groups;
+    *rows = base + (g < extra);
+    *row0 = g * base + (g < extra ? g : extra);
+}
+
+static inline int weft_gemm_groups(int m, int mr) { return (m + mr - 1) / mr; }
+
+/// Packs groups [g0, g1) of x[0:m, 0:kc) (row stride ldx) into xp.
+static inline void weft_gemm_pack_groups(int m, int mr, int g0, int g1, int kc, const float *x,
+                                         size_t ldx, float *xp) {
+    for (int g = g0; g < g1; g++) {
+        int row0, rows;
+        weft_gemm_group(m, mr, g, &row0, &rows);
+        weft_gemm_pack_x(x + (size_t)row0 * ldx, ldx, rows, kc, xp + (size_t)row0 * kc);
+    }
+}
+
+/// y[0:m, 0:n) (+)= x . W over one K chunk of kc, x packed by
+/// weft_gemm_pack_groups with plan->mr, W the packed panels of n rows (panel
+/// p at w + p * NR * kc). Each group's x micro-panel stays in L1 while it
+/// goes over every panel (the panels are meant to sit in L2).
+static inline void weft_gemm_blocked_xp(const weft_gemm_plan *plan, int m, int n, int kc,
+                                        const float *xp, const float *w, float *y, size_t ldy,
+                                        int load_c) {
+    const int NR = WEFT_GEMM_NR, NRK = plan->nrk;
+    if (m <= 0 || n <= 0 || kc <= 0) return;
+    int panels = (n + NR - 1) / NR;
+    for (int g = 0, groups = weft_gemm_groups(m, plan->mr); g < groups; g++) {
+        int row0, rows;
+        weft_gemm_group(m, plan->mr, g, &row0, &rows);
+        weft_gemm_ukernel kern = plan->kernel[rows];
+        const float *xg = xp + (size_t)row0 * kc;
+        float *yrow = y + (size_t)row0 * ldy;
+        for (int p = 0; p < panels; p++) {
+            const float *panel = w + (size_t)p * NR * (size_t)kc;
+            for (int s = 0; s < NR; s += NRK) {
+                int col = p * NR + s;
+                if (col >= n) break;
+                int width = n - col < NRK ? n - col : NRK;
+                kern(kc, xg, panel + s, yrow + col, ldy, width, load_c);
+            }
+        }
+    }
+}
+
 static inline void weft_gemm_blocked(const weft_gemm_plan *plan, int m, int n0, int n1, int k,
                                      const float *x, size_t ldx, const float *wpacked, float *y,
                                      size_t ldy, int accumulate) {

@@ -324,6 +324,11 @@ void weft_gemm_packed_avx2(int m, int n0, int n1, int k, const float *x, size_t 
 
 int weft_gemm_mr_avx2(void) { return AVX2_MR; }
 
+void weft_gemm_xp_avx2(int m, int n, int kc, const float *xp, const float *w, float *y,
+                       size_t ldy, int load_c) {
+    weft_gemm_blocked_xp(&gemm_plan_avx2, m, n, kc, xp, w, y, ldy, load_c);
+}
+
 // ------------------------------------------------ float32 -> 16-bit (KV cache)
 SIMD_KV_TARGET void weft_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n) {
     size_t i = 0;
@@ -358,6 +363,10 @@ void weft_gemm_packed_avx2(int m, int n0, int n1, int k, const float *x, size_t 
     weft_gemm_packed_scalar(m, n0, n1, k, x, ldx, wpacked, y, ldy, accumulate);
 }
 int weft_gemm_mr_avx2(void) { return weft_gemm_mr_scalar(); }
+void weft_gemm_xp_avx2(int m, int n, int kc, const float *xp, const float *w, float *y,
+                       size_t ldy, int load_c) {
+    weft_gemm_xp_scalar(m, n, kc, xp, w, y, ldy, load_c);
+}
 void weft_rmsnorm_avx2(const float *x, size_t ldx, const float *w, float *y, size_t ldy,
                        int rows, int dim, float eps) {
     weft_rmsnorm_scalar(x, ldx, w, y, ldy, rows, dim, eps);

@@ -236,6 +236,11 @@ void weft_gemm_packed_avx512(int m, int n0, int n1, int k, const float *x, size_
 
 int weft_gemm_mr_avx512(void) { return AVX512_MR; }
 
+void weft_gemm_xp_avx512(int m, int n, int kc, const float *xp, const float *w, float *y,
+                       size_t ldy, int load_c) {
+    weft_gemm_blocked_xp(&gemm_plan_avx512, m, n, kc, xp, w, y, ldy, load_c);
+}
+
 // ------------------------------------------------ float32 -> 16-bit (KV cache)
 SIMD_TARGET void weft_f32_to_f16_avx512(const float *src, uint16_t *dst, size_t n) {
     size_t i = 0;
@@ -276,6 +281,10 @@ void weft_gemm_packed_avx512(int m, int n0, int n1, int k, const float *x, size_
     weft_gemm_packed_scalar(m, n0, n1, k, x, ldx, wpacked, y, ldy, accumulate);
 }
 int weft_gemm_mr_avx512(void) { return weft_gemm_mr_scalar(); }
+void weft_gemm_xp_avx512(int m, int n, int kc, const float *xp, const float *w, float *y,
+                       size_t ldy, int load_c) {
+    weft_gemm_xp_scalar(m, n, kc, xp, w, y, ldy, load_c);
+}
 void weft_rmsnorm_avx512(const float *x, size_t ldx, const float *w, float *y, size_t ldy,
                          int rows, int dim, float eps) {
     weft_rmsnorm_scalar(x, ldx, w, y, ldy, rows, dim, eps);

@@ -61,6 +61,12 @@ void weft_gemm_pack_panel(const float *rows, size_t ldr, int nrows, int k, float
 
 int weft_gemm_mr_scalar(void) { return 1; }  // one row at a time
 
+// With one-row groups the packed x is x itself, row-major with stride kc.
+void weft_gemm_xp_scalar(int m, int n, int kc, const float *xp, const float *w, float *y,
+                         size_t ldy, int load_c) {
+    weft_gemm_packed_scalar(m, 0, n, kc, xp, (size_t)kc, w, y, ldy, load_c);
+}
+
 void weft_gemm_packed_scalar(int m, int n0, int n1, int k, const float *x, size_t ldx,
                              const float *wpacked, float *y, size_t ldy, int accumulate) {
     for (int j0 = n0; j0 < n1; j0 += NR) {

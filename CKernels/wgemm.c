@@ -173,6 +173,14 @@ static size_t panel_thread_bytes(int wtype, int k) {
     return floats * sizeof(float) + 64;
 }
 
+// The panel path's activations, packed once per call into the float32
+// micro-kernel's row groups (shared by the threads): up to WGEMM_MB rows at a
+// time, k floats each, 64 bytes of alignment slack.
+static size_t panel_x_bytes(int m, int k) {
+    size_t mb = (size_t)(m < WGEMM_MB ? m : WGEMM_MB);
+    return mb * (size_t)k * sizeof(float) + 64;
+}
+
 // The dot path's scratch: none for 16-bit weights (nominally 64 bytes, so
 // that 0 keeps meaning "invalid"), the quantized activations of weft_qgemv
 // otherwise (0 when weft_qgemv does not take the format).
@@ -201,7 +209,7 @@ size_t weft_wgemm_path_scratch_bytes(int path, int wtype, int m, int n, int k, i
         return 0;
     switch (path) {
     case WEFT_WGEMM_DOT: return dot_bytes(wtype, m, k);
-    case WEFT_WGEMM_PANEL: return (size_t)threads * panel_thread_bytes(wtype, k);
+    case WEFT_WGEMM_PANEL: return panel_x_bytes(m, k) + (size_t)threads * panel_thread_bytes(wtype, k);
     case WEFT_WGEMM_INT: return int_bytes(wtype, m, n, k, threads);
     default: return 0;
     }
@@ -284,7 +292,11 @@ typedef struct {
     unsigned char *scratch;  // panel path: per-thread blocks
     size_t thread_bytes;
     wgemm_isa_fns fns;
-    int mchunk;  // panel path: activation rows per weft_gemm_packed call
+    // Panel path: rows [i0, i0 + mb) of x, packed in row groups of at most mr
+    // rows (the K chunk at pc at xp + pc * mb), multiplied by xp_fn.
+    float *xp;
+    int i0, mb, mr;
+    void (*xp_fn)(int m, int n, int kc, const float *xp, const float *w, float *y, size_t ldy, int load_c);
 } wgemm_task;
 
 static void dot16_rows(const wgemm_task *t, int thread, long j0, long j1) {
@@ -295,8 +307,9 @@ static void dot16_rows(const wgemm_task *t, int thread, long j0, long j1) {
 }
 
 // Rows [j0, j1) in blocks of WGEMM_BLOCK_ROWS: each K chunk of a block is
-// dequantized into packed panels, then weft_gemm_packed multiplies all m
-// activation rows with it (adding into y after the first chunk).
+// dequantized into packed panels, then the float32 micro-kernels multiply it
+// with the mb activation rows packed in t->xp (adding into y after the first
+// chunk).
 static void panel_rows(const wgemm_task *t, int thread, long j0, long j1) {
     const int NR = WEFT_GEMM_NR, k = t->k;
     uintptr_t base = (uintptr_t)(t->scratch + (size_t)thread * t->thread_bytes);
@@ -323,15 +336,11 @@ static void panel_rows(const wgemm_task *t, int thread, long j0, long j1) {
                     t->fns.pack32(rows, (size_t)kc, nrows, kc, dst);
                 }
             }
-            // Activation rows in chunks whose packed copy (rows x kc floats)
-            // fits weft_gemm_packed's stack buffer: a larger m would make it
-            // malloc and free a buffer on every call, which on two threads
-            // cost 40 % of the rate. The block stays in L2 across the chunks.
-            for (int i0 = 0; i0 < t->m; i0 += t->mchunk) {
-                int rows = t->m - i0 < t->mchunk ? t->m - i0 : t->mchunk;
-                weft_gemm_packed(rows, 0, (int)(b1 - b0), kc, t->x + (size_t)i0 * t->ldx + pc, t->ldx, block,
-                                 t->y + (size_t)i0 * t->ldy + b0, t->ldy, pc > 0);
-            }
+            // All mb activation rows, packed once per call (not once per
+            // block): each row group's x micro-panel stays in L1 while it
+            // goes over the block's panels, and the block stays in L2.
+            t->xp_fn(t->mb, (int)(b1 - b0), kc, t->xp + (size_t)pc * t->mb, block,
+                     t->y + (size_t)t->i0 * t->ldy + b0, t->ldy, pc > 0);
         }
     }
 }
@@ -341,6 +350,18 @@ static void dot16_pool_task(void *context, int index, int count) {
     long j0, j1;
     weft_wgemm_thread_rows(t->wtype, t->n, count, index, &j0, &j1);
     dot16_rows(t, index, j0, j1);
+}
+
+// Packs the row groups [g0, g1) thread `index` of `count` takes, every K chunk.
+static void pack_x_pool_task(void *context, int index, int count) {
+    const wgemm_task *t = context;
+    long g0, g1;
+    weft_split_range(weft_gemm_groups(t->mb, t->mr), count, index, &g0, &g1);
+    for (int pc = 0; pc < t->k; pc += WGEMM_KC) {
+        int kc = t->k - pc < WGEMM_KC ? t->k - pc : WGEMM_KC;
+        weft_gemm_pack_groups(t->mb, t->mr, (int)g0, (int)g1, kc, t->x + (size_t)t->i0 * t->ldx + pc, t->ldx,
+                              t->xp + (size_t)pc * t->mb);
+    }
 }
 
 static void panel_pool_task(void *context, int index, int count) {
@@ -360,13 +381,7 @@ int weft_wgemm_path(int path, int wtype, int m, int n, int k, const float *x, si
     if (ldx < (size_t)k || ldy < (size_t)n) return -1;
     if (n == 0) return 0;
     wgemm_task t = {wtype, m, n, k, x, ldx, w, weft_wtype_row_bytes(wtype, k), y, ldy,
-                    scratch, panel_thread_bytes(wtype, k), isa_fns(), 0};
-    {
-        int kc = k < WGEMM_KC ? k : WGEMM_KC, mr = weft_gemm_row_block();
-        int fit = WEFT_GEMM_STACK_FLOATS / kc;  // rows whose packed copy fits the stack buffer
-        t.mchunk = fit >= mr ? fit / mr * mr : fit;
-        if (t.mchunk < 1) t.mchunk = 1;
-    }
+                    scratch, panel_thread_bytes(wtype, k), isa_fns(), NULL, 0, 0, 0, NULL};
     if (path == WEFT_WGEMM_DOT && !is16(wtype))
         return weft_qgemv(wtype, m, n, k, x, ldx, w, y, ldy, scratch, pool);
     if (path == WEFT_WGEMM_INT) {
@@ -375,9 +390,31 @@ int weft_wgemm_path(int path, int wtype, int m, int n, int k, const float *x, si
         return weft_igemm(wtype, m, n, k, scratch, rb, w, y, ldy, (unsigned char *)scratch + act,
                           scratch_bytes - act, pool);
     }
-    weft_task_fn fn = path == WEFT_WGEMM_DOT ? dot16_pool_task : panel_pool_task;
-    if (threads > 1) weft_pool_run(pool, fn, &t);
-    else fn(&t, 0, 1);
+    if (path == WEFT_WGEMM_DOT) {
+        if (threads > 1) weft_pool_run(pool, dot16_pool_task, &t);
+        else dot16_pool_task(&t, 0, 1);
+        return 0;
+    }
+    // Panel path: x packed (by all threads) into the front of the scratch,
+    // then each thread's weight rows, WGEMM_MB activation rows at a time.
+    t.xp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    t.scratch = (unsigned char *)scratch + panel_x_bytes(m, k);
+    t.mr = weft_gemm_row_block();
+    switch (weft_isa_current()) {
+    case WEFT_ISA_AVX512: t.xp_fn = weft_gemm_xp_avx512; break;
+    case WEFT_ISA_AVX2: t.xp_fn = weft_gemm_xp_avx2; break;
+    default: t.xp_fn = weft_gemm_xp_scalar; break;
+    }
+    for (t.i0 = 0; t.i0 < m; t.i0 += WGEMM_MB) {
+        t.mb = m - t.i0 < WGEMM_MB ? m - t.i0 : WGEMM_MB;
+        if (threads > 1) {
+            weft_pool_run(pool, pack_x_pool_task, &t);
+            weft_pool_run(pool, panel_pool_task, &t);
+        } else {
+            pack_x_pool_task(&t, 0, 1);
+            panel_pool_task(&t, 0, 1);
+        }
+    }
     return 0;
 }
 

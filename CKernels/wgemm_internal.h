@@ -21,6 +21,11 @@
 #define WGEMM_BLOCK_PANELS 8
 #endif
 #define WGEMM_BLOCK_ROWS (WGEMM_BLOCK_PANELS * WEFT_GEMM_NR)
+// Activation rows packed (and multiplied) per round of the panel path: its
+// scratch holds WGEMM_MB * k floats of packed x at most, whatever m.
+#ifndef WGEMM_MB
+#define WGEMM_MB 512
+#endif
 
 // 16-bit weights (F16 or BF16), decode: y[i][j] = dot(x[i], w[j]) for
 // i < m and j in [j0, j1); w row j at w + j * k.

@@ -68,6 +68,17 @@ void weft_gemm_packed_avx512(int m, int n0, int n1, int k, const float *x, size_
                              const float *wpacked, float *y, size_t ldy, int accumulate);
 void weft_gemm_packed_avx2(int m, int n0, int n1, int k, const float *x, size_t ldx,
                            const float *wpacked, float *y, size_t ldy, int accumulate);
+/// One K chunk against activation rows packed once per call: y[0:m, 0:n) (+)=
+/// x . W, where xp holds x[0:m, 0:kc) in the path's balanced row groups of at
+/// most weft_gemm_mr_<isa>() rows (gemm_blocked.h, weft_gemm_pack_groups),
+/// and w the packed panels of n rows of this chunk (panel p at w + p * 32 * kc,
+/// element (kk, j) at [kk * 32 + j]). load_c adds the existing y.
+void weft_gemm_xp_scalar(int m, int n, int kc, const float *xp, const float *w, float *y,
+                         size_t ldy, int load_c);
+void weft_gemm_xp_avx512(int m, int n, int kc, const float *xp, const float *w, float *y,
+                         size_t ldy, int load_c);
+void weft_gemm_xp_avx2(int m, int n, int kc, const float *xp, const float *w, float *y,
+                       size_t ldy, int load_c);
 /// Rows per micro-kernel call of each GEMM path (its MR); see weft_gemm_row_block.
 int weft_gemm_mr_scalar(void);
 int weft_gemm_mr_avx512(void);

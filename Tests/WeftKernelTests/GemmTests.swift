@@ -66,6 +66,75 @@ final class GemmTests: XCTestCase {
         }
     }
 
+    typealias GemmXP = @convention(c) (Int32, Int32, Int32, UnsafePointer<Float>?, UnsafePointer<Float>?,
+                                       UnsafeMutablePointer<Float>?, Int, Int32) -> Void
+
+    func testPrepackedXScalar() { checkPrepackedX("scalar", weft_gemm_xp_scalar, mr: Int(weft_gemm_mr_scalar())) }
+    func testPrepackedXAVX2() throws {
+        _ = try SIMDPath.require(.avx2)
+        checkPrepackedX("avx2", weft_gemm_xp_avx2, mr: Int(weft_gemm_mr_avx2()))
+    }
+    func testPrepackedXAVX512() throws {
+        _ = try SIMDPath.require(.avx512)
+        checkPrepackedX("avx512", weft_gemm_xp_avx512, mr: Int(weft_gemm_mr_avx512()))
+    }
+
+    /// weft_gemm_xp_<isa> (one K chunk against x packed once in balanced row
+    /// groups of at most MR rows, group g at row0(g) * kc, element (kk, i) at
+    /// [kk * rows + i]) against the scalar packed GEMM on ragged m (one to
+    /// many groups, groups of unequal size), n (partial panels and slices) and
+    /// kc, with and without load_c; nothing written past n or the last row.
+    private func checkPrepackedX(_ name: String, _ xp: GemmXP, mr: Int) {
+        var rng = TestRandom(seed: 77)
+        var shapes: [(m: Int, n: Int, k: Int)] = [
+            (1, 1, 1), (1, 33, 5), (5, 32, 256), (6, 16, 7), (7, 17, 256), (13, 100, 31), (15, 64, 200),
+            (29, 70, 256), (40, 257, 96), (97, 45, 13), (512, 40, 20), (515, 33, 9),
+        ]
+        for _ in 0..<12 { shapes.append((rng.int(1, 120), rng.int(1, 300), rng.int(1, 300))) }
+        for (m, n, k) in shapes {
+            // Pack x as the contract says (the groups of weft_gemm_group).
+            let x = rng.floats(m * k)
+            var packed = [Float](repeating: .nan, count: m * k)
+            let groups = (m + mr - 1) / mr, base = m / groups, extra = m % groups
+            var row0 = 0
+            for g in 0..<groups {
+                let rows = base + (g < extra ? 1 : 0)
+                for kk in 0..<k { for i in 0..<rows { packed[row0 * k + kk * rows + i] = x[(row0 + i) * k + kk] } }
+                row0 += rows
+            }
+            XCTAssertEqual(row0, m)
+            let w = PackedWeight(n: n, k: k, rows: rng.floats(n * k))
+            var magnitude = [Float](repeating: 0, count: m * n)
+            weft_gemm_packed_scalar(Int32(m), 0, Int32(n), Int32(k), x.magnitudes, k,
+                                    PackedWeight(n: n, k: k, rows: w.rows.magnitudes).packed, &magnitude, n, 0)
+            for loadC: Int32 in [0, 1] {
+                let ldy = n + rng.int(0, 3)
+                let initial = rng.floats(m * ldy + 4)
+                var want = initial, got = initial
+                weft_gemm_packed_scalar(Int32(m), 0, Int32(n), Int32(k), x, k, w.packed, &want, ldy, loadC)
+                xp(Int32(m), Int32(n), Int32(k), packed, w.packed, &got, ldy, loadC)
+                let label = "\(name) xp m=\(m) n=\(n) kc=\(k) load_c=\(loadC)"
+                var failures = 0
+                for i in 0..<m {
+                    for j in 0..<ldy {
+                        let idx = i * ldy + j
+                        if j >= n {
+                            if got[idx].bitPattern != initial[idx].bitPattern && failures < 3 { failures += 1; XCTFail("\(label): wrote column \(j) >= n") }
+                            continue
+                        }
+                        let bound = magnitude[i * n + j] + (loadC != 0 ? abs(initial[idx]) : 0)
+                        let tolerance = 1.2e-7 * Float(k + 2) * bound + 1e-30
+                        if !(abs(got[idx] - want[idx]) <= tolerance) && failures < 3 {
+                            failures += 1
+                            XCTFail("\(label): y[\(i)][\(j)] = \(got[idx]), scalar \(want[idx]), tolerance \(tolerance)")
+                        }
+                    }
+                }
+                XCTAssertEqual(bits(Array(got[(m * ldy)...])), bits(Array(initial[(m * ldy)...])), "\(label): wrote past y")
+            }
+        }
+    }
+
     func testEmptySumAVX512() throws { try checkEmptySum(SIMDPath.require(.avx512)) }
     func testEmptySumAVX2() throws { try checkEmptySum(SIMDPath.require(.avx2)) }
 

@@ -139,8 +139,10 @@ final class WGemmTests: XCTestCase {
             var cases = 0
             // Each m with a rotating n and k, then one case with several row
             // blocks per thread and several K chunks at once.
+            // Then the panel path's packed-x rounds: many row groups of
+            // unequal size, and m past WGEMM_MB = 512 (a second, short round).
             let shapes = ms.enumerated().map { (m: $0.element, n: ns[$0.offset % ns.count], k: ks[$0.offset % ks.count]) }
-                + [(m: 3, n: 530, k: ks.last!)]
+                + [(m: 3, n: 530, k: ks.last!), (m: 97, n: 70, k: ks.last!), (m: 520, n: 37, k: ks[1])]
             for (index, (m, n, k)) in shapes.enumerated() {
                 let ldx = k + index % 3, ldy = n + 1 + index % 2
                 let w = Self.weights(type, n: n, k: k, &rng)
@@ -190,7 +192,7 @@ final class WGemmTests: XCTestCase {
         for type in Self.supportedTypes where type != 0 {
             let k = Int(weft_wtype_block_elements(type)) == 256 ? 512 : 320, n = 75
             let w = Self.weights(type, n: n, k: k, &rng)
-            for m in [1, 5, 40] {
+            for m in [1, 5, 40, 97, 517] {
                 let x = rng.floats(m * k)
                 for path in [Self.dot, Self.panel, Self.int] {
                     if weft_wgemm_path_scratch_bytes(path, type, Int32(m), Int32(n), Int32(k), 1) == 0 { continue }
@@ -236,7 +238,8 @@ final class WGemmTests: XCTestCase {
         }
     }
 
-    /// The scratch contract: the panel path's scratch does not grow with m;
+    /// The scratch contract: the panel path's scratch is x packed for up to 512
+    /// rows plus per-thread panel blocks (which do not grow with m or n);
     /// weft_wgemm_scratch_bytes covers the chosen path and never decreases as
     /// m grows; one byte less is refused with nothing written.
     func testScratchContract() throws {
@@ -246,8 +249,13 @@ final class WGemmTests: XCTestCase {
                 let n = bigN, k = bigK
                 let panel1 = weft_wgemm_path_scratch_bytes(Self.panel, type, 1, Int32(n), Int32(k), threads)
                 XCTAssertGreaterThan(panel1, 0)
-                XCTAssertEqual(weft_wgemm_path_scratch_bytes(Self.panel, type, 512, Int32(n), Int32(k), threads), panel1)
-                XCTAssertLessThanOrEqual(panel1, Int(threads) * 1_200_000, "\(Self.name(type)): per-thread panels, not a dequantized matrix")
+                for m in [2, 100, 512, 513, 4096] {  // grows by k floats per row, up to 512 rows
+                    XCTAssertEqual(weft_wgemm_path_scratch_bytes(Self.panel, type, Int32(m), Int32(n), Int32(k), threads),
+                                   panel1 + (min(m, 512) - 1) * k * 4, "\(Self.name(type)) m=\(m)")
+                }
+                XCTAssertEqual(weft_wgemm_path_scratch_bytes(Self.panel, type, 1, 7 * Int32(n), Int32(k), threads), panel1,
+                               "\(Self.name(type)): the panel scratch does not grow with n")
+                XCTAssertLessThanOrEqual(panel1 - k * 4, Int(threads) * 1_200_000, "\(Self.name(type)): per-thread panels, not a dequantized matrix")
                 var previous = 0
                 for m in 1...600 {
                     let s = weft_wgemm_scratch_bytes(type, Int32(m), Int32(n), Int32(k), threads)
