@@ -29,6 +29,9 @@ struct BenchPrefill: ParsableCommand {
     @Option(help: "Also write the latency-against-tokens chart (one line per mode) to this SVG file.")
     var plot: String?
 
+    @Option(help: "overlap mode: cut into this many chunks (2…16, the planner's cuts for that count) instead of the planner's choice of 2…4.")
+    var chunks: Int?
+
     @Option(help: "After the timed runs of each point, run it once more traced and write every rank's compute, wait and comm-thread spans to this Chrome trace (JSON: chrome://tracing or ui.perfetto.dev); a per-rank summary is printed too.")
     var trace: String?
 
@@ -45,6 +48,7 @@ struct BenchPrefill: ParsableCommand {
         _ = try parsedModes()
         _ = try parseTokenList(tokens, option: "--tokens")
         guard repetitions >= 1 else { throw ValidationError("-r must be at least 1") }
+        if let chunks, !(2...16).contains(chunks) { throw ValidationError("--chunks must be 2...16, got \(chunks)") }
         if let trace {
             let folder = URL(fileURLWithPath: trace).deletingLastPathComponent().path
             guard FileManager.default.isWritableFile(atPath: folder) else {
@@ -56,7 +60,9 @@ struct BenchPrefill: ParsableCommand {
     struct Row: Encodable {
         let tokens: Int
         let mode: String
+        /// The first cut (the split of two halves) and every cut.
         let split: Int?
+        let cuts: [Int]?
         let median_ms: Double
         let speedup_vs_baseline: Double?
         let overlap_efficiency: Double?
@@ -66,7 +72,7 @@ struct BenchPrefill: ParsableCommand {
     struct TracedRun {
         let tokens: Int
         let mode: String
-        let split: Int?
+        let cuts: [Int]?
         let ranks: [[TraceRecorder.Span]]
     }
 
@@ -87,12 +93,20 @@ struct BenchPrefill: ParsableCommand {
                     var batch = FlatBatch()
                     batch.append(sequence: 0, tokens: (0..<count).map { Int32(($0 * 7919 + 11) % engine.config.vocabularySize) },
                                  firstPosition: 0, logits: .last)
-                    var split: Int?
+                    var cuts: [Int]?
                     var concrete = mode
                     switch mode {
-                    case .overlap: split = engine.planner!.bestSplit(positions: batch.positions)
+                    case .overlap:
+                        if let chunks {
+                            cuts = engine.planner!.cuts(positions: batch.positions, chunks: chunks)
+                        } else {
+                            cuts = engine.planner!.bestCuts(positions: batch.positions)?.cuts
+                        }
+                        guard cuts != nil else {
+                            throw RuntimeError.invalidOption("--tokens", "\(count) tokens are too few to cut into \(chunks ?? 2) chunks")
+                        }
                     case .auto:
-                        if case .split(let at, _, _) = engine.planner!.decide(positions: batch.positions) { split = at; concrete = .overlap } else { concrete = .fused }
+                        if case .split(let chosen, _, _) = engine.planner!.decide(positions: batch.positions) { cuts = chosen; concrete = .overlap } else { concrete = .fused }
                     default: break
                     }
                     var times: [Double] = []
@@ -100,7 +114,7 @@ struct BenchPrefill: ParsableCommand {
                         if communicator.isRoot && !json {
                             FileHandle.standardError.write(Data("\r\(count) tokens \(mode.rawValue): run \(repetition + 1)/\(repetitions + 1)…".utf8))
                         }
-                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, mode: concrete, split: split) }
+                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, mode: concrete, cuts: cuts) }
                         engine.release(sequence: 0)
                         if repetition > 0 { times.append(seconds * 1e3) }
                     }
@@ -110,11 +124,11 @@ struct BenchPrefill: ParsableCommand {
                         recorder.restart()
                         engine.model.trace = recorder
                         defer { engine.model.trace = nil }
-                        _ = try engine.model.forward(batch, mode: concrete, split: split)
+                        _ = try engine.model.forward(batch, mode: concrete, cuts: cuts)
                         engine.release(sequence: 0)
                         let gathered = try communicator.gatherBytes(Array(try JSONEncoder().encode(recorder.recorded)))
                         if communicator.isRoot {
-                            traced.append(TracedRun(tokens: count, mode: mode.rawValue, split: split,
+                            traced.append(TracedRun(tokens: count, mode: mode.rawValue, cuts: cuts,
                                                     ranks: try gathered.map { try JSONDecoder().decode([TraceRecorder.Span].self, from: Data($0)) }))
                         }
                     }
@@ -123,7 +137,7 @@ struct BenchPrefill: ParsableCommand {
                     if communicator.isRoot && !json {
                         FileHandle.standardError.write(Data("\r\(count) tokens \(mode.rawValue): \(String(format: "%.1f", median)) ms      \n".utf8))
                     }
-                    rows.append(Row(tokens: count, mode: mode.rawValue, split: split, median_ms: median, speedup_vs_baseline: nil, overlap_efficiency: nil))
+                    rows.append(Row(tokens: count, mode: mode.rawValue, split: cuts?.first, cuts: cuts, median_ms: median, speedup_vs_baseline: nil, overlap_efficiency: nil))
                 }
                 // Fill in ratios now that every mode of this count is measured.
                 let baseline = medians[.baseline], nocomm = medians[.nocomm]
@@ -133,7 +147,7 @@ struct BenchPrefill: ParsableCommand {
                     if let baseline, let nocomm, baseline > nocomm, rows[i].mode == "overlap" || rows[i].mode == "auto" || rows[i].mode == "fused" {
                         efficiency = (baseline - m) / (baseline - nocomm)
                     }
-                    rows[i] = Row(tokens: count, mode: rows[i].mode, split: rows[i].split, median_ms: m,
+                    rows[i] = Row(tokens: count, mode: rows[i].mode, split: rows[i].split, cuts: rows[i].cuts, median_ms: m,
                                   speedup_vs_baseline: baseline.map { $0 / m }, overlap_efficiency: efficiency)
                 }
             }
@@ -150,9 +164,9 @@ struct BenchPrefill: ParsableCommand {
             }
             if let trace { try writeTrace(traced, to: trace) }
             if json { Output.write(try jsonString(rows) + "\n"); return }
-            Output.write("| tokens | mode | split | median ms | speedup vs baseline | share of baseline comm hidden |\n|---:|---|---:|---:|---:|---:|\n")
+            Output.write("| tokens | mode | cuts | median ms | speedup vs baseline | share of baseline comm hidden |\n|---:|---|---:|---:|---:|---:|\n")
             for r in rows {
-                Output.write("| \(r.tokens) | \(r.mode) | \(r.split.map(String.init) ?? "–") | \(String(format: "%.1f", r.median_ms)) | \(r.speedup_vs_baseline.map { String(format: "%.2f×", $0) } ?? "–") | \(r.overlap_efficiency.map { String(format: "%.2f", $0) } ?? "–") |\n")
+                Output.write("| \(r.tokens) | \(r.mode) | \(r.cuts.map { $0.map(String.init).joined(separator: ",") } ?? "–") | \(String(format: "%.1f", r.median_ms)) | \(r.speedup_vs_baseline.map { String(format: "%.2f×", $0) } ?? "–") | \(r.overlap_efficiency.map { String(format: "%.2f", $0) } ?? "–") |\n")
             }
             if !traced.isEmpty {
                 Output.write("\nTraced runs (one per point), per rank: time computing, waiting for reductions (exposed communication), the comm thread busy, bytes sent.\n\n")
@@ -176,7 +190,7 @@ extension BenchPrefill {
         for (runIndex, run) in runs.enumerated() {
             for (rank, spans) in run.ranks.enumerated() {
                 let pid = runIndex * run.ranks.count + rank
-                let label = "\(run.tokens) tokens \(run.mode)\(run.split.map { " (split \($0))" } ?? "") · rank \(rank)"
+                let label = "\(run.tokens) tokens \(run.mode)\(run.cuts.map { " (cuts \($0.map(String.init).joined(separator: ",")))" } ?? "") · rank \(rank)"
                 events.append(["name": "process_name", "ph": "M", "pid": pid, "args": ["name": label]])
                 events.append(["name": "process_sort_index", "ph": "M", "pid": pid, "args": ["sort_index": pid]])
                 for lane in TraceRecorder.Lane.allCases {

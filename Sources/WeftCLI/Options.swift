@@ -52,8 +52,8 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Seconds to wait for a peer inside a collective before failing.")
     var commTimeout: Double = 120
 
-    @Option(name: .long, help: "With --comm-mode overlap: cut every batch at this row instead of the planner's choice.")
-    var split: Int?
+    @Option(name: .long, help: "With --comm-mode overlap: cut every batch at this row (two chunks), or at these increasing rows (A,B,…: more chunks), instead of the planner's choice.")
+    var split: String?
 
     /// Modes a user may pick; benchmarks add `nocomm`.
     var allowedModes: [CommMode] { [.baseline, .fused, .overlap, .auto] }
@@ -72,7 +72,7 @@ struct ModelOptions: ParsableArguments {
         if !(0...4096).contains(commCores) { throw ValidationError("--comm-cores must be 0...4096, got \(commCores)") }
         if let ranksPerNode, !(1...65536).contains(ranksPerNode) { throw ValidationError("--ranks-per-node must be 1...65536, got \(ranksPerNode)") }
         if !(commTimeout > 0 && commTimeout <= 604_800) { throw ValidationError("--comm-timeout must be > 0 and <= 604800 seconds (a week), got \(commTimeout)") }
-        if let split, split < 1 || split > 1 << 24 { throw ValidationError("--split must be 1...\(1 << 24), got \(split)") }
+        _ = try parsedCuts()
         if split != nil && commMode != "overlap" { throw ValidationError("--split needs --comm-mode overlap") }
     }
 
@@ -113,6 +113,16 @@ struct ModelOptions: ParsableArguments {
         return transport
     }
 
+    func parsedCuts() throws -> [Int]? {
+        guard let split else { return nil }
+        let parts = split.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.count <= 15, let cuts = parts as? [Int], cuts.allSatisfy({ (1...(1 << 24)).contains($0) }),
+              zip(cuts, cuts.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            throw ValidationError("--split must be 1 to 15 increasing rows in 1...\(1 << 24), comma-separated, got \(split)")
+        }
+        return cuts
+    }
+
     func parsedWireFormat() throws -> WireFormat {
         guard let format = WireFormat(rawValue: commDtype == "f16" ? "fp16" : commDtype) else {
             throw ValidationError("--comm-dtype must be f32, bf16 or fp16, got \(commDtype)")
@@ -142,7 +152,7 @@ struct ModelOptions: ParsableArguments {
         configuration.wireFormat = try parsedWireFormat()
         configuration.commCores = commCores
         configuration.commTimeout = commTimeout
-        configuration.forcedSplit = split
+        configuration.forcedCuts = try parsedCuts()
         configuration.ranksPerNode = ranksPerNode
         return configuration
     }

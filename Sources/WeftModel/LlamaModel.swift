@@ -107,15 +107,21 @@ public final class LlamaModel {
     /// - Parameters:
     ///   - mode: how the per-layer reductions run (see `CommMode`); `.auto`
     ///     must be resolved by the caller (the runtime's split planner).
-    ///   - split: for `.overlap`, the first row of half B (0 < split < count).
-    public func forward(_ batch: FlatBatch, mode: CommMode = .baseline, split: Int? = nil) throws -> [Float] {
+    ///   - split: for `.overlap` in two chunks, the first row of the second (0 < split < count).
+    ///   - cuts: for `.overlap` in K chunks, the first rows of chunks 2…K,
+    ///     increasing, inside the batch (instead of `split`).
+    public func forward(_ batch: FlatBatch, mode: CommMode = .baseline, split: Int? = nil, cuts: [Int]? = nil) throws -> [Float] {
         try validate(batch)
         let t = batch.count
         guard t > 0 else { return [] }
+        var chunks: [Range<Int>] = []
         if mode == .overlap {
-            guard let split, split > 0, split < t else {
-                throw ModelError.input("overlap mode needs a split inside the batch of \(t) tokens, got \(split.map(String.init) ?? "none")")
+            let cuts = cuts ?? split.map { [$0] } ?? []
+            guard !cuts.isEmpty, cuts.allSatisfy({ $0 > 0 && $0 < t }), zip(cuts, cuts.dropFirst()).allSatisfy({ $0 < $1 }) else {
+                throw ModelError.input("overlap mode needs increasing cuts inside the batch of \(t) tokens, got \(cuts)")
             }
+            let bounds = [0] + cuts + [t]
+            chunks = zip(bounds, bounds.dropFirst()).map { $0 ..< $1 }
         }
         guard mode != .auto else { throw ModelError.input("comm mode auto must be resolved to a concrete mode before the forward pass") }
         if mode == .fused || mode == .overlap {
@@ -143,24 +149,28 @@ public final class LlamaModel {
         compute("embed", step.embed)
         switch mode {
         case .overlap:
-            // TokenWeave's stagger: each half's compute runs while the other
-            // half's reduction is in flight on the comm thread.
-            let a = 0..<split!, b = split!..<t
-            var pendingA = step.beginReduce(a, weight: weights.layers[0].inputNorm)
-            var pendingB = step.beginReduce(b, weight: weights.layers[0].inputNorm)
+            // TokenWeave's stagger, in K chunks: each chunk's compute runs
+            // while the earlier chunks' reductions are in flight on the comm
+            // thread. With two chunks (A, B): attention A, attention B, MLP A,
+            // MLP B, each beside the other half's reduction. More chunks give
+            // a reduction after attention more than one short attention step
+            // to hide behind.
+            let names = chunks.indices.map { chunks.count == 2 ? ["A", "B"][$0] : "c\($0)" }
+            var pending = chunks.map { step.beginReduce($0, weight: weights.layers[0].inputNorm) }
             for (index, layer) in weights.layers.enumerated() {
                 let next = index + 1 < weights.layers.count ? weights.layers[index + 1].inputNorm : weights.finalNorm
-                try finish(pendingA, "wait A L\(index) in"); compute("attention A L\(index)") { step.attention(a, layer: layer, index: index) }
-                pendingA = step.beginReduce(a, weight: layer.postAttentionNorm)
-                try finish(pendingB, "wait B L\(index) in"); compute("attention B L\(index)") { step.attention(b, layer: layer, index: index) }
-                pendingB = step.beginReduce(b, weight: layer.postAttentionNorm)
-                try finish(pendingA, "wait A L\(index) attn"); compute("mlp A L\(index)") { step.mlp(a, layer: layer) }
-                pendingA = step.beginReduce(a, weight: next)
-                try finish(pendingB, "wait B L\(index) attn"); compute("mlp B L\(index)") { step.mlp(b, layer: layer) }
-                pendingB = step.beginReduce(b, weight: next)
+                for (c, rows) in chunks.enumerated() {
+                    try finish(pending[c], "wait \(names[c]) L\(index) in")
+                    compute("attention \(names[c]) L\(index)") { step.attention(rows, layer: layer, index: index) }
+                    pending[c] = step.beginReduce(rows, weight: layer.postAttentionNorm)
+                }
+                for (c, rows) in chunks.enumerated() {
+                    try finish(pending[c], "wait \(names[c]) L\(index) attn")
+                    compute("mlp \(names[c]) L\(index)") { step.mlp(rows, layer: layer) }
+                    pending[c] = step.beginReduce(rows, weight: next)
+                }
             }
-            try finish(pendingA, "wait A out")
-            try finish(pendingB, "wait B out")
+            for (c, operation) in pending.enumerated() { try finish(operation, "wait \(names[c]) out") }
         default:
             let all = 0..<t
             try reduce(all, weight: weights.layers[0].inputNorm, "reduce in")

@@ -53,8 +53,9 @@ public struct EngineConfiguration: Sendable {
     /// plan, or for the others at start-up) before asking whether the peer is
     /// alive; a peer that does not answer or has stopped advancing fails the job.
     public var commTimeout: Double = 120
-    /// Forces overlap mode's cut at this row (refused for batches too small).
-    public var forcedSplit: Int?
+    /// Forces overlap mode's cuts at these rows (one cut: two halves; refused
+    /// for batches too small).
+    public var forcedCuts: [Int]?
     /// Treat consecutive groups of this many ranks as nodes (testing the
     /// inter-node and hierarchical paths on one machine); nil asks MPI.
     public var ranksPerNode: Int?
@@ -231,27 +232,28 @@ public final class Engine {
         return a / gcd(a, b) * b
     }
 
-    /// The mode and split a batch runs with, the same on every rank.
-    public func plan(for batch: FlatBatch) throws -> (CommMode, Int?) {
+    /// The mode and, for overlap, the cuts (first rows of chunks 2…K) a batch
+    /// runs with, the same on every rank.
+    public func plan(for batch: FlatBatch) throws -> (CommMode, [Int]?) {
         switch configuration.commMode {
         case .baseline, .fused, .nocomm:
             return (configuration.commMode, nil)
         case .overlap:
-            if let forced = configuration.forcedSplit {
-                guard forced > 0, forced < batch.count else {
-                    throw RuntimeError.invalidOption("--split", "cannot cut a batch of \(batch.count) tokens at row \(forced): both halves need at least one token")
+            if let forced = configuration.forcedCuts {
+                guard let last = forced.last, last < batch.count else {
+                    throw RuntimeError.invalidOption("--split", "cannot cut a batch of \(batch.count) tokens at row \(forced.last ?? 0): every chunk needs at least one token")
                 }
                 return (.overlap, forced)
             }
-            guard let split = planner?.bestSplit(positions: batch.positions) else {
+            guard let best = planner?.bestCuts(positions: batch.positions) else {
                 noteFallback("a batch of \(batch.count) token cannot be split; it runs fused")
                 return (.fused, nil)
             }
-            return (.overlap, split)
+            return (.overlap, best.cuts)
         case .auto:
             switch planner!.decide(positions: batch.positions) {
             case .unsplit: return (.fused, nil)
-            case .split(let at, _, _): return (.overlap, at)
+            case .split(let cuts, _, _): return (.overlap, cuts)
             }
         }
     }
@@ -265,11 +267,11 @@ public final class Engine {
     /// Runs a batch through the model with the configured communication mode
     /// and returns this rank's vocabulary slice of the requested logits.
     public func forwardLocal(_ batch: FlatBatch) throws -> [Float] {
-        let (mode, split) = try plan(for: batch)
+        let (mode, cuts) = try plan(for: batch)
         if ProcessInfo.processInfo.environment["WEFT_DEBUG_PLAN"] != nil {
-            FileHandle.standardError.write(Data("plan rank \(communicator.rank): \(batch.count) rows \(mode) \(split.map(String.init) ?? "-") costs \(planner?.costs.encoded ?? [])\n".utf8))
+            FileHandle.standardError.write(Data("plan rank \(communicator.rank): \(batch.count) rows \(mode) \(cuts.map { "\($0)" } ?? "-") costs \(planner?.costs.encoded ?? [])\n".utf8))
         }
-        return try model.forward(batch, mode: mode, split: split)
+        return try model.forward(batch, mode: mode, cuts: cuts)
     }
 
     /// Checks prompt tokens on every rank (they are replicated, so every rank

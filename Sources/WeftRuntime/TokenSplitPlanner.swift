@@ -54,13 +54,20 @@ public struct LayerShape: Sendable, Equatable {
     }
 }
 
-/// Decides whether and where to cut a flattened batch into halves A and B.
+/// Decides whether and where to cut a flattened batch into chunks (two
+/// halves A and B, as in TokenWeave, or up to `maxChunks`).
 ///
-/// - Both halves' row counts are multiples of `granule` where possible:
-///   lcm(GEMM micro-kernel rows, TP degree), so no half leaves a ragged
-///   micro-kernel tail and both reduce-scatter without padding.
+/// - Chunks' row counts are multiples of `granule` where possible:
+///   lcm(GEMM micro-kernel rows, TP degree), so no chunk leaves a ragged
+///   micro-kernel tail and each reduce-scatters without padding.
 /// - Cost includes causal attention (a row at position p attends to p+1
 ///   keys), so a cut inside a long prefill moves it toward the end.
+/// - A step is predicted by playing the stagger out: compute steps one after
+///   another on the compute thread, reductions one after another on the link,
+///   each compute step waiting for its chunk's previous reduction. With two
+///   halves, the reduction after one half's attention has only the other
+///   half's attention (the short step) to hide behind; with three or four
+///   chunks it has the rest of the attention phase.
 /// - The split is taken only if the predicted time beats the unsplit fused
 ///   step by `minimumGain`; otherwise the batch runs unsplit (fused).
 public struct TokenSplitPlanner: Sendable {
@@ -68,6 +75,8 @@ public struct TokenSplitPlanner: Sendable {
     public var shape: LayerShape
     public var granule: Int
     public var minimumGain: Double = 0.03
+    /// Most chunks a batch is cut into.
+    public var maxChunks = 4
 
     public init(costs: CostModel, shape: LayerShape, granule: Int) {
         self.costs = costs
@@ -77,7 +86,8 @@ public struct TokenSplitPlanner: Sendable {
 
     public enum Decision: Equatable, Sendable {
         case unsplit(predicted: Double)
-        case split(at: Int, predicted: Double, unsplitPredicted: Double)
+        /// `cuts`: the first rows of chunks 2…K.
+        case split(cuts: [Int], predicted: Double, unsplitPredicted: Double)
     }
 
     /// Time of one GEMM pass over `weights` floats for `rows` rows: the larger
@@ -93,7 +103,7 @@ public struct TokenSplitPlanner: Sendable {
         return pairs / costs.attentionPairsPerSecond
     }
 
-    func commTime(rows: Int) -> Double { rows > 0 ? costs.collectiveLatency + Double(rows) * costs.collectiveSecondsPerRow : 0 }
+    public func commTime(rows: Int) -> Double { rows > 0 ? costs.collectiveLatency + Double(rows) * costs.collectiveSecondsPerRow : 0 }
 
     /// Predicted seconds of the whole forward pass for the batch with these positions.
     public func predictUnsplit(_ positions: [Int32]) -> Double {
@@ -103,41 +113,91 @@ public struct TokenSplitPlanner: Sendable {
         return Double(shape.layerCount) * (attention + mlp + 2 * commTime(rows: t))
     }
 
-    public func predictSplit(_ positions: [Int32], at a: Int) -> Double {
-        let t = positions.count
-        let attentionA = gemmTime(rows: a, weights: shape.attentionWeights) + attentionTime(positions[0..<a])
-        let attentionB = gemmTime(rows: t - a, weights: shape.attentionWeights) + attentionTime(positions[a...])
-        let mlpA = gemmTime(rows: a, weights: shape.mlpWeights), mlpB = gemmTime(rows: t - a, weights: shape.mlpWeights)
-        let commA = commTime(rows: a), commB = commTime(rows: t - a)
-        // The four staggered steps of a layer: compute of one half beside the
-        // other half's collective (in sequence when they cannot overlap).
-        func step(_ compute: Double, _ comm: Double) -> Double {
-            costs.collectiveOverlapsCompute ? max(compute, comm) : compute + comm
+    public func predictSplit(_ positions: [Int32], at a: Int) -> Double { predictChunks(positions, cuts: [a]) }
+
+    /// Predicted seconds of the forward pass in chunks cut at `cuts`, by
+    /// playing out the stagger (see the type's notes).
+    public func predictChunks(_ positions: [Int32], cuts: [Int]) -> Double {
+        let bounds = [0] + cuts + [positions.count]
+        let chunks = zip(bounds, bounds.dropFirst()).map { $0 ..< $1 }
+        let attention = chunks.map { gemmTime(rows: $0.count, weights: shape.attentionWeights) + attentionTime(positions[$0]) }
+        let mlp = chunks.map { gemmTime(rows: $0.count, weights: shape.mlpWeights) }
+        let comm = chunks.map { commTime(rows: $0.count) }
+        var computeClock = 0.0, linkClock = 0.0
+        var ready = [Double](repeating: 0, count: chunks.count)
+        func reduce(_ c: Int) {
+            let start = max(linkClock, computeClock)
+            linkClock = start + comm[c]
+            ready[c] = linkClock
+            // On one node's cores the reduction takes the compute thread's time too.
+            if !costs.collectiveOverlapsCompute { computeClock = linkClock }
         }
-        let layer = step(attentionA, commB) + step(attentionB, commA) + step(mlpA, commB) + step(mlpB, commA)
-        return Double(shape.layerCount) * layer
+        for c in chunks.indices { reduce(c) }   // the embedding's reductions
+        for _ in 0..<shape.layerCount {
+            for phase in [attention, mlp] {
+                for c in chunks.indices {
+                    computeClock = max(computeClock, ready[c]) + phase[c]
+                    reduce(c)
+                }
+            }
+        }
+        return max(computeClock, ready.max() ?? 0)
     }
 
-    /// Candidate cut points: multiples of the granule, both halves non-empty.
+    /// Candidate cut points for two chunks: multiples of the granule, both halves non-empty.
     public func candidates(count t: Int) -> [Int] {
         guard t >= 2 else { return [] }
         let aligned = stride(from: granule, to: t, by: granule).map { $0 }
         return aligned.isEmpty ? [t / 2] : aligned
     }
 
-    public func decide(positions: [Int32]) -> Decision {
-        let unsplit = predictUnsplit(positions)
-        var best: (Int, Double)?
-        for a in candidates(count: positions.count) {
-            let time = predictSplit(positions, at: a)
-            if best == nil || time < best!.1 { best = (a, time) }
+    /// Cuts into `chunks` chunks of about equal predicted compute (GEMM rows
+    /// plus causal attention), on multiples of the granule; nil when the batch
+    /// has too few granules (two chunks: the best of every candidate cut).
+    public func cuts(positions: [Int32], chunks: Int) -> [Int]? {
+        let t = positions.count
+        guard chunks >= 2 else { return nil }
+        if chunks == 2 { return bestSplit(positions: positions).map { [$0] } }
+        guard t >= chunks * granule else { return nil }
+        // Cost of each row: its share of the GEMMs plus its attention pairs.
+        let perRow = 2 * Double(shape.attentionWeights + shape.mlpWeights) / costs.gemmFlopsPerSecond
+        let rowCost = positions.map { perRow + Double($0 + 1) / costs.attentionPairsPerSecond }
+        let total = rowCost.reduce(0, +)
+        var cuts: [Int] = [], running = 0.0, row = 0
+        for c in 1..<chunks {
+            let target = total * Double(c) / Double(chunks)
+            while row < t && running + rowCost[row] / 2 < target { running += rowCost[row]; row += 1 }
+            var cut = Int((Double(row) / Double(granule)).rounded()) * granule
+            cut = max(cut, (cuts.last ?? 0) + granule)
+            guard cut + (chunks - c) * granule <= t else { return nil }
+            cuts.append(cut)
         }
-        guard let (a, time) = best, time < unsplit * (1 - minimumGain) else { return .unsplit(predicted: unsplit) }
-        return .split(at: a, predicted: time, unsplitPredicted: unsplit)
+        return cuts
     }
 
-    /// The best cut regardless of profit (for a forced `overlap` mode), or nil
-    /// when the batch is too small to cut.
+    /// The best cuts for 2…`maxChunks` chunks regardless of profit (for a
+    /// forced `overlap` mode), with their predicted time; nil when the batch
+    /// is too small to cut.
+    public func bestCuts(positions: [Int32]) -> (cuts: [Int], predicted: Double)? {
+        var best: (cuts: [Int], predicted: Double)?
+        for k in 2...max(2, maxChunks) {
+            guard let cuts = cuts(positions: positions, chunks: k) else { continue }
+            let time = predictChunks(positions, cuts: cuts)
+            if best == nil || time < best!.predicted { best = (cuts, time) }
+        }
+        return best
+    }
+
+    public func decide(positions: [Int32]) -> Decision {
+        let unsplit = predictUnsplit(positions)
+        guard let best = bestCuts(positions: positions), best.predicted < unsplit * (1 - minimumGain) else {
+            return .unsplit(predicted: unsplit)
+        }
+        return .split(cuts: best.cuts, predicted: best.predicted, unsplitPredicted: unsplit)
+    }
+
+    /// The best cut into two halves regardless of profit, or nil when the
+    /// batch is too small to cut.
     public func bestSplit(positions: [Int32]) -> Int? {
         candidates(count: positions.count).min { predictSplit(positions, at: $0) < predictSplit(positions, at: $1) }
     }

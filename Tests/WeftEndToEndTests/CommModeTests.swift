@@ -66,6 +66,7 @@ final class CommModeTests: XCTestCase {
     func testTP2InterNodePath() throws {
         try mixedTinyLlama(ranks: 2, ["--comm-mode", "fused", "--comm-transport", "mpi"])
         try mixedTinyLlama(ranks: 2, ["--comm-mode", "overlap", "--comm-transport", "mpi", "--split", "7"])
+        try mixedTinyLlama(ranks: 2, ["--comm-mode", "overlap", "--comm-transport", "mpi", "--split", "4,9,13"])   // four chunks
         try mixedTinyLlama(ranks: 2, ["--comm-mode", "auto", "--comm-transport", "mpi"])
     }
 

@@ -15,10 +15,10 @@ final class CommModeTests: XCTestCase {
         return batch
     }
 
-    func run(_ model: LlamaModel, mode: CommMode, split: Int? = nil, offset: Int) throws -> [Float] {
+    func run(_ model: LlamaModel, mode: CommMode, split: Int? = nil, cuts: [Int]? = nil, offset: Int) throws -> [Float] {
         let b = batch(offset: offset)
         defer { for s in b.spans { model.cache.release(sequence: s.sequence) } }
-        return try model.forward(b, mode: mode, split: split)
+        return try model.forward(b, mode: mode, split: split, cuts: cuts)
     }
 
     func testModesAndTransportsMatchBaseline() throws {
@@ -32,7 +32,14 @@ final class CommModeTests: XCTestCase {
                 Fixtures.assertClose(try run(model, mode: .overlap, split: split, offset: 30 + split), baseline,
                                      relative: 1e-5, "overlap \(transport) split \(split)")
             }
+            // Three, four and five chunks, cuts inside and at span ends.
+            for (i, cuts) in [[20, 41], [1, 20, 52], [10, 30, 41, 50]].enumerated() {
+                Fixtures.assertClose(try run(model, mode: .overlap, cuts: cuts, offset: 90 + 5 * i), baseline,
+                                     relative: 1e-5, "overlap \(transport) cuts \(cuts)")
+            }
             XCTAssertThrowsError(try run(model, mode: .overlap, split: 0, offset: 99))
+            XCTAssertThrowsError(try run(model, mode: .overlap, cuts: [20, 20], offset: 99), "cuts must increase")
+            XCTAssertThrowsError(try run(model, mode: .overlap, cuts: [20, 53], offset: 99), "cuts inside the batch")
             XCTAssertEqual(model.cache.usedBlockCount, 0)
         }
     }

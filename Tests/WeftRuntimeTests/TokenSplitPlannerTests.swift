@@ -40,15 +40,49 @@ final class TokenSplitPlannerTests: XCTestCase {
     func testSplitWhenCommunicationIsCostlyAndDecodeBatchesStayWhole() {
         // A collective costing about as much per row as the compute.
         let planner = TokenSplitPlanner(costs: costs(commPerRow: 2e-4), shape: shape, granule: 14)
-        guard case .split(let at, let predicted, let unsplit) = planner.decide(positions: prefill(2048)) else {
+        guard case .split(let cuts, let predicted, let unsplit) = planner.decide(positions: prefill(2048)) else {
             return XCTFail("communication-bound prefill should split")
         }
-        XCTAssertEqual(at % 14, 0)
+        XCTAssertFalse(cuts.isEmpty)
+        for cut in cuts { XCTAssertEqual(cut % 14, 0) }
         XCTAssertLessThan(predicted, unsplit)
         // Eight decode tokens: splitting re-reads every weight twice for nothing.
         let decode: [Int32] = [100, 230, 17, 512, 90, 300, 41, 77]
         let cheapComm = TokenSplitPlanner(costs: costs(commPerRow: 1e-6), shape: shape, granule: 14)
         guard case .unsplit = cheapComm.decide(positions: decode) else { return XCTFail("decode batch should not split") }
+    }
+
+    /// With a link about as slow per row as attention computes, two halves
+    /// leave the reductions after attention exposed (each has only the other
+    /// half's attention to hide behind); the planner then prefers more chunks,
+    /// and its prediction sits between the bounds the stagger allows.
+    func testMoreChunksWhenAttentionWindowsAreShort() {
+        let planner = TokenSplitPlanner(costs: costs(commPerRow: 1.2e-4), shape: shape, granule: 8)
+        let positions = prefill(512)
+        let two = planner.predictSplit(positions, at: planner.bestSplit(positions: positions)!)
+        guard case .split(let cuts, let predicted, let unsplit) = planner.decide(positions: positions) else {
+            return XCTFail("communication-heavy prefill should split")
+        }
+        XCTAssertGreaterThanOrEqual(cuts.count, 2, "expected 3 or more chunks, got cuts \(cuts)")
+        XCTAssertLessThan(predicted, two)
+        XCTAssertLessThan(predicted, unsplit)
+        // Never below the compute alone nor the reductions alone; never above both in sequence.
+        var free = costs(commPerRow: 0, latency: 0)
+        free.collectiveOverlapsCompute = true
+        let computeOnly = TokenSplitPlanner(costs: free, shape: shape, granule: 8).predictUnsplit(positions)
+        let commOnly = Double(2 * shape.layerCount + 1) * Double(positions.count) * planner.costs.collectiveSecondsPerRow
+        XCTAssertGreaterThanOrEqual(predicted, max(computeOnly, commOnly) * 0.999)
+        XCTAssertLessThanOrEqual(predicted, (computeOnly + commOnly) * 1.001 + Double(cuts.count * (2 * shape.layerCount + 1)) * planner.costs.collectiveLatency)
+        // Chunks of about equal cost, cut on the granule, in order.
+        for k in 3...4 {
+            let cuts = planner.cuts(positions: positions, chunks: k)!
+            XCTAssertEqual(cuts.count, k - 1)
+            XCTAssertEqual(cuts, cuts.sorted())
+            for cut in cuts { XCTAssertEqual(cut % 8, 0); XCTAssertTrue(cut > 0 && cut < 512) }
+            // Causal attention makes later rows dearer: the first chunk is the longest.
+            XCTAssertGreaterThanOrEqual(cuts[0], 512 / k - 8)
+        }
+        XCTAssertNil(planner.cuts(positions: prefill(20), chunks: 4), "fewer granules than chunks")
     }
 
     /// The chosen cut is the best candidate under the model, and the model
