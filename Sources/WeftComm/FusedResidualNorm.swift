@@ -80,11 +80,13 @@ public final class FusedResidualNorm {
     ///   - ranksPerNode: treat consecutive groups of this many ranks as nodes
     ///     (to exercise the inter-node and hierarchical paths on one machine);
     ///     nil asks MPI which ranks share memory.
-    ///   - wire: the number format between nodes (shared memory always moves float32).
+    ///   - wire: the number format between nodes (shared memory always moves
+    ///     float32); nil: bf16 when the ranks are on several machines (half
+    ///     the bytes; see `WireFormat`), f32 when they all share one (a
+    ///     transport or node grouping forced on one machine stays exact).
     public init(communicator: Communicator, hidden: Int, transport: CommTransport?, timeout: Double = 120,
-                ranksPerNode: Int? = nil, wire: WireFormat = .f32) throws {
+                ranksPerNode: Int? = nil, wire: WireFormat? = nil) throws {
         self.communicator = communicator
-        self.wire = wire
         self.hidden = hidden
         self.rank = communicator.rank
         self.size = communicator.size
@@ -144,6 +146,13 @@ public final class FusedResidualNorm {
         } else {
             self.transport = .hierarchical
         }
+        if let wire {
+            self.wire = wire
+        } else {
+            let machine = ranksPerNode == nil ? localCount : try communicator.nodeSize()
+            self.wire = machine == size ? .f32 : .bf16
+        }
+        let wire = self.wire
         switch self.transport {
         case .mpi: exchange = CrossNodeExchange(parts: size, index: rank, hidden: hidden, comm: communicator.comm, wire: wire)
         case .hierarchical: exchange = CrossNodeExchange(parts: nodes, index: index, hidden: hidden, comm: cross, wire: wire)

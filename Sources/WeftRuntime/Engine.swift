@@ -44,8 +44,9 @@ public struct EngineConfiguration: Sendable {
     /// is on one node, MPI otherwise.
     public var commTransport: CommTransport?
     /// Number format of the fused collective's transfers between nodes
-    /// (partials summed in float32 on arrival; shared memory moves float32).
-    public var wireFormat: WireFormat = .f32
+    /// (partials summed in float32 on arrival; shared memory moves float32);
+    /// nil: bf16 when the ranks span several machines, f32 on one.
+    public var wireFormat: WireFormat?
     /// Cores of the rank set aside for the comm thread (0: the comm thread
     /// shares the compute cores and sleeps while idle).
     public var commCores: Int = 0
