@@ -11,8 +11,9 @@
 
 // Prefill (panel) path: a block of WGEMM_BLOCK_PANELS panels of WEFT_GEMM_NR
 // weight rows by WGEMM_KC columns is dequantized into float32 packed-panel
-// layout (the layout weft_gemm_packed reads), then multiplied with all m
-// activation rows by the float32 GEMM. A block is 8 * 32 * 256 * 4 = 256 KiB:
+// layout (the layout weft_gemm_packed reads), then multiplied with the
+// activation rows, packed once per call, by the float32 micro-kernels
+// (weft_gemm_xp_<isa>). A block is 8 * 32 * 256 * 4 = 256 KiB:
 // half of Zen 3's L2, as the float32 driver's own L2 block.
 #ifndef WGEMM_KC
 #define WGEMM_KC 256

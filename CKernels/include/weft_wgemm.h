@@ -76,9 +76,10 @@ typedef enum {
     /// over register tiles of weight x activation rows; block formats use the
     /// integer dot products of weft_qgemv over 8-bit activation blocks.
     WEFT_WGEMM_DOT = 1,
-    /// Prefill: per thread, blocks of 256 weight rows x 256 columns are
-    /// dequantized into float32 packed panels in the scratch and multiplied
-    /// with all m activation rows by the float32 GEMM (weft_gemm_packed).
+    /// Prefill: the activations are packed once per call (up to 512 rows at a
+    /// time) into the float32 micro-kernel's row groups; per thread, blocks of
+    /// 256 weight rows x 256 columns are dequantized into float32 packed panels
+    /// in the scratch and multiplied with them (weft_gemm_xp_<isa>).
     WEFT_WGEMM_PANEL = 2,
     /// Prefill, block formats weft_igemm takes (Q8_0, Q4_0, Q4_1, Q4_K,
     /// Q6_K): the activations quantized once per call to the format's 8-bit
