@@ -80,6 +80,36 @@ final class SimulatedClusterTests: XCTestCase {
         XCTAssertLessThanOrEqual(worst(narrow, expected), 1e-2 * scale)
     }
 
+    /// Every wire format across simulated hosts against float32 on the wire, at
+    /// TP 2 (two hosts) and TP 3 (three hosts; they share this machine's cores,
+    /// which changes timings, not results), fused and overlapped.
+    func testWireFormatsAcrossHosts() throws {
+        let reference = TensorParallelTests.reference.logits_cases[2]
+        let bound: [String: Float] = ["bf16": 1e-2, "fp16": 2e-3]
+        for hosts in [2, 3] {
+            func logits(_ extra: [String]) throws -> [Float] {
+                let outcome = try shell([Self.script, "run", "--hosts", String(hosts), "--share-cores", "--rate", "1gbit", "--name", "wtest", "--",
+                                         MPIRun.weft.path, "logits", "--model", MPIRun.fixture.path, "--threads", "1", "--kv-dtype", "f32", "--json",
+                                         "--tokens", reference.tokens.map(String.init).joined(separator: ",")] + extra)
+                XCTAssertEqual(outcome.status, 0, "\(hosts) hosts \(extra): \(outcome.output)")
+                let json = outcome.output.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? ""
+                return try JSONDecoder().decode(TensorParallelTests.LogitsOutput.self, from: Data(json.utf8)).logits.flatMap { $0 }
+            }
+            for mode in [["--comm-mode", "fused"], ["--comm-mode", "overlap", "--split", "6,13"]] {
+                let exact = try logits(mode + ["--comm-dtype", "f32"])
+                let scale = exact.map(abs).max()!
+                for wire in ["bf16", "fp16"] {
+                    let narrow = try logits(mode + ["--comm-dtype", wire])
+                    XCTAssertEqual(narrow.count, exact.count)
+                    let worst = zip(narrow, exact).map { abs($0 - $1) }.max() ?? .infinity
+                    XCTAssertGreaterThan(worst, 0, "\(hosts) hosts \(mode) \(wire): the wire format was not applied")
+                    XCTAssertLessThanOrEqual(worst, bound[wire]! * scale, "\(hosts) hosts \(mode) \(wire)")
+                }
+            }
+        }
+        try assertNothingLeft("wtest")
+    }
+
     /// Two simulated hosts with two ranks each: the hierarchical path for real.
     func testHierarchicalAcrossTwoHostsOfTwoRanks() throws {
         let reference = TensorParallelTests.reference.logits_cases[2]
