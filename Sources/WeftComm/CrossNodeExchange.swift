@@ -87,11 +87,14 @@ final class CrossNodeExchange {
         guard rows > capacity else { return }
         let block = (rows + parts - 1) / parts, h = hidden
         // 16-bit buffers are sized in floats too (half the floats would do).
-        send = FloatBuffer(count: parts * block * h)
+        // float32 needs no encoded copies: it sends the partials and the
+        // normalized shard as they are.
+        let narrow = wire != .f32
+        send = narrow ? FloatBuffer(count: parts * block * h) : nil
         receive = FloatBuffer(count: parts * block * h)
-        peers = wire == .f32 ? nil : FloatBuffer(count: parts * block * h)
+        peers = narrow ? FloatBuffer(count: parts * block * h) : nil
         shard = FloatBuffer(count: block * h)
-        shardWire = FloatBuffer(count: block * h)
+        shardWire = narrow ? FloatBuffer(count: block * h) : nil
         gathered = FloatBuffer(count: parts * block * h)
         capacity = rows
         blockCapacity = block
@@ -117,7 +120,7 @@ final class CrossNodeExchange {
         let h = hidden, unit = wire.bytes
         let mine = block(rows, index)
         let slot = blockCapacity * h * unit
-        let sendBase = UnsafeMutableRawPointer(send!.pointer), receiveBase = UnsafeMutableRawPointer(receive!.pointer)
+        let receiveBase = UnsafeMutableRawPointer(receive!.pointer)
         requests = []
         for p in 0..<parts where p != index {
             if !mine.isEmpty {
@@ -133,11 +136,12 @@ final class CrossNodeExchange {
             guard !theirs.isEmpty else { continue }
             let from = source + (theirs.lowerBound - rows.lowerBound) * h
             let buffer: UnsafeRawPointer
-            if wire == .f32 {
-                buffer = UnsafeRawPointer(from)
+            if let send {
+                let staged = UnsafeMutableRawPointer(send.pointer) + p * slot
+                wire.encode(from, into: staged, count: theirs.count * h)
+                buffer = UnsafeRawPointer(staged)
             } else {
-                wire.encode(from, into: sendBase + p * slot, count: theirs.count * h)
-                buffer = UnsafeRawPointer(sendBase + p * slot)
+                buffer = UnsafeRawPointer(from)
             }
             var request: MPI_Request? = CMPI_REQUEST_NULL()
             try check(MPI_Isend(buffer, Int32(theirs.count * h), wire.mpiType, Int32(p), Self.tag, comm, &request), "MPI_Isend")
@@ -181,11 +185,11 @@ final class CrossNodeExchange {
             }
             weft_reduce_add_rmsnorm(&sources, Int32(parts), h, residual + mine.lowerBound * h, h, weight,
                                     shard!.pointer, h, Int32(mine.count), Int32(h), eps)
-            wire.encode(shard!.pointer, into: UnsafeMutableRawPointer(shardWire!.pointer), count: mine.count * h)
+            if let shardWire { wire.encode(shard!.pointer, into: UnsafeMutableRawPointer(shardWire.pointer), count: mine.count * h) }
         }
         // Equal blocks for the all-gather: a short last block sends padding that is never read.
         gatherRequest = CMPI_REQUEST_NULL()
-        try check(MPI_Iallgather(shardWire!.pointer, Int32(blockRows * h), wire.mpiType,
+        try check(MPI_Iallgather((shardWire ?? shard!).pointer, Int32(blockRows * h), wire.mpiType,
                                  gathered!.pointer, Int32(blockRows * h), wire.mpiType, comm, &gatherRequest), "MPI_Iallgather")
     }
 
