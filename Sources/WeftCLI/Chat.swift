@@ -474,7 +474,7 @@ struct ChatSession {
             prompt = try renderer.render(messages).tokens
         } catch {
             messages.removeLast()
-            Output.write("weft: \(error); the message was dropped (/reset starts over)\n")
+            Output.write("weft: \(ParameterFlags.message(for: error)); the message was dropped (/reset starts over)\n")
             return
         }
         guard !prompt.isEmpty else {

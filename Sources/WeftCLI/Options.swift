@@ -171,7 +171,7 @@ struct SamplingOptions: ParsableArguments {
     var seed: UInt64 = 0
 
     func validate() throws {
-        try Sampler.validate(temperature: temperature, topP: topP)
+        do { try Sampler.validate(temperature: temperature, topP: topP) } catch { throw ParameterFlags.asOption(error) }
     }
 
     func sampler() -> Sampler { Sampler(temperature: temperature, topP: topP, seed: seed) }
@@ -193,4 +193,65 @@ func jsonString<T: Encodable>(_ value: T) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+/// The one place where the libraries' parameter names meet the CLI's flags:
+/// libraries name what an embedder set (`EngineConfiguration.kvBlocks`), and
+/// wherever the CLI prints an error it shows the flag the user typed
+/// (`--kv-blocks`) instead.
+enum ParameterFlags {
+    /// Library parameter name → CLI flag.
+    static let flags: [String: String] = [
+        // WeftRuntime.Engine
+        "EngineConfiguration.commCores": "--comm-cores",
+        "EngineConfiguration.kvBlockSize": "--kv-block-size",
+        "EngineConfiguration.kvBlocks": "--kv-blocks",
+        "EngineConfiguration.forcedCuts": "--split",
+        "EngineConfiguration.threads": "--threads",
+        "Engine.generate(maxNewTokens:)": "--max-tokens",
+        // WeftRuntime.Sampler
+        "Sampler.temperature": "--temperature",
+        "Sampler.topP": "--top-p",
+        // WeftTensor
+        "ComputePool(threads:)": "--threads",
+        // WeftRuntime.ServingEngine (weft serve)
+        "ServingConfiguration.maxRunningSequences": "--max-num-seqs",
+        "ServingConfiguration.maxBatchTokens": "--max-batch-tokens",
+        "ServingConfiguration.maxQueuedRequests": "--max-queue",
+        "ServingConfiguration.maxModelLength": "--max-model-len",
+        "ServingConfiguration.kvBlocks": "--kv-blocks",
+        // WeftComm.FusedResidualNorm
+        "FusedResidualNorm(ranksPerNode:)": "--ranks-per-node",
+        "FusedResidualNorm(transport:)": "--comm-transport",
+    ]
+
+    /// The error as the CLI prints it: a library's invalid parameter under its
+    /// flag; anything else as the error describes itself.
+    static func message(for error: Error) -> String {
+        if let parameter = (error as? ParameterError)?.parameter { return message(for: parameter) }
+        // An error agreed across ranks (`Communicator.agree`) arrives as the
+        // failing rank's text, "name: problem".
+        if let error = error as? CommError, case .failedOnRank(_, let text) = error { return rewritten(text) }
+        return String(describing: error)
+    }
+
+    /// A library's invalid-parameter error as the CLI's own error about the
+    /// flag (`RuntimeError.invalidOption`); other errors unchanged.
+    static func asOption(_ error: Error) -> Error {
+        guard let parameter = (error as? ParameterError)?.parameter else { return error }
+        return RuntimeError.invalidOption(flags[parameter.name] ?? parameter.name, parameter.problem)
+    }
+
+    static func message(for parameter: InvalidParameter) -> String {
+        "\(flags[parameter.name] ?? parameter.name): \(parameter.problem)"
+    }
+
+    /// `text` with a leading "<library parameter name>: " replaced by the flag
+    /// (only names in the table; other text is returned as it is).
+    static func rewritten(_ text: String) -> String {
+        guard let colon = text.range(of: ": ") else { return text }
+        let name = String(text[..<colon.lowerBound])
+        guard flags[name] != nil else { return text }
+        return message(for: InvalidParameter(name, String(text[colon.upperBound...])))
+    }
 }

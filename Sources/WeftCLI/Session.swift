@@ -11,7 +11,7 @@ enum Session {
         do {
             communicator = try Communicator.world()
         } catch {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("error: \(ParameterFlags.message(for: error))\n".utf8))
             exit(1)
         }
         do {
@@ -29,13 +29,13 @@ enum Session {
             if communicator.size == 1 || isSharedByAllRanks(error) {
                 // Every rank raised this same error: rank 0 reports it once
                 // and all ranks leave cleanly.
-                if communicator.isRoot { FileHandle.standardError.write(Data("error: \(error)\n".utf8)) }
+                if communicator.isRoot { FileHandle.standardError.write(Data("error: \(ParameterFlags.message(for: error))\n".utf8)) }
                 Communicator.finalize()
                 exit(1)
             }
             // Only this rank failed: the others may be inside a collective
             // waiting for it, so end the whole job rather than leave them hanging.
-            FileHandle.standardError.write(Data("error: rank \(communicator.rank): \(error)\n".utf8))
+            FileHandle.standardError.write(Data("error: rank \(communicator.rank): \(ParameterFlags.message(for: error))\n".utf8))
             Communicator.abort(code: 1)
         }
     }

@@ -34,6 +34,7 @@ struct Weft: ParsableCommand {
     }
 
     static func report(_ error: Error) -> Never {
+        let error = ParameterFlags.asOption(error)
         let code = exitCode(for: error)
         if launcherRank == 0 {
             let message = fullMessage(for: error)

@@ -127,7 +127,10 @@ public final class Engine {
             let available = ComputePool.affinityCPUs()   // before the pool pins this thread
             let cores = available.count
             guard configuration.commCores >= 0, configuration.commCores == 0 || configuration.commCores < cores else {
-                throw RuntimeError.invalidOption("--comm-cores", "\(configuration.commCores) leaves no compute core: this rank is bound to \(cores) core(s)")
+                throw RuntimeError.invalidParameter("EngineConfiguration.commCores", "\(configuration.commCores) leaves no compute core: this rank is bound to \(cores) core(s)")
+            }
+            if let threads = configuration.threads, threads < 1 {
+                throw RuntimeError.invalidParameter("EngineConfiguration.threads", "must be at least 1 (or nil: one per core), got \(threads)")
             }
             let threads = configuration.threads ?? max(1, cores - configuration.commCores)
             let pool = try ComputePool(threads: threads)
@@ -179,7 +182,7 @@ public final class Engine {
     static func kvBlocks(configuration: EngineConfiguration, length: Int, layers: Int, kvWidth: Int) throws -> Int {
         let blockSize = configuration.kvBlockSize
         guard blockSize > 0, blockSize <= 1 << 16 else {
-            throw RuntimeError.invalidOption("--kv-block-size", "must be 1...65536 positions, got \(blockSize)")
+            throw RuntimeError.invalidParameter("EngineConfiguration.kvBlockSize", "must be 1...65536 positions, got \(blockSize)")
         }
         let blocks: Int
         if let configured = configuration.kvBlocks {
@@ -189,7 +192,7 @@ public final class Engine {
             blocks = overflow || configuration.maxSequences < 1 ? -1 : product
         }
         guard blocks > 0, blocks <= Int(Int32.max) else {
-            throw RuntimeError.invalidOption("--kv-blocks", "the KV cache needs 1...\(Int32.max) blocks, got \(blocks < 0 ? "more" : String(blocks))")
+            throw RuntimeError.invalidParameter("EngineConfiguration.kvBlocks", "the KV cache needs 1...\(Int32.max) blocks, got \(blocks < 0 ? "more" : String(blocks))")
         }
         // keys and values × layers × positions × width × bytes per element
         var bytes = 2 * configuration.kvDType.byteSize
@@ -199,7 +202,7 @@ public final class Engine {
         }
         let memory = Int(clamping: ProcessInfo.processInfo.physicalMemory)
         guard bytes <= memory else {
-            throw RuntimeError.invalidOption("--kv-blocks", "a KV cache of \(blocks) blocks of \(blockSize) positions needs \(bytes == Int.max ? "more than 2^63" : String(bytes >> 20) + " MiB") of memory; this machine has \(memory >> 20) MiB")
+            throw RuntimeError.invalidParameter("EngineConfiguration.kvBlocks", "a KV cache of \(blocks) blocks of \(blockSize) positions needs \(bytes == Int.max ? "more than 2^63" : String(bytes >> 20) + " MiB") of memory; this machine has \(memory >> 20) MiB")
         }
         return blocks
     }
@@ -242,7 +245,7 @@ public final class Engine {
         case .overlap:
             if let forced = configuration.forcedCuts {
                 guard let last = forced.last, last < batch.count else {
-                    throw RuntimeError.invalidOption("--split", "cannot cut a batch of \(batch.count) tokens at row \(forced.last ?? 0): every chunk needs at least one token")
+                    throw RuntimeError.invalidParameter("EngineConfiguration.forcedCuts", "cannot cut a batch of \(batch.count) tokens at row \(forced.last ?? 0): every chunk needs at least one token")
                 }
                 return (.overlap, forced)
             }
@@ -304,7 +307,7 @@ public final class Engine {
     /// chosen. Returns the generated tokens on every rank.
     public func generate(prompt: [Int], maxNewTokens: Int, sampler: Sampler = Sampler(),
                          stopTokens: Set<Int>? = nil, onToken: (Int) -> Void = { _ in }) throws -> [Int] {
-        guard maxNewTokens >= 0 else { throw RuntimeError.invalidOption("--max-tokens", "must be >= 0, got \(maxNewTokens)") }
+        guard maxNewTokens >= 0 else { throw RuntimeError.invalidParameter("Engine.generate(maxNewTokens:)", "must be >= 0, got \(maxNewTokens)") }
         try validate(tokens: prompt, maxNewTokens: maxNewTokens)
         let stops = stopTokens ?? Set(config.eosTokenIDs + (tokenizer?.eosTokenIDs ?? []))
         var sampler = sampler

@@ -18,9 +18,9 @@ public struct Sampler: Sendable {
 
     public static func validate(temperature: Double, topP: Double) throws {
         guard temperature >= 0, temperature.isFinite else {
-            throw RuntimeError.invalidOption("--temperature", "must be a finite number >= 0, got \(temperature)")
+            throw RuntimeError.invalidParameter("Sampler.temperature", "must be a finite number >= 0, got \(temperature)")
         }
-        guard topP > 0, topP <= 1 else { throw RuntimeError.invalidOption("--top-p", "must be in (0, 1], got \(topP)") }
+        guard topP > 0, topP <= 1 else { throw RuntimeError.invalidParameter("Sampler.topP", "must be in (0, 1], got \(topP)") }
     }
 
     public static func argmax(_ logits: ArraySlice<Float>) -> Int {

@@ -18,7 +18,7 @@ public final class ComputePool: @unchecked Sendable {
     public init(threads: Int? = nil, pin: Bool = true) throws {
         let available = ComputePool.affinityCPUs()
         let count = threads ?? max(1, available.count)
-        guard count >= 1 else { throw TensorError.invalidArgument("--threads must be at least 1, got \(count)") }
+        guard count >= 1 else { throw TensorError.invalidParameter("ComputePool(threads:)", "must be at least 1, got \(count)") }
         // Pin only when each thread gets a CPU of its own; more threads than
         // CPUs (or an empty mask) runs unpinned and lets the kernel schedule.
         let pinned = pin && !available.isEmpty && count <= available.count
@@ -63,13 +63,21 @@ public final class ComputePool: @unchecked Sendable {
 }
 
 public enum TensorError: Error, CustomStringConvertible {
-    case invalidArgument(String)
+    /// A parameter of this library (e.g. `ComputePool(threads:)`) and what is wrong with it.
+    case invalidParameter(String, String)
     case system(String, Int32)
 
     public var description: String {
         switch self {
-        case .invalidArgument(let message): return message
+        case .invalidParameter(let name, let problem): return InvalidParameter(name, problem).description
         case .system(let call, let code): return "\(call) failed: \(String(cString: strerror(code)))"
         }
+    }
+}
+
+extension TensorError: ParameterError {
+    public var parameter: InvalidParameter? {
+        if case .invalidParameter(let name, let problem) = self { return InvalidParameter(name, problem) }
+        return nil
     }
 }

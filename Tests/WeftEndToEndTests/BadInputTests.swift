@@ -193,6 +193,27 @@ final class BadInputTests: BadInputTestCase {
         XCTAssertTrue(outcome.stderr.contains("token id 99999"), outcome.stderr)
     }
 
+    /// The engine names its own parameter (`EngineConfiguration.commCores`);
+    /// the CLI shows the flag the user typed, on one rank (the error as
+    /// thrown) and on two (the error agreed across ranks as text).
+    func testEngineParameterErrorNamesTheFlag() throws {
+        for ranks in [1, 2] {
+            try expectFailure(logits(MPIRun.fixture) + ["--comm-cores", "4096"], ranks: ranks,
+                              mentions: ["error: --comm-cores: 4096 leaves no compute core"])
+            let outcome = try MPIRun.run(ranks: ranks, logits(MPIRun.fixture) + ["--comm-cores", "4096"])
+            XCTAssertFalse(outcome.stderr.contains("EngineConfiguration"), outcome.stderr)
+        }
+    }
+
+    /// The sampler's parameters are checked with the other options and shown as flags.
+    func testSamplerParameterErrorNamesTheFlag() throws {
+        let outcome = try MPIRun.run(ranks: 0, ["generate", "--model", MPIRun.fixture.path, "--tokens", "1,2", "--top-p=2"])
+        XCTAssertEqual(outcome.rankExits.count, 1, outcome.stderr)
+        for (rank, code) in outcome.rankExits { XCTAssertNotEqual(code, 0, "rank \(rank)") }
+        XCTAssertTrue(outcome.stderr.contains("--top-p: must be in (0, 1], got 2.0"), outcome.stderr)
+        XCTAssertFalse(outcome.stderr.contains("Sampler.topP"), outcome.stderr)
+    }
+
     func testBadOptionIsReportedOnce() throws {
         let outcome = try MPIRun.run(ranks: 2, ["logits", "--model", MPIRun.fixture.path, "--tokens", "1,x"])
         XCTAssertEqual(outcome.rankExits.count, 2, outcome.stderr)

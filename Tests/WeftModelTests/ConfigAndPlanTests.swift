@@ -1,5 +1,6 @@
 import Foundation
 import WeftModel
+import WeftTensor
 import XCTest
 
 final class ConfigAndPlanTests: XCTestCase {
@@ -126,5 +127,14 @@ final class ConfigAndPlanTests: XCTestCase {
         XCTAssertTrue(parse("{\(base),\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8}}").contains("rope_scaling.low_freq_factor"))
         XCTAssertTrue(parse("{\(base),\"vocab_size\":\"big\"}").contains("field \"vocab_size\": expected a value of type integer, found big"))
         XCTAssertTrue(parse("[1]").contains("expected a JSON object"))
+    }
+
+    /// A library names its own parameter (what an embedder typed), never a CLI flag.
+    func testLibraryErrorsNameTheirParameterNotAFlag() {
+        XCTAssertThrowsError(try ComputePool(threads: 0)) { error in
+            XCTAssertEqual((error as? ParameterError)?.parameter, InvalidParameter("ComputePool(threads:)", "must be at least 1, got 0"))
+            XCTAssertEqual("\(error)", "ComputePool(threads:): must be at least 1, got 0")
+        }
+        XCTAssertNil((TensorError.system("weft_pool_create(1)", 12) as ParameterError).parameter)
     }
 }
