@@ -17,25 +17,43 @@ public enum WireFormat: String, Sendable, CaseIterable {
     /// IEEE half, round to nearest even: 11 significant bits, but magnitudes
     /// above 65504 become infinite.
     case fp16
+    /// ggml's Q8_0 blocks (as distributed-llama's Q80 sync): per 32 values of a
+    /// row one fp16 scale d = max|x| / 127 and 32 int8 q = round(x / d), 34
+    /// bytes (1.0625 per value). The error of a value is at most d / 2, i.e.
+    /// relative to its block's largest magnitude (≤ 2^-8), not to itself. A
+    /// row's last block is padded with zeros when the width is not a multiple
+    /// of 32; a block holding NaN or ±inf arrives as 32 NaNs, and blocks with
+    /// a magnitude of 8.3e6 or more overflow the fp16 scale (weft_wire.h).
+    case q8_0
 
-    var bytes: Int { self == .f32 ? 4 : 2 }
-    var mpiType: MPI_Datatype { self == .f32 ? CMPI_FLOAT() : CMPI_UINT16() }
+    /// Bytes of one row of `width` values on the wire.
+    public func rowBytes(width: Int) -> Int {
+        switch self {
+        case .f32: width * 4
+        case .bf16, .fp16: width * 2
+        case .q8_0: weft_wire_q8_0_row_bytes(width)
+        }
+    }
 
-    /// float32 → wire (a copy for f32).
-    func encode(_ source: UnsafePointer<Float>, into destination: UnsafeMutableRawPointer, count: Int) {
+    /// `rows` rows of `width` float32 values → wire (a copy for f32).
+    func encode(_ source: UnsafePointer<Float>, into destination: UnsafeMutableRawPointer, rows: Int, width: Int) {
+        let count = rows * width
         switch self {
         case .f32: destination.copyMemory(from: source, byteCount: count * 4)
         case .bf16: weft_f32_to_bf16(source, destination.assumingMemoryBound(to: UInt16.self), count)
         case .fp16: weft_f32_to_f16(source, destination.assumingMemoryBound(to: UInt16.self), count)
+        case .q8_0: weft_wire_q8_0_encode(source, destination, rows, width)
         }
     }
 
     /// wire → float32.
-    func decode(_ source: UnsafeRawPointer, into destination: UnsafeMutablePointer<Float>, count: Int) {
+    func decode(_ source: UnsafeRawPointer, into destination: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        let count = rows * width
         switch self {
         case .f32: UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: count * 4)
         case .bf16: weft_bf16_to_f32(source.assumingMemoryBound(to: UInt16.self), destination, count)
         case .fp16: weft_f16_to_f32(source.assumingMemoryBound(to: UInt16.self), destination, count)
+        case .q8_0: weft_wire_q8_0_decode(source, destination, rows, width)
         }
     }
 }
@@ -69,6 +87,10 @@ final class CrossNodeExchange {
 
     private(set) var capacity = 0
     private var blockCapacity = 0
+    /// Bytes of one row on the wire.
+    let rowBytes: Int
+    // send / receive / shardWire / gathered hold wire bytes (sized in floats,
+    // rounded up); peers and shard hold float32 rows.
     private var send: FloatBuffer?, receive: FloatBuffer?, peers: FloatBuffer?
     private var shard: FloatBuffer?, shardWire: FloatBuffer?, gathered: FloatBuffer?
     private var requests: [MPI_Request?] = []
@@ -80,22 +102,25 @@ final class CrossNodeExchange {
         self.hidden = hidden
         self.comm = comm
         self.wire = wire
+        self.rowBytes = wire.rowBytes(width: hidden)
     }
+
+    /// A FloatBuffer of at least `bytes` bytes.
+    private static func bytesBuffer(_ bytes: Int) -> FloatBuffer { FloatBuffer(count: (bytes + 3) / 4) }
 
     /// Room for ranges of up to `rows` rows.
     func reserve(rows: Int) {
         guard rows > capacity else { return }
         let block = (rows + parts - 1) / parts, h = hidden
-        // 16-bit buffers are sized in floats too (half the floats would do).
         // float32 needs no encoded copies: it sends the partials and the
         // normalized shard as they are.
         let narrow = wire != .f32
-        send = narrow ? FloatBuffer(count: parts * block * h) : nil
-        receive = FloatBuffer(count: parts * block * h)
+        send = narrow ? Self.bytesBuffer(parts * block * rowBytes) : nil
+        receive = Self.bytesBuffer(parts * block * rowBytes)
         peers = narrow ? FloatBuffer(count: parts * block * h) : nil
         shard = FloatBuffer(count: block * h)
-        shardWire = narrow ? FloatBuffer(count: block * h) : nil
-        gathered = FloatBuffer(count: parts * block * h)
+        shardWire = narrow ? Self.bytesBuffer(block * rowBytes) : nil
+        gathered = Self.bytesBuffer(parts * block * rowBytes)
         capacity = rows
         blockCapacity = block
     }
@@ -108,24 +133,33 @@ final class CrossNodeExchange {
     /// Bytes this rank sends in one phase for a range of `rows` rows, for traces.
     func bytesSent(rows: Range<Int>, phase: Phase) -> Int {
         switch phase {
-        case .reduceScatter: (rows.count - block(rows, index).count) * hidden * wire.bytes
-        case .allGather: (parts - 1) * ((rows.count + parts - 1) / parts) * hidden * wire.bytes
+        case .reduceScatter: (rows.count - block(rows, index).count) * rowBytes
+        case .allGather: (parts - 1) * ((rows.count + parts - 1) / parts) * rowBytes
         }
+    }
+
+    /// An MPI count of `rows` rows in bytes (messages travel as MPI_BYTE).
+    private func byteCount(rows: Int) throws -> Int32 {
+        let bytes = rows * rowBytes
+        guard let count = Int32(exactly: bytes) else {
+            throw CommError.unsupported("a message of \(rows) rows of \(hidden) values in \(wire.rawValue) is \(bytes) bytes, more than MPI's 2^31 - 1")
+        }
+        return count
     }
 
     /// Posts the receives of every peer's partial of this rank's block and the
     /// sends of each peer's block of `source` (row `rows.lowerBound` of the partials).
     func startReduceScatter(rows: Range<Int>, source: UnsafePointer<Float>) throws {
         precondition(rows.count <= capacity)
-        let h = hidden, unit = wire.bytes
+        let h = hidden
         let mine = block(rows, index)
-        let slot = blockCapacity * h * unit
+        let slot = blockCapacity * rowBytes
         let receiveBase = UnsafeMutableRawPointer(receive!.pointer)
         requests = []
         for p in 0..<parts where p != index {
             if !mine.isEmpty {
                 var request: MPI_Request? = CMPI_REQUEST_NULL()
-                try check(MPI_Irecv(receiveBase + p * slot, Int32(mine.count * h), wire.mpiType, Int32(p), Self.tag, comm, &request), "MPI_Irecv")
+                try check(MPI_Irecv(receiveBase + p * slot, try byteCount(rows: mine.count), CMPI_BYTE(), Int32(p), Self.tag, comm, &request), "MPI_Irecv")
                 requests.append(request)
             }
         }
@@ -138,13 +172,13 @@ final class CrossNodeExchange {
             let buffer: UnsafeRawPointer
             if let send {
                 let staged = UnsafeMutableRawPointer(send.pointer) + p * slot
-                wire.encode(from, into: staged, count: theirs.count * h)
+                wire.encode(from, into: staged, rows: theirs.count, width: h)
                 buffer = UnsafeRawPointer(staged)
             } else {
                 buffer = UnsafeRawPointer(from)
             }
             var request: MPI_Request? = CMPI_REQUEST_NULL()
-            try check(MPI_Isend(buffer, Int32(theirs.count * h), wire.mpiType, Int32(p), Self.tag, comm, &request), "MPI_Isend")
+            try check(MPI_Isend(buffer, try byteCount(rows: theirs.count), CMPI_BYTE(), Int32(p), Self.tag, comm, &request), "MPI_Isend")
             requests.append(request)
         }
     }
@@ -166,31 +200,32 @@ final class CrossNodeExchange {
     /// `rows.lowerBound` of their arrays.
     func normalizeAndStartGather(rows: Range<Int>, source: UnsafePointer<Float>, residual: UnsafeMutablePointer<Float>,
                                  weight: UnsafePointer<Float>, eps: Float) throws {
-        let h = hidden, unit = wire.bytes
+        let h = hidden
         let mine = block(rows, index)
         let blockRows = (rows.count + parts - 1) / parts
-        let slot = blockCapacity * h
+        let slot = blockCapacity * rowBytes
         if !mine.isEmpty {
             var sources: [UnsafePointer<Float>?] = []
             for p in 0..<parts {
                 if p == index {
                     sources.append(source + (mine.lowerBound - rows.lowerBound) * h)
                 } else if wire == .f32 {
-                    sources.append(UnsafePointer(receive!.pointer + p * slot))
+                    sources.append(UnsafePointer((UnsafeMutableRawPointer(receive!.pointer) + p * slot).assumingMemoryBound(to: Float.self)))
                 } else {
-                    let floats = peers!.pointer + p * slot
-                    wire.decode(UnsafeRawPointer(receive!.pointer) + p * slot * unit, into: floats, count: mine.count * h)
+                    let floats = peers!.pointer + p * blockCapacity * h
+                    wire.decode(UnsafeRawPointer(receive!.pointer) + p * slot, into: floats, rows: mine.count, width: h)
                     sources.append(UnsafePointer(floats))
                 }
             }
             weft_reduce_add_rmsnorm(&sources, Int32(parts), h, residual + mine.lowerBound * h, h, weight,
                                     shard!.pointer, h, Int32(mine.count), Int32(h), eps)
-            if let shardWire { wire.encode(shard!.pointer, into: UnsafeMutableRawPointer(shardWire.pointer), count: mine.count * h) }
+            if let shardWire { wire.encode(shard!.pointer, into: UnsafeMutableRawPointer(shardWire.pointer), rows: mine.count, width: h) }
         }
         // Equal blocks for the all-gather: a short last block sends padding that is never read.
+        let count = try byteCount(rows: blockRows)
         gatherRequest = CMPI_REQUEST_NULL()
-        try check(MPI_Iallgather((shardWire ?? shard!).pointer, Int32(blockRows * h), wire.mpiType,
-                                 gathered!.pointer, Int32(blockRows * h), wire.mpiType, comm, &gatherRequest), "MPI_Iallgather")
+        try check(MPI_Iallgather((shardWire ?? shard!).pointer, count, CMPI_BYTE(),
+                                 gathered!.pointer, count, CMPI_BYTE(), comm, &gatherRequest), "MPI_Iallgather")
     }
 
     func gatherDone() throws -> Bool {
@@ -201,6 +236,6 @@ final class CrossNodeExchange {
 
     /// Writes every block's normalized rows to `destination` (row `rows.lowerBound`).
     func finishGather(rows: Range<Int>, into destination: UnsafeMutablePointer<Float>) {
-        wire.decode(UnsafeRawPointer(gathered!.pointer), into: destination, count: rows.count * hidden)
+        wire.decode(UnsafeRawPointer(gathered!.pointer), into: destination, rows: rows.count, width: hidden)
     }
 }

@@ -1,5 +1,6 @@
 import WeftComm
 import WeftModel
+import WeftTensor
 import XCTest
 
 /// Every communication mode and transport gives the baseline's logits on one
@@ -41,6 +42,43 @@ final class CommModeTests: XCTestCase {
             XCTAssertThrowsError(try run(model, mode: .overlap, cuts: [20, 20], offset: 99), "cuts must increase")
             XCTAssertThrowsError(try run(model, mode: .overlap, cuts: [20, 53], offset: 99), "cuts inside the batch")
             XCTAssertEqual(model.cache.usedBlockCount, 0)
+        }
+    }
+
+    /// Every wire format on one rank: the MPI transport still sends the
+    /// normalized rows through the all-gather in the wire format (to itself),
+    /// so the format's rounding reaches the logits. f32 is the baseline's
+    /// result; bf16, fp16 and q8_0 differ from it (the format is applied) by
+    /// at most their bound relative to the largest logit. (Several ranks, the
+    /// reduce-scatter's rounding too: Tests/WeftEndToEndTests/CommModeTests.)
+    func testWireFormatsOnOneRank() throws {
+        let config = try ModelConfig.load(directory: Fixtures.tinyLlama)
+        let plan = try TensorParallelPlan(config: config, rank: 0, size: 1)
+        let pool = try ComputePool(threads: 2, pin: false)
+        let weights = try LlamaWeights(config: config, plan: plan, source: CheckpointSource(directory: Fixtures.tinyLlama),
+                                       pool: pool, node: nil)
+        // Measured worst |Δ| / max |logit| on this batch (printed below): f32 9.1e-7,
+        // bf16 3.3e-3, fp16 4.1e-4, q8_0 9.8e-3 (only the all-gather rounds on one rank).
+        let bound: [WireFormat: Float] = [.f32: 1e-5, .bf16: 1e-2, .fp16: 2e-3, .q8_0: 2e-2]
+        var baseline: [Float] = []
+        for (i, wire) in WireFormat.allCases.enumerated() {
+            let cache = PagedKVCache(layerCount: config.layerCount, blockSize: 4, blockCount: 128,
+                                     kvWidth: plan.kvHeads.count * config.headDim, node: nil)
+            let collective = try FusedResidualNorm(communicator: Fixtures.world, hidden: config.hiddenSize, transport: .mpi, wire: wire)
+            XCTAssertEqual(collective.wire, wire)
+            let model = LlamaModel(weights: weights, communicator: Fixtures.world, pool: pool, cache: cache, collective: collective)
+            if i == 0 { baseline = try run(model, mode: .baseline, offset: 0) }
+            let fused = try run(model, mode: .fused, offset: 10)
+            let overlapped = try run(model, mode: .overlap, cuts: [20, 41], offset: 20)
+            XCTAssertEqual(fused.count, baseline.count)
+            let scale = baseline.map(abs).max() ?? 1
+            for (label, result) in [("fused", fused), ("overlap", overlapped)] {
+                let worst = zip(result, baseline).map { abs($0 - $1) }.max() ?? 0
+                print("wire \(wire) one rank \(label): max |Δ| / max |logit| = \(worst / scale)")
+                XCTAssertLessThanOrEqual(worst, bound[wire]! * scale, "\(wire) \(label): max |Δ| \(worst) of \(scale)")
+                if wire != .f32 { XCTAssertGreaterThan(worst, 0, "\(wire) \(label): identical to f32, so the wire format was not applied") }
+            }
+            collective.close()
         }
     }
 }
