@@ -5,3 +5,4 @@
 #include "weft_quant.h"
 #include "weft_wgemm.h"
 #include "weft_igemm.h"
+#include "weft_wire.h"
