@@ -20,8 +20,11 @@ struct BenchPrefill: ParsableCommand {
     @Option(help: "Modes, comma-separated: baseline, fused, overlap, auto, nocomm (nocomm skips the reductions: a timing ideal).")
     var modes: String = "baseline,fused,overlap,nocomm"
 
-    @Option(name: .customShort("r"), help: "Timed runs per point (after one warm-up); the median is reported.")
+    @Option(name: .customShort("r"), help: "Timed runs per point (after the warm-ups); the median is reported.")
     var repetitions: Int = 3
+
+    @Option(help: "Untimed warm-up runs per point before the timed ones (0 for long prompts, where one run takes minutes).")
+    var warmups: Int = 1
 
     @Flag(help: "Print JSON rows instead of a table.")
     var json = false
@@ -48,6 +51,7 @@ struct BenchPrefill: ParsableCommand {
         _ = try parsedModes()
         _ = try parseTokenList(tokens, option: "--tokens")
         guard repetitions >= 1 else { throw ValidationError("-r must be at least 1") }
+        guard (0...100).contains(warmups) else { throw ValidationError("--warmups must be 0...100, got \(warmups)") }
         if let chunks, !(2...16).contains(chunks) { throw ValidationError("--chunks must be 2...16, got \(chunks)") }
         if let trace {
             let folder = URL(fileURLWithPath: trace).deletingLastPathComponent().path
@@ -110,13 +114,13 @@ struct BenchPrefill: ParsableCommand {
                     default: break
                     }
                     var times: [Double] = []
-                    for repetition in 0...repetitions {
+                    for repetition in 0..<(warmups + repetitions) {
                         if communicator.isRoot && !json {
-                            FileHandle.standardError.write(Data("\r\(count) tokens \(mode.rawValue): run \(repetition + 1)/\(repetitions + 1)…".utf8))
+                            FileHandle.standardError.write(Data("\r\(count) tokens \(mode.rawValue): run \(repetition + 1)/\(warmups + repetitions)…".utf8))
                         }
                         let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, mode: concrete, cuts: cuts) }
                         engine.release(sequence: 0)
-                        if repetition > 0 { times.append(seconds * 1e3) }
+                        if repetition >= warmups { times.append(seconds * 1e3) }
                     }
                     if trace != nil {
                         let recorder = TraceRecorder()
