@@ -126,9 +126,7 @@ struct ChatSteps {
     }
 
     /// Positions the conversation may fill: the model's and the KV cache's.
-    var contextLimit: Int {
-        min(engine.config.maxPositionEmbeddings, engine.model.cache.blockCount * engine.model.cache.blockSize)
-    }
+    var contextLimit: Int { engine.contextLength }
 
     /// Rank 0: runs `tokens` at `position` on every rank; returns the logits of the last.
     func step(tokens: [Int], position: Int) throws -> [Float] {

@@ -64,7 +64,16 @@ public final class PagedKVCache {
         (UnsafeMutableRawPointer(keys[layer].pointer), UnsafeMutableRawPointer(values[layer].pointer))
     }
 
-    public func blocksNeeded(forLength length: Int) -> Int { (length + blockSize - 1) / blockSize }
+    /// Blocks that hold positions 0..<length of one sequence: the one place
+    /// this is computed (the engine's cache sizing, the batch scheduler's
+    /// reservations and the cache itself agree by calling it). Cannot
+    /// overflow; 0 for an empty (or negative) length.
+    public static func blocksNeeded(forLength length: Int, blockSize: Int) -> Int {
+        precondition(blockSize > 0)
+        return length <= 0 ? 0 : (length - 1) / blockSize + 1
+    }
+
+    public func blocksNeeded(forLength length: Int) -> Int { Self.blocksNeeded(forLength: length, blockSize: blockSize) }
 
     /// Ensures `sequence` has room for positions 0..<length.
     public func reserve(sequence: Int, length: Int) throws {

@@ -83,8 +83,15 @@ public final class Engine {
 
     /// Loads the model on every rank. Errors on any rank are reported on all
     /// (see `Communicator.agree`), so no rank is left waiting.
-    public init(configuration: EngineConfiguration, communicator: Communicator) throws {
-        self.configuration = configuration
+    ///
+    /// - Parameter resolve: settles what depends on the model's config before
+    ///   anything is sized by it (e.g. a sequence length bounded by
+    ///   `max_position_embeddings`), so the caller never reads the model's
+    ///   files itself: the config is read once, here, and handed over. Runs
+    ///   once on every rank; what it throws is agreed like any load error.
+    public init(configuration: EngineConfiguration, communicator: Communicator,
+                resolve: (ModelConfig, inout EngineConfiguration) throws -> Void = { _, _ in }) throws {
+        var configuration = configuration
         self.communicator = communicator
         let start = Date()
         let comm = communicator
@@ -97,30 +104,12 @@ public final class Engine {
                                           intermediateAlignment: alignment, headSplit: configuration.headSplit)
         }
         let (modelConfig, plan, tokenizer, source): (ModelConfig, TensorParallelPlan, Tokenizer?, WeightSource) = try comm.agree {
-            switch configuration.weights {
-            case .checkpoint(let location):
-                var isDirectory: ObjCBool = false
-                guard FileManager.default.fileExists(atPath: location.path, isDirectory: &isDirectory) else {
-                    throw ModelError.file(location.path, "no such model folder or GGUF file")
-                }
-                if !isDirectory.boolValue {
-                    let source = try GGUFSource(path: location.path)
-                    let tokenizer = try Tokenizer.of(model: location, gguf: source.file, override: configuration.tokenizerDirectory)
-                    return (source.config, try plan(source.config, source), tokenizer, source)
-                }
-                let config = try ModelConfig.load(directory: location)
-                let source = try CheckpointSource(directory: location)
-                return (config, try plan(config, source), try Tokenizer.of(model: location, override: configuration.tokenizerDirectory), source)
-            case .random(let shape, let seed):
-                let data: Data
-                do { data = try Data(contentsOf: shape) } catch {
-                    throw ModelError.file(shape.path, "cannot read model shape")
-                }
-                let config = try ModelConfig.parse(data, file: shape.path)
-                let source = RandomWeightSource(seed: seed)
-                return (config, try plan(config, source), try configuration.tokenizerDirectory.flatMap { try Tokenizer(directory: $0) }, source)
-            }
+            let (config, source) = try Engine.open(configuration.weights)
+            try resolve(config, &configuration)
+            let plan = try plan(config, source)
+            return (config, plan, try Engine.tokenizer(configuration, source: source), source)
         }
+        self.configuration = configuration
         // Phase 2: the weights (each rank reads only its slices).
         let node = NumaTopology.isAvailable ? NumaTopology.currentNode : nil
         let (pool, weights) = try comm.agree { () throws -> (ComputePool, LlamaWeights) in
@@ -165,6 +154,42 @@ public final class Engine {
         loadSeconds = Date().timeIntervalSince(start)
     }
 
+    /// The model's config and weight source: config.json (or a GGUF file's
+    /// metadata, or a random-weight shape) read once.
+    static func open(_ weights: EngineConfiguration.Weights) throws -> (ModelConfig, WeightSource) {
+        switch weights {
+        case .checkpoint(let location):
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: location.path, isDirectory: &isDirectory) else {
+                throw ModelError.file(location.path, "no such model folder or GGUF file")
+            }
+            if !isDirectory.boolValue {
+                let source = try GGUFSource(path: location.path)
+                return (source.config, source)
+            }
+            return (try ModelConfig.load(directory: location), try CheckpointSource(directory: location))
+        case .random(let shape, let seed):
+            let data: Data
+            do { data = try Data(contentsOf: shape) } catch {
+                throw ModelError.file(shape.path, "cannot read model shape")
+            }
+            return (try ModelConfig.parse(data, file: shape.path), RandomWeightSource(seed: seed))
+        }
+    }
+
+    /// The tokenizer: the configured folder's, else the model folder's or the GGUF file's.
+    static func tokenizer(_ configuration: EngineConfiguration, source: WeightSource) throws -> Tokenizer? {
+        switch configuration.weights {
+        case .checkpoint(let location):
+            if let gguf = source as? GGUFSource {
+                return try Tokenizer.of(model: location, gguf: gguf.file, override: configuration.tokenizerDirectory)
+            }
+            return try Tokenizer.of(model: location, override: configuration.tokenizerDirectory)
+        case .random:
+            return try configuration.tokenizerDirectory.flatMap { try Tokenizer(directory: $0) }
+        }
+    }
+
     /// The split planner (nil unless the mode is auto or overlap).
     public private(set) var planner: TokenSplitPlanner?
     private var notedFallback = false
@@ -188,7 +213,7 @@ public final class Engine {
         if let configured = configuration.kvBlocks {
             blocks = configured
         } else {
-            let (product, overflow) = configuration.maxSequences.multipliedReportingOverflow(by: (length + blockSize - 1) / blockSize)
+            let (product, overflow) = configuration.maxSequences.multipliedReportingOverflow(by: PagedKVCache.blocksNeeded(forLength: length, blockSize: blockSize))
             blocks = overflow || configuration.maxSequences < 1 ? -1 : product
         }
         guard blocks > 0, blocks <= Int(Int32.max) else {
@@ -278,12 +303,15 @@ public final class Engine {
         return try model.forward(batch, mode: mode, cuts: cuts)
     }
 
+    /// Positions one sequence may fill: the model's and the KV cache's.
+    public var contextLength: Int { min(config.maxPositionEmbeddings, model.cache.blockCount * model.cache.blockSize) }
+
     /// Checks prompt tokens on every rank (they are replicated, so every rank
     /// reaches the same verdict without communicating).
     public func validate(tokens: [Int], maxNewTokens: Int = 0) throws {
         guard !tokens.isEmpty else { throw RuntimeError.invalidInput("the prompt is empty: give at least one token") }
         if let problem = config.vocabularyProblem(tokens) { throw RuntimeError.invalidInput(problem) }
-        let limit = min(config.maxPositionEmbeddings, model.cache.blockCount * model.cache.blockSize)
+        let limit = contextLength
         // Compared without adding: maxNewTokens comes from outside (a flag)
         // and may be near Int.max.
         guard maxNewTokens >= 0, tokens.count <= limit, maxNewTokens <= limit - tokens.count else {
