@@ -1,6 +1,7 @@
 import CKernels
 import CMPI
 import Foundation
+import WeftTensor
 
 /// The ranks of one Weft job and the collectives the model needs.
 ///
@@ -370,6 +371,8 @@ func check(_ rc: Int32, _ call: String) throws {
 public enum CommError: Error, CustomStringConvertible {
     case mpi(String, Int)
     case unsupported(String)
+    /// A parameter of this library (e.g. `FusedResidualNorm(ranksPerNode:)`) and what is wrong with it.
+    case invalidParameter(String, String)
     /// A failure every rank agreed on (see `agree`): the failing rank and its message.
     case failedOnRank(Int, String)
     /// A peer stopped answering inside a collective.
@@ -396,6 +399,8 @@ public enum CommError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
+        case .invalidParameter(let name, let problem):
+            return InvalidParameter(name, problem).description
         case .mpi(let call, let code):
             var buffer = [CChar](repeating: 0, count: 512)
             var length: Int32 = 0
@@ -413,5 +418,12 @@ public enum CommError: Error, CustomStringConvertible {
         case .peerReported(let rank, let message):
             return "\(message) (reported by rank \(rank))"
         }
+    }
+}
+
+extension CommError: ParameterError {
+    public var parameter: InvalidParameter? {
+        if case .invalidParameter(let name, let problem) = self { return InvalidParameter(name, problem) }
+        return nil
     }
 }
