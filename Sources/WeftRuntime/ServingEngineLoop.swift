@@ -44,7 +44,8 @@ final class ServingEngineLoop {
             // resources together now (the engine object may outlive MPI on
             // rank 0, where the HTTP server still holds it).
             engine.close()
-            _ = intake.close(failure: nil)
+            // Nothing is admitted while draining, so normally none are left.
+            for admitted in intake.close(failure: nil) { admitted.continuation.finish(throwing: ServingError.shuttingDown) }
         } catch {
             failAll(String(describing: error))
             throw error

@@ -40,9 +40,9 @@ final class ServingMonitor: Sendable {
 
     /// Seconds the step now running has taken so far (nil between steps).
     var currentStepSeconds: Double? {
-        let now = DispatchTime.now().uptimeNanoseconds
-        return state.withLock { state in
-            state.stepStarted.map { Double(now - $0.uptimeNanoseconds) * 1e-9 }
+        state.withLock { state in
+            // Read under the lock: the start was stored before, so this is later.
+            state.stepStarted.map { Double(DispatchTime.now().uptimeNanoseconds - $0.uptimeNanoseconds) * 1e-9 }
         }
     }
 
