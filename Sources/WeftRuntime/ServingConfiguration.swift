@@ -28,19 +28,19 @@ public struct ServingConfiguration: Sendable {
     /// Checks the serving limits (the engine configuration is checked by `Engine`).
     func validate() throws {
         guard maxRunningSequences > 0 else {
-            throw RuntimeError.invalidOption("--max-num-seqs", "must be at least 1, got \(maxRunningSequences)")
+            throw RuntimeError.invalidParameter("ServingConfiguration.maxRunningSequences", "must be at least 1, got \(maxRunningSequences)")
         }
         guard maxBatchTokens > 0 else {
-            throw RuntimeError.invalidOption("--max-batch-tokens", "must be at least 1, got \(maxBatchTokens)")
+            throw RuntimeError.invalidParameter("ServingConfiguration.maxBatchTokens", "must be at least 1, got \(maxBatchTokens)")
         }
         guard maxQueuedRequests >= 0 else {
-            throw RuntimeError.invalidOption("--max-queue", "must be >= 0, got \(maxQueuedRequests)")
+            throw RuntimeError.invalidParameter("ServingConfiguration.maxQueuedRequests", "must be >= 0, got \(maxQueuedRequests)")
         }
         if let maxModelLength, maxModelLength < 2 {
-            throw RuntimeError.invalidOption("--max-model-len", "must be at least 2, got \(maxModelLength)")
+            throw RuntimeError.invalidParameter("ServingConfiguration.maxModelLength", "must be at least 2, got \(maxModelLength)")
         }
         if let kvBlocks, kvBlocks < 1 {
-            throw RuntimeError.invalidOption("--kv-blocks", "must be at least 1, got \(kvBlocks)")
+            throw RuntimeError.invalidParameter("ServingConfiguration.kvBlocks", "must be at least 1, got \(kvBlocks)")
         }
     }
 
@@ -52,7 +52,7 @@ public struct ServingConfiguration: Sendable {
     func engineConfiguration() throws -> EngineConfiguration {
         let modelMax = Self.peekMaxPositions(engine.weights)
         if let requested = maxModelLength, let modelMax, requested > modelMax {
-            throw RuntimeError.invalidOption("--max-model-len", "\(requested) exceeds the model's max_position_embeddings \(modelMax)")
+            throw RuntimeError.invalidParameter("ServingConfiguration.maxModelLength", "\(requested) exceeds the model's max_position_embeddings \(modelMax)")
         }
         var resolved = engine
         // The engine sizes the cache (checked against overflow and memory).
