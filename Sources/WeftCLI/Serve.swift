@@ -92,48 +92,57 @@ struct Serve: ParsableCommand {
         server.drainSeconds = drainTimeout
         server.idleTimeoutSeconds = idleTimeout
         server.templateLimits.timeout = .milliseconds(Int64(templateTimeout * 1000))
-        let serverConfiguration = server
-
+        let frontEnd = HTTPFrontEnd(configuration: server)
         Session.run { communicator in
-            guard communicator.isRoot else {
-                // Rank 0 decides when to stop and tells every rank through the
-                // step plans; a signal here must not end this rank on its own.
-                signal(SIGTERM, SIG_IGN)
-                signal(SIGINT, SIG_IGN)
-                signal(SIGUSR1, SIG_IGN)
-                let engine = try ServingEngine(configuration: serving, communicator: communicator)
-                try communicator.agree { }   // rank 0's start-up check
-                try engine.run()
-                return
-            }
-            var logger = Logger(label: "weft.server")
-            logger.logLevel = .warning
-            let http = OpenAIServer(configuration: serverConfiguration, logger: logger)
-            let running = HTTPServerRun(http)
-            // Listen before loading (so /health answers 503 while loading);
-            // a port in use fails every rank after the load.
-            let listening = running.waitUntilListening()
-            if listening.error == nil {
-                Output.write("weft: listening on http://\(host):\(listening.port) (loading \(modelName); /health answers 503 until ready)\n")
-            }
-            let engine = try ServingEngine(configuration: serving, communicator: communicator)
-            try communicator.agree {
-                if let error = listening.error {
-                    throw RuntimeError.invalidOption("--port", "cannot listen on \(host):\(port): \(error)")
-                }
-            }
-            http.attach(engine)
-            Output.write("weft: ready: serving \(modelName) on http://\(host):\(listening.port) (\(communicator.size) rank\(communicator.size == 1 ? "" : "s"), loaded in \(String(format: "%.1f", engine.loadSeconds)) s)\n")
-            do {
-                try engine.run()
-            } catch {
-                // Let clients receive their error events before the job ends.
-                http.stop()
-                running.wait(seconds: 3)
-                throw error
-            }
-            http.stop()
-            running.wait(seconds: 30)
+            try ServingJob.serve(serving, communicator: communicator, frontEnd: frontEnd)
+        }
+    }
+}
+
+/// Rank 0's OpenAI server in front of the engine, with the lines `weft serve`
+/// prints as it starts and stops.
+final class HTTPFrontEnd: ServingFrontEnd {
+    let configuration: ServerConfiguration
+    private var modelName: String { configuration.modelName }
+    private var host: String { configuration.host }
+    /// Set by `prepare`.
+    private var http: OpenAIServer?
+    private var running: HTTPServerRun?
+    private var listeningPort = 0
+
+    init(configuration: ServerConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// Listens before the model loads (so /health answers 503 while loading);
+    /// a port in use fails every rank after the load.
+    func prepare() throws {
+        var logger = Logger(label: "weft.server")
+        logger.logLevel = .warning
+        let http = OpenAIServer(configuration: configuration, logger: logger)
+        let running = HTTPServerRun(http)
+        (self.http, self.running) = (http, running)
+        let listening = running.waitUntilListening()
+        if let error = listening.error {
+            throw RuntimeError.invalidOption("--port", "cannot listen on \(host):\(configuration.port): \(error)")
+        }
+        listeningPort = listening.port
+        Output.write("weft: listening on http://\(host):\(listening.port) (loading \(modelName); /health answers 503 until ready)\n")
+    }
+
+    func start(_ engine: ServingEngine) throws {
+        http?.attach(engine)
+        let ranks = engine.communicator.size
+        Output.write("weft: ready: serving \(modelName) on http://\(host):\(listeningPort) (\(ranks) rank\(ranks == 1 ? "" : "s"), loaded in \(String(format: "%.1f", engine.loadSeconds)) s)\n")
+    }
+
+    func stopped(error: Error?) {
+        http?.stop()
+        if error != nil {
+            // Let clients receive their error events before the job ends.
+            running?.wait(seconds: 3)
+        } else {
+            running?.wait(seconds: 30)
             Output.write("weft: stopped\n")
         }
     }

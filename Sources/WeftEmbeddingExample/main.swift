@@ -9,68 +9,66 @@
 // stream the text back as it is generated.
 import Foundation
 import Hummingbird
-import WeftComm
 import WeftRuntime
 
 @main
 struct EmbeddingExample {
-    static func main() throws {
+    static func main() {
         let arguments = CommandLine.arguments
         guard arguments.count == 3, let port = Int(arguments[2]) else {
             FileHandle.standardError.write(Data("usage: weft-embedding-example MODEL_DIR PORT\n".utf8))
             exit(2)
         }
-        // Every rank: MPI, then the model (load errors are reported on every rank).
-        let communicator = try Communicator.world()
         var configuration = ServingConfiguration(engine: EngineConfiguration(weights: .checkpoint(URL(fileURLWithPath: arguments[1]))))
         configuration.maxRunningSequences = 8
-        let engine = try ServingEngine(configuration: configuration, communicator: communicator)
+        // Every rank: MPI, the model, the engine loop until shutdown, exit
+        // (errors such as a bad model path are reported, and every rank exits 1).
+        ServingJob.run(configuration, frontEnd: GenerateApp(port: port))
+    }
+}
 
-        if engine.isRoot {
-            let router = Router()
-            // POST /generate with the prompt as the body; the completion streams back as text.
-            router.post("/generate") { request, _ -> Response in
-                let prompt = String(buffer: try await request.body.collect(upTo: 1 << 20))
-                guard let tokenizer = engine.tokenizer, !prompt.isEmpty else {
-                    throw HTTPError(.badRequest, message: "send a prompt")
-                }
-                var generation = GenerationRequest(prompt: tokenizer.encode(prompt), maxTokens: 32)
-                generation.temperature = 0
-                let submitted: ServingEngine.Generation
+/// Rank 0's HTTP app: POST /generate with the prompt as the body; the
+/// completion streams back as text.
+struct GenerateApp: ServingFrontEnd {
+    let port: Int
+
+    func start(_ engine: ServingEngine) {
+        let router = Router()
+        router.post("/generate") { request, _ -> Response in
+            let prompt = String(buffer: try await request.body.collect(upTo: 1 << 20))
+            guard let tokenizer = engine.tokenizer, !prompt.isEmpty else {
+                throw HTTPError(.badRequest, message: "send a prompt")
+            }
+            var generation = GenerationRequest(prompt: tokenizer.encode(prompt), maxTokens: 32)
+            generation.temperature = 0
+            let submitted: ServingEngine.Generation
+            do {
+                submitted = try engine.submit(generation)
+            } catch let error as ServingError {
+                throw HTTPError(.badRequest, message: error.description)
+            }
+            return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: ResponseBody { writer in
                 do {
-                    submitted = try engine.submit(generation)
-                } catch let error as ServingError {
-                    throw HTTPError(.badRequest, message: error.description)
-                }
-                return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: ResponseBody { writer in
-                    do {
-                        for try await output in submitted.outputs {
-                            try await writer.write(ByteBuffer(string: output.text))
-                        }
-                    } catch {
-                        engine.cancel(id: submitted.id)   // the client left, or the engine stopped
-                        throw error
+                    for try await output in submitted.outputs {
+                        try await writer.write(ByteBuffer(string: output.text))
                     }
-                    try await writer.finish(nil)
-                })
-            }
-            let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
-                                  onServerRunning: { channel in
-                                      let line = "listening on http://127.0.0.1:\(channel.localAddress?.port ?? port)\n"
-                                      FileHandle.standardOutput.write(Data(line.utf8))
-                                  })
-            // Detached: `main` runs on the main actor, which `engine.run()` below keeps busy.
-            Task.detached {
-                // Until SIGTERM or SIGINT; then the engine stops on every rank.
-                try? await app.runService()
-                engine.shutdown(drain: 0)
-            }
-        } else {
-            // The other ranks stop when rank 0's engine tells them to.
-            signal(SIGTERM, SIG_IGN)
-            signal(SIGINT, SIG_IGN)
+                } catch {
+                    engine.cancel(id: submitted.id)   // the client left, or the engine stopped
+                    throw error
+                }
+                try await writer.finish(nil)
+            })
         }
-        try engine.run()   // every rank: the engine loop, until shutdown
-        Communicator.finalize()
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
+                              onServerRunning: { channel in
+                                  let line = "listening on http://127.0.0.1:\(channel.localAddress?.port ?? port)\n"
+                                  FileHandle.standardOutput.write(Data(line.utf8))
+                              })
+        // The engine loop runs on this thread once `start` returns; the app runs beside it.
+        Task.detached {
+            // Until SIGTERM or SIGINT; then the engine stops on every rank.
+            try? await app.runService()
+            engine.shutdown(drain: 0)
+        }
     }
 }

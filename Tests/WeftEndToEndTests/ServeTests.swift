@@ -559,3 +559,66 @@ final class EmbeddingExampleTests: XCTestCase {
         server.stop()
     }
 }
+
+/// The start-up both serving programs share (`ServingJob`): a model that
+/// cannot load fails every rank with one error line and a non-zero exit,
+/// under mpirun, in `weft serve` and in the embedding example alike.
+final class ServingStartupTests: XCTestCase {
+    static let missing = "/nonexistent/weft-model"
+
+    func checkFailedOnEveryRank(_ outcome: MPIRun.Outcome, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertFalse(outcome.timedOut, "the job hung", file: file, line: line)
+        XCTAssertEqual(outcome.rankExits, [0: 1, 1: 1], outcome.stderr, file: file, line: line)
+        let errors = outcome.stderr.split(separator: "\n").filter { $0.hasPrefix("error:") }
+        XCTAssertEqual(errors.count, 1, "one report (by rank 0) of an error every rank shares: \(outcome.stderr)", file: file, line: line)
+        XCTAssertTrue(errors.first?.contains(Self.missing) == true, "names the model path: \(outcome.stderr)", file: file, line: line)
+    }
+
+    func testServeWithAMissingModelFailsEveryRank() throws {
+        checkFailedOnEveryRank(try MPIRun.run(ranks: 2, ["serve", "--model", Self.missing, "--threads", "1", "--port", "0"], timeout: 120))
+    }
+
+    func testTheExampleWithAMissingModelFailsEveryRank() throws {
+        let example = MPIRun.weft.deletingLastPathComponent().appendingPathComponent("weft-embedding-example")
+        checkFailedOnEveryRank(try Self.run(example, ranks: 2, [Self.missing, "0"]))
+    }
+
+    /// `MPIRun.run` for another executable: every rank in the exit-code
+    /// wrapper, every rank allowed to finish.
+    static func run(_ executable: URL, ranks: Int, _ arguments: [String], timeout: TimeInterval = 120) throws -> MPIRun.Outcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-q", "--mca", "btl", "self,vader",
+                             "--mca", "orte_abort_on_non_zero_status", "0", "-np", String(ranks),
+                             "/bin/sh", "-c", MPIRun.rankWrapper, executable.path] + arguments
+        process.environment = MPIRun.launcherEnvironment()
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let outData = MPIRun.DataCollector(out.fileHandleForReading), errData = MPIRun.DataCollector(err.fileHandleForReading)
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        var timedOut = false
+        while process.isRunning && !timedOut {
+            timedOut = Date() > deadline
+            usleep(20_000)
+        }
+        if timedOut { process.terminate() }
+        process.waitUntilExit()
+        let stderr = errData.finish()
+        return MPIRun.Outcome(status: process.terminationStatus, stdout: outData.finish(), stderr: stderr,
+                              rankExits: MPIRun.rankExits(stderr), timedOut: timedOut)
+    }
+}
+
+extension ServingStartupTests {
+    /// The library names `ServingConfiguration.maxModelLength`; `weft serve`
+    /// names the flag its user typed.
+    func testServeNamesTheFlagOfALengthBeyondTheModel() throws {
+        let outcome = try MPIRun.run(ranks: 2, ["serve", "--model", MPIRun.fixture.path, "--threads", "1", "--port", "0",
+                                                "--max-model-len", "4096"], timeout: 120)
+        XCTAssertEqual(outcome.rankExits, [0: 1, 1: 1], outcome.stderr)
+        let errors = outcome.stderr.split(separator: "\n").filter { $0.hasPrefix("error:") }
+        XCTAssertEqual(errors, ["error: --max-model-len: 4096 exceeds the model's max_position_embeddings 2048"], outcome.stderr)
+    }
+}
