@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import WeftComm
-import WeftModel
+@_spi(Benchmarks) import WeftModel
 import WeftRuntime
 
 /// TokenWeave's main figure: prefill latency per token count and
@@ -38,9 +38,30 @@ struct BenchPrefill: ParsableCommand {
     @Option(help: "After the timed runs of each point, run it once more traced and write every rank's compute, wait and comm-thread spans to this Chrome trace (JSON: chrome://tracing or ui.perfetto.dev); a per-rank summary is printed too.")
     var trace: String?
 
-    func parsedModes() throws -> [CommMode] {
+    /// A measured mode: one the engine resolves per batch, or the pass with
+    /// its reductions skipped (the compute-only ideal, which only a benchmark
+    /// may run).
+    enum Mode: Hashable {
+        case engine(CommMode)
+        case nocomm
+
+        init?(name: String) {
+            if name == "nocomm" { self = .nocomm; return }
+            guard let mode = CommMode(rawValue: name), mode != .nocomm else { return nil }
+            self = .engine(mode)
+        }
+
+        var name: String {
+            switch self {
+            case .engine(let mode): return mode.rawValue
+            case .nocomm: return "nocomm"
+            }
+        }
+    }
+
+    func parsedModes() throws -> [Mode] {
         try modes.split(separator: ",").map { name in
-            guard let mode = CommMode(rawValue: String(name)) else {
+            guard let mode = Mode(name: String(name)) else {
                 throw ValidationError("--modes: unknown mode \"\(name)\" (baseline, fused, overlap, auto, nocomm)")
             }
             return mode
@@ -92,33 +113,31 @@ struct BenchPrefill: ParsableCommand {
             var rows: [Row] = []
             var traced: [TracedRun] = []
             for count in counts {
-                var medians: [CommMode: Double] = [:]
+                var medians: [Mode: Double] = [:]
                 for mode in modes {
                     var batch = FlatBatch()
                     batch.append(sequence: 0, tokens: (0..<count).map { Int32(($0 * 7919 + 11) % engine.config.vocabularySize) },
                                  firstPosition: 0, logits: .last)
-                    var cuts: [Int]?
-                    var concrete = mode
+                    // The engine's resolution, except the bench's own: the
+                    // skipped reductions, and --chunks' forced chunk count.
+                    let resolved: Schedule?
                     switch mode {
-                    case .overlap:
-                        if let chunks {
-                            cuts = engine.planner!.cuts(positions: batch.positions, chunks: chunks)
-                        } else {
-                            cuts = engine.planner!.bestCuts(positions: batch.positions)?.cuts
-                        }
-                        guard cuts != nil else {
-                            throw RuntimeError.invalidOption("--tokens", "\(count) tokens are too few to cut into \(chunks ?? 2) chunks")
-                        }
-                    case .auto:
-                        if case .split(let chosen, _, _) = engine.planner!.decide(positions: batch.positions) { cuts = chosen; concrete = .overlap } else { concrete = .fused }
-                    default: break
+                    case .nocomm: resolved = .skipReductions(BenchmarkOnly())
+                    case .engine(.overlap) where chunks != nil:
+                        resolved = engine.planner!.overlapSchedule(positions: batch.positions, chunks: chunks)
+                    case .engine(let engineMode): resolved = engineMode.schedule(for: batch.positions, planner: engine.planner)
                     }
+                    guard let schedule = resolved else {
+                        throw RuntimeError.invalidOption("--tokens", "\(count) tokens are too few to cut into \(chunks ?? 2) chunks")
+                    }
+                    var cuts: [Int]?
+                    if case .overlap(let chosen) = schedule { cuts = chosen.cuts }
                     var times: [Double] = []
                     for repetition in 0..<(warmups + repetitions) {
                         if communicator.isRoot && !json {
-                            FileHandle.standardError.write(Data("\r\(count) tokens \(mode.rawValue): run \(repetition + 1)/\(warmups + repetitions)…".utf8))
+                            FileHandle.standardError.write(Data("\r\(count) tokens \(mode.name): run \(repetition + 1)/\(warmups + repetitions)…".utf8))
                         }
-                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, mode: concrete, cuts: cuts) }
+                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, schedule: schedule) }
                         engine.release(sequence: 0)
                         if repetition >= warmups { times.append(seconds * 1e3) }
                     }
@@ -128,23 +147,23 @@ struct BenchPrefill: ParsableCommand {
                         recorder.restart()
                         engine.model.trace = recorder
                         defer { engine.model.trace = nil }
-                        _ = try engine.model.forward(batch, mode: concrete, cuts: cuts)
+                        _ = try engine.model.forward(batch, schedule: schedule)
                         engine.release(sequence: 0)
                         let gathered = try communicator.gatherBytes(Array(try JSONEncoder().encode(recorder.recorded)))
                         if communicator.isRoot {
-                            traced.append(TracedRun(tokens: count, mode: mode.rawValue, cuts: cuts,
+                            traced.append(TracedRun(tokens: count, mode: mode.name, cuts: cuts,
                                                     ranks: try gathered.map { try JSONDecoder().decode([TraceRecorder.Span].self, from: Data($0)) }))
                         }
                     }
                     let median = median(times)
                     medians[mode] = median
                     if communicator.isRoot && !json {
-                        FileHandle.standardError.write(Data("\r\(count) tokens \(mode.rawValue): \(String(format: "%.1f", median)) ms      \n".utf8))
+                        FileHandle.standardError.write(Data("\r\(count) tokens \(mode.name): \(String(format: "%.1f", median)) ms      \n".utf8))
                     }
-                    rows.append(Row(tokens: count, mode: mode.rawValue, split: cuts?.first, cuts: cuts, median_ms: median, speedup_vs_baseline: nil, overlap_efficiency: nil))
+                    rows.append(Row(tokens: count, mode: mode.name, split: cuts?.first, cuts: cuts, median_ms: median, speedup_vs_baseline: nil, overlap_efficiency: nil))
                 }
                 // Fill in ratios now that every mode of this count is measured.
-                let baseline = medians[.baseline], nocomm = medians[.nocomm]
+                let baseline = medians[.engine(.baseline)], nocomm = medians[.nocomm]
                 for i in rows.indices where rows[i].tokens == count {
                     let m = rows[i].median_ms
                     var efficiency: Double?
@@ -160,7 +179,7 @@ struct BenchPrefill: ParsableCommand {
                 let chart = SVGPlot(title: "Prefill latency per mode (\(communicator.size) ranks)", xLabel: "prompt tokens",
                                     yLabel: "median latency (ms)",
                                     series: modes.map { mode in
-                                        (mode.rawValue, rows.filter { $0.mode == mode.rawValue }.map { (Double($0.tokens), $0.median_ms) })
+                                        (mode.name, rows.filter { $0.mode == mode.name }.map { (Double($0.tokens), $0.median_ms) })
                                     })
                 do { try chart.render().write(toFile: plot, atomically: true, encoding: .utf8) } catch {
                     throw RuntimeError.invalidOption("--plot", "cannot write \(plot): \(error.localizedDescription)")

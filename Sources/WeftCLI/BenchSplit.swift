@@ -52,14 +52,14 @@ struct BenchSplit: ParsableCommand {
             let planner = engine.planner!
             let v = engine.config.vocabularySize
             /// Median ms of running `spans` (pieces of one sequence, in order), timing only the last.
-            func measure(_ pieces: [Range<Int>], mode: CommMode, split: Int? = nil) throws -> Double {
+            func measure(_ pieces: [Range<Int>], schedule: Schedule) throws -> Double {
                 var times: [Double] = []
                 for repetition in 0...repetitions {
                     var elapsed = 0.0
                     for (i, piece) in pieces.enumerated() {
                         var batch = FlatBatch()
                         batch.append(sequence: 0, tokens: piece.map { Int32(($0 * 7919 + 11) % v) }, firstPosition: piece.lowerBound, logits: .last)
-                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, mode: mode, split: split) }
+                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, schedule: schedule) }
                         if i == pieces.count - 1 { elapsed = seconds * 1e3 }
                     }
                     engine.release(sequence: 0)
@@ -72,10 +72,10 @@ struct BenchSplit: ParsableCommand {
                 let positions = (0..<count).map { Int32($0) }
                 let decision = planner.decide(positions: positions)
                 let a = planner.bestSplit(positions: positions)!
-                let unsplit = try measure([0..<count], mode: .fused)
-                let overlap = try measure([0..<count], mode: .overlap, split: a)
-                let halfA = try measure([0..<a], mode: .fused)
-                let halfB = try measure([0..<a, a..<count], mode: .fused)
+                let unsplit = try measure([0..<count], schedule: .fused)
+                let overlap = try measure([0..<count], schedule: .overlap(Schedule.Cuts([a], rows: count)))
+                let halfA = try measure([0..<a], schedule: .fused)
+                let halfB = try measure([0..<a, a..<count], schedule: .fused)
                 let label: String
                 if case .split = decision { label = "split" } else { label = "unsplit" }
                 rows.append(Row(tokens: count, decision: label, split: a,

@@ -3,20 +3,6 @@ import Foundation
 import WeftComm
 import WeftTensor
 
-/// How the two reductions per layer run (see Docs/Architecture.md).
-public enum CommMode: String, Sendable, CaseIterable {
-    /// `MPI_Allreduce` of every row, then residual + RMSNorm of every row on every rank.
-    case baseline
-    /// The fused collective (reduce-scatter, residual + norm of this rank's rows, all-gather), unsplit.
-    case fused
-    /// Token split in two halves, each half's compute overlapping the other's fused collective.
-    case overlap
-    /// Chosen per batch by the cost model.
-    case auto
-    /// Reductions skipped: wrong results, an ideal for benchmarks only.
-    case nocomm
-}
-
 /// The tensor-parallel forward pass of a Llama-family decoder on one rank.
 ///
 /// Every rank calls `forward` with the same batch; the two all-reduces per
@@ -104,35 +90,24 @@ public final class LlamaModel {
     /// cache, and returns this rank's slice of the logits: one row of
     /// `plan.vocabulary.count` floats per entry of `batch.logitRows`.
     ///
-    /// - Parameters:
-    ///   - mode: how the per-layer reductions run (see `CommMode`); `.auto`
-    ///     must be resolved by the caller (the runtime's split planner).
-    ///   - split: for `.overlap` in two chunks, the first row of the second (0 < split < count).
-    ///   - cuts: for `.overlap` in K chunks, the first rows of chunks 2…K,
-    ///     increasing, inside the batch (instead of `split`).
-    public func forward(_ batch: FlatBatch, mode: CommMode = .baseline, split: Int? = nil, cuts: [Int]? = nil) throws -> [Float] {
+    /// - Parameter schedule: how the per-layer reductions run (see `Schedule`);
+    ///   an overlapped schedule must have been cut for this batch's size.
+    public func forward(_ batch: FlatBatch, schedule: Schedule = .baseline) throws -> [Float] {
         try validate(batch)
         let t = batch.count
         guard t > 0 else { return [] }
-        var chunks: [Range<Int>] = []
-        if mode == .overlap {
-            let cuts = cuts ?? split.map { [$0] } ?? []
-            guard !cuts.isEmpty, cuts.allSatisfy({ $0 > 0 && $0 < t }), zip(cuts, cuts.dropFirst()).allSatisfy({ $0 < $1 }) else {
-                throw ModelError.input("overlap mode needs increasing cuts inside the batch of \(t) tokens, got \(cuts)")
-            }
-            let bounds = [0] + cuts + [t]
-            chunks = zip(bounds, bounds.dropFirst()).map { $0 ..< $1 }
+        if case .overlap(let cuts) = schedule, cuts.rows != t {
+            throw ModelError.input("an overlapped pass was cut for \(cuts.rows) tokens, but the batch has \(t)")
         }
-        guard mode != .auto else { throw ModelError.input("comm mode auto must be resolved to a concrete mode before the forward pass") }
-        if mode == .fused || mode == .overlap {
-            guard let collective else { throw ModelError.input("comm mode \(mode.rawValue) needs the fused collective, which this model was built without") }
+        if schedule.usesFusedCollective {
+            guard let collective else { throw ModelError.input("a fused or overlapped pass needs the fused collective, which this model was built without") }
             try collective.reserve(rows: t)
         }
         for span in batch.spans {
             try cache.reserve(sequence: span.sequence, length: span.firstPosition + span.rows.count)
         }
         if workspace == nil || workspace!.capacity < t { workspace = Workspace(capacity: max(t, 16), model: self) }
-        let step = try Step(model: self, batch: batch, mode: mode)
+        let step = try Step(model: self, batch: batch, schedule: schedule)
 
         let trace = self.trace
         /// Runs one compute step, recorded as a span when tracing.
@@ -147,14 +122,14 @@ public final class LlamaModel {
         }
 
         compute("embed", step.embed)
-        switch mode {
-        case .overlap:
+        if case .overlap(let cuts) = schedule {
             // TokenWeave's stagger, in K chunks: each chunk's compute runs
             // while the earlier chunks' reductions are in flight on the comm
             // thread. With two chunks (A, B): attention A, attention B, MLP A,
             // MLP B, each beside the other half's reduction. More chunks give
             // a reduction after attention more than one short attention step
             // to hide behind.
+            let chunks = cuts.chunks
             let names = chunks.indices.map { chunks.count == 2 ? ["A", "B"][$0] : "c\($0)" }
             var pending = chunks.map { step.beginReduce($0, weight: weights.layers[0].inputNorm) }
             for (index, layer) in weights.layers.enumerated() {
@@ -171,7 +146,7 @@ public final class LlamaModel {
                 }
             }
             for (c, operation) in pending.enumerated() { try finish(operation, "wait \(names[c]) out") }
-        default:
+        } else {
             let all = 0..<t
             try reduce(all, weight: weights.layers[0].inputNorm, "reduce in")
             for (index, layer) in weights.layers.enumerated() {
@@ -191,7 +166,7 @@ public final class LlamaModel {
     struct Step {
         let model: LlamaModel
         let batch: FlatBatch
-        let mode: CommMode
+        let reduction: Reduction
         let ws: Workspace
         let h: Int
         let eps: Float
@@ -204,14 +179,21 @@ public final class LlamaModel {
         let tableRow: [Int32]
         let maxBlocks: Int
 
-        init(model: LlamaModel, batch: FlatBatch, mode: CommMode) throws {
+        /// How `reduce` sums a range's partials over the ranks.
+        enum Reduction { case allReduce, fused, skip }
+
+        init(model: LlamaModel, batch: FlatBatch, schedule: Schedule) throws {
             self.model = model
             self.batch = batch
-            self.mode = mode
+            switch schedule {
+            case .baseline: reduction = .allReduce
+            case .fused, .overlap: reduction = .fused
+            case .skipReductions: reduction = .skip
+            }
             ws = model.workspace!
             h = model.config.hiddenSize
             eps = Float(model.config.rmsNormEps)
-            if mode == .fused || mode == .overlap, let collective = model.collective {
+            if reduction == .fused, let collective = model.collective {
                 partials = collective.partials
                 normed = collective.normed
             } else {
@@ -244,14 +226,14 @@ public final class LlamaModel {
         /// residual and writes RMSNorm(residual) · weight to `normed`.
         func reduce(_ rows: Range<Int>, weight: FloatBuffer) throws {
             let offset = rows.lowerBound * h, count = Int32(rows.count)
-            switch mode {
-            case .baseline:
+            switch reduction {
+            case .allReduce:
                 try model.timedCommunication { try model.communicator.allReduceSum(partials + offset, count: rows.count * h) }
                 weft_op_add_rmsnorm(model.pool.raw, residual + offset, h, partials + offset, h, weight.pointer, normed + offset, h, count, Int32(h), eps)
-            case .nocomm:
+            case .skip:
                 // Timing ideal only: the reduction is skipped (results are wrong for N > 1).
                 weft_op_add_rmsnorm(model.pool.raw, residual + offset, h, partials + offset, h, weight.pointer, normed + offset, h, count, Int32(h), eps)
-            default:
+            case .fused:
                 try model.timedCommunication {
                     try model.collective!.run(rows: rows, residual: residual, weight: weight.pointer, eps: eps, pool: model.pool)
                 }

@@ -1,5 +1,55 @@
 import WeftModel
 
+/// How each layer's reductions run, as a user or embedder chooses it
+/// (`EngineConfiguration.commMode`). The engine resolves it for every batch
+/// into the `Schedule` the forward pass runs (`schedule(for:planner:)`):
+/// `auto`, and `overlap`'s cuts, depend on the batch and the calibrated
+/// planner, which the model does not know about.
+public enum CommMode: String, Sendable, CaseIterable {
+    /// Every reduction an `MPI_Allreduce`, then residual + RMSNorm of every row (`Schedule.baseline`).
+    case baseline
+    /// The fused collective over the whole batch (`Schedule.fused`).
+    case fused
+    /// Always overlapped, at the planner's best cuts whether or not they pay
+    /// (fused when the batch is too small to cut).
+    case overlap
+    /// Chosen per batch by the cost model: overlapped when the planner predicts a gain, fused otherwise.
+    case auto
+    /// Transitional, until Engine.swift stops naming it: no forward pass
+    /// runs it (`schedule(for:planner:)` gives nil); benchmarks skip the
+    /// reductions with `Schedule.skipReductions` themselves.
+    case nocomm
+
+    /// This choice resolved for a batch at `positions` (the same on every
+    /// rank: the planner is rank 0's); nil when the mode needs cuts and there
+    /// are none (no planner, or a batch too small to cut), where the engine
+    /// runs the batch fused.
+    public func schedule(for positions: [Int32], planner: TokenSplitPlanner?) -> Schedule? {
+        switch self {
+        case .baseline: return .baseline
+        case .fused: return .fused
+        case .overlap: return planner?.overlapSchedule(positions: positions)
+        case .auto: return planner?.schedule(positions: positions)
+        case .nocomm: return nil
+        }
+    }
+}
+
+extension LlamaModel {
+    /// Transitional, until Engine.swift resolves `Schedule`s itself
+    /// (`configuration.commMode.schedule(for:planner:)`): the old entry point
+    /// over `forward(_:schedule:)`.
+    @available(*, deprecated, message: "resolve a Schedule (CommMode.schedule(for:planner:)) and call forward(_:schedule:)")
+    public func forward(_ batch: FlatBatch, mode: CommMode, cuts: [Int]?) throws -> [Float] {
+        switch mode {
+        case .baseline: return try forward(batch, schedule: .baseline)
+        case .fused: return try forward(batch, schedule: .fused)
+        case .overlap: return try forward(batch, schedule: .overlap(Schedule.Cuts(cuts ?? [], rows: batch.count)))
+        case .auto, .nocomm: throw ModelError.input("comm mode \(mode.rawValue) cannot run as it is: resolve it into a Schedule first")
+        }
+    }
+}
+
 /// Measured costs of one rank, from which the planner predicts a step's time.
 /// Calibrated at start-up (`Engine.calibrate`) and identical on every rank
 /// (rank 0's measurements are broadcast), so every rank decides the same split.
@@ -200,5 +250,23 @@ public struct TokenSplitPlanner: Sendable {
     /// batch is too small to cut.
     public func bestSplit(positions: [Int32]) -> Int? {
         candidates(count: positions.count).min { predictSplit(positions, at: $0) < predictSplit(positions, at: $1) }
+    }
+
+    /// `CommMode.overlap`'s schedule: the best predicted cuts into
+    /// 2…`maxChunks` chunks (or into exactly `chunks`), whether or not they
+    /// beat the unsplit pass; nil when the batch is too small to cut so.
+    public func overlapSchedule(positions: [Int32], chunks: Int? = nil) -> Schedule? {
+        let cuts: [Int]?
+        if let chunks { cuts = self.cuts(positions: positions, chunks: chunks) } else { cuts = bestCuts(positions: positions)?.cuts }
+        // The planner's cuts are increasing and inside the batch by construction.
+        return cuts.flatMap { try? Schedule.Cuts($0, rows: positions.count) }.map(Schedule.overlap)
+    }
+
+    /// `CommMode.auto`'s schedule: overlapped at `decide`'s cuts when they are
+    /// predicted to beat the unsplit fused pass by `minimumGain`, else fused.
+    public func schedule(positions: [Int32]) -> Schedule {
+        guard case .split(let cuts, _, _) = decide(positions: positions),
+              let chunks = try? Schedule.Cuts(cuts, rows: positions.count) else { return .fused }
+        return .overlap(chunks)
     }
 }

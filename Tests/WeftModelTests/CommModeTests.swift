@@ -1,5 +1,5 @@
 import WeftComm
-import WeftModel
+@_spi(Benchmarks) import WeftModel
 import WeftTensor
 import XCTest
 
@@ -16,31 +16,53 @@ final class CommModeTests: XCTestCase {
         return batch
     }
 
-    func run(_ model: LlamaModel, mode: CommMode, split: Int? = nil, cuts: [Int]? = nil, offset: Int) throws -> [Float] {
+    func run(_ model: LlamaModel, _ schedule: Schedule, offset: Int) throws -> [Float] {
         let b = batch(offset: offset)
         defer { for s in b.spans { model.cache.release(sequence: s.sequence) } }
-        return try model.forward(b, mode: mode, split: split, cuts: cuts)
+        return try model.forward(b, schedule: schedule)
+    }
+
+    /// The batch's chunks cut at `cuts`.
+    func overlap(_ cuts: [Int]) throws -> Schedule { .overlap(try Schedule.Cuts(cuts, rows: batch(offset: 0).count)) }
+
+    /// Cuts are valid by construction: increasing, inside the batch, from
+    /// cuts or from chunk sizes alike; a pass cut for another batch size is refused.
+    func testCutsAreValidByConstruction() throws {
+        XCTAssertThrowsError(try Schedule.Cuts([], rows: 53), "no cut")
+        XCTAssertThrowsError(try Schedule.Cuts([0], rows: 53), "empty first chunk")
+        XCTAssertThrowsError(try Schedule.Cuts([20, 20], rows: 53), "cuts must increase")
+        XCTAssertThrowsError(try Schedule.Cuts([20, 53], rows: 53), "cuts inside the batch")
+        XCTAssertThrowsError(try Schedule.Cuts(chunkRows: [53]), "one chunk")
+        XCTAssertThrowsError(try Schedule.Cuts(chunkRows: [20, 0, 33]), "empty chunk")
+        let cuts = try Schedule.Cuts([20, 41], rows: 53)
+        XCTAssertEqual(cuts, try Schedule.Cuts(chunkRows: [20, 21, 12]))
+        XCTAssertEqual(cuts.chunks, [0..<20, 20..<41, 41..<53])
+        XCTAssertEqual(cuts.cuts, [20, 41])
+        XCTAssertEqual(cuts.rows, 53)
+        let model = try Fixtures.model(threads: 2, blocks: 128)
+        XCTAssertThrowsError(try run(model, .overlap(Schedule.Cuts([20], rows: 40)), offset: 0)) { error in
+            XCTAssertTrue("\(error)".contains("cut for 40 tokens"), "\(error)")
+        }
+        XCTAssertEqual(model.cache.usedBlockCount, 0)
     }
 
     func testModesAndTransportsMatchBaseline() throws {
         for transport in CommTransport.allCases {
             let model = try Fixtures.model(threads: 2, blocks: 128, transport: transport)
-            let baseline = try run(model, mode: .baseline, offset: 0)
-            XCTAssertEqual(try run(model, mode: .nocomm, offset: 10), baseline, "one rank: nocomm is exact")
-            Fixtures.assertClose(try run(model, mode: .fused, offset: 20), baseline, relative: 1e-5, "fused \(transport)")
+            XCTAssertEqual(batch(offset: 0).count, 53)
+            let baseline = try run(model, .baseline, offset: 0)
+            XCTAssertEqual(try run(model, .skipReductions(BenchmarkOnly()), offset: 10), baseline, "one rank: skipping the reductions is exact")
+            Fixtures.assertClose(try run(model, .fused, offset: 20), baseline, relative: 1e-5, "fused \(transport)")
             // 41 = end of the first span; 20 cuts the first prefill; 1 and 52 are extreme.
             for split in [41, 20, 1, 52] {
-                Fixtures.assertClose(try run(model, mode: .overlap, split: split, offset: 30 + split), baseline,
+                Fixtures.assertClose(try run(model, overlap([split]), offset: 30 + split), baseline,
                                      relative: 1e-5, "overlap \(transport) split \(split)")
             }
             // Three, four and five chunks, cuts inside and at span ends.
             for (i, cuts) in [[20, 41], [1, 20, 52], [10, 30, 41, 50]].enumerated() {
-                Fixtures.assertClose(try run(model, mode: .overlap, cuts: cuts, offset: 90 + 5 * i), baseline,
+                Fixtures.assertClose(try run(model, overlap(cuts), offset: 90 + 5 * i), baseline,
                                      relative: 1e-5, "overlap \(transport) cuts \(cuts)")
             }
-            XCTAssertThrowsError(try run(model, mode: .overlap, split: 0, offset: 99))
-            XCTAssertThrowsError(try run(model, mode: .overlap, cuts: [20, 20], offset: 99), "cuts must increase")
-            XCTAssertThrowsError(try run(model, mode: .overlap, cuts: [20, 53], offset: 99), "cuts inside the batch")
             XCTAssertEqual(model.cache.usedBlockCount, 0)
         }
     }
@@ -67,9 +89,9 @@ final class CommModeTests: XCTestCase {
             let collective = try FusedResidualNorm(communicator: Fixtures.world, hidden: config.hiddenSize, transport: .mpi, wire: wire)
             XCTAssertEqual(collective.wire, wire)
             let model = LlamaModel(weights: weights, communicator: Fixtures.world, pool: pool, cache: cache, collective: collective)
-            if i == 0 { baseline = try run(model, mode: .baseline, offset: 0) }
-            let fused = try run(model, mode: .fused, offset: 10)
-            let overlapped = try run(model, mode: .overlap, cuts: [20, 41], offset: 20)
+            if i == 0 { baseline = try run(model, .baseline, offset: 0) }
+            let fused = try run(model, .fused, offset: 10)
+            let overlapped = try run(model, overlap([20, 41]), offset: 20)
             XCTAssertEqual(fused.count, baseline.count)
             let scale = baseline.map(abs).max() ?? 1
             for (label, result) in [("fused", fused), ("overlap", overlapped)] {

@@ -1,3 +1,4 @@
+import WeftModel
 import WeftRuntime
 import XCTest
 
@@ -98,5 +99,31 @@ final class TokenSplitPlannerTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(planner.predictUnsplit(prefill(1000, from: 5000)), planner.predictUnsplit(prefill(1000)) * 2)
+    }
+
+    /// Each comm mode resolves to the schedule its description promises: the
+    /// fixed ones without a planner, `overlap` at the best cuts whether or not
+    /// they pay, `auto` only when they do, and nothing to run for a batch too
+    /// small to cut.
+    func testCommModesResolveIntoSchedules() throws {
+        let positions = prefill(2048)
+        XCTAssertEqual(CommMode.baseline.schedule(for: positions, planner: nil), .baseline)
+        XCTAssertEqual(CommMode.fused.schedule(for: positions, planner: nil), .fused)
+        XCTAssertNil(CommMode.overlap.schedule(for: positions, planner: nil), "overlap needs the planner's cuts")
+        XCTAssertNil(CommMode.auto.schedule(for: positions, planner: nil), "auto needs the planner")
+
+        let free = TokenSplitPlanner(costs: costs(commPerRow: 0, latency: 0), shape: shape, granule: 14)
+        XCTAssertEqual(CommMode.auto.schedule(for: positions, planner: free), .fused, "nothing to hide: auto stays whole")
+        let best = try XCTUnwrap(free.bestCuts(positions: positions)).cuts
+        XCTAssertEqual(CommMode.overlap.schedule(for: positions, planner: free), .overlap(try Schedule.Cuts(best, rows: 2048)),
+                       "overlap cuts even when it does not pay")
+        XCTAssertNil(CommMode.overlap.schedule(for: [7], planner: free), "one token cannot be cut")
+        XCTAssertNil(free.overlapSchedule(positions: prefill(20), chunks: 3), "three chunks of 14-row granules need 42 rows")
+        guard case .overlap(let three) = free.overlapSchedule(positions: positions, chunks: 3) else { return XCTFail("three chunks of 2048") }
+        XCTAssertEqual(three.chunks.count, 3)
+
+        let costly = TokenSplitPlanner(costs: costs(commPerRow: 2e-4), shape: shape, granule: 14)
+        guard case .split(let cuts, _, _) = costly.decide(positions: positions) else { return XCTFail("costly link should split") }
+        XCTAssertEqual(CommMode.auto.schedule(for: positions, planner: costly), .overlap(try Schedule.Cuts(cuts, rows: 2048)))
     }
 }
