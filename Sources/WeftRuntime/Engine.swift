@@ -141,7 +141,7 @@ public final class Engine {
                                 kvWidth: plan.kvHeads.count * modelConfig.headDim, node: node, dtype: configuration.kvDType)
         }
         let collective = try comm.agree { () throws -> FusedResidualNorm? in
-            guard configuration.commMode != .baseline && configuration.commMode != .nocomm else { return nil }
+            guard configuration.commMode != .baseline else { return nil }
             return try FusedResidualNorm(communicator: comm, hidden: modelConfig.hiddenSize,
                                          transport: configuration.commTransport, timeout: configuration.commTimeout,
                                          ranksPerNode: configuration.ranksPerNode, wire: configuration.wireFormat)
@@ -197,9 +197,6 @@ public final class Engine {
     /// Rows per GEMM micro-kernel block (the planner aligns halves to it).
     public static var gemmRowBlock: Int { Int(weft_gemm_row_block()) }
 
-    /// Measures this machine's rates with the loaded model; every rank then
-    /// adopts rank 0's numbers (rates and local layer shape: uneven splits
-    /// make shapes differ slightly) so all ranks plan identical splits.
     /// The KV cache's block count: as configured, or enough for
     /// `maxSequences` sequences of `length` positions; refused (before any
     /// arithmetic can overflow or an allocation fail) when the cache would
@@ -232,6 +229,9 @@ public final class Engine {
         return blocks
     }
 
+    /// Measures this machine's rates with the loaded model; every rank then
+    /// adopts rank 0's numbers (rates and local layer shape: uneven splits
+    /// make shapes differ slightly) so all ranks plan identical splits.
     static func calibratePlanner(model: LlamaModel, communicator: Communicator,
                                  configuration: EngineConfiguration) throws -> TokenSplitPlanner {
         let rates = try model.measureRates()
@@ -241,19 +241,10 @@ public final class Engine {
                               collectiveSecondsPerRow: rates.collectiveSecondsPerRow,
                               collectiveOverlapsCompute: transport != .sharedMemory || configuration.commCores > 0)
         let shape = model.localLayerWeights
-        let local = costs.encoded + [Double(shape.attention), Double(shape.mlp)]
-        var bits = local.flatMap { value -> [Int32] in
-            let raw = value.bitPattern
-            return [Int32(truncatingIfNeeded: raw), Int32(truncatingIfNeeded: raw >> 32)]
-        }
-        try communicator.broadcast(&bits)
-        let root = stride(from: 0, to: bits.count, by: 2).map {
-            Double(bitPattern: UInt64(UInt32(bitPattern: bits[$0])) | UInt64(UInt32(bitPattern: bits[$0 + 1])) << 32)
-        }
-        let granule = lcm(gemmRowBlock, communicator.size)
-        let layer = LayerShape(attentionWeights: Int(root[root.count - 2]), mlpWeights: Int(root[root.count - 1]),
-                               layerCount: model.config.layerCount)
-        return TokenSplitPlanner(costs: CostModel(encoded: Array(root.dropLast(2))), shape: layer, granule: granule)
+        let local = Calibration(costs: costs, shape: LayerShape(attentionWeights: shape.attention, mlpWeights: shape.mlp,
+                                                                layerCount: model.config.layerCount))
+        let root = try local.broadcast(over: communicator)
+        return TokenSplitPlanner(costs: root.costs, shape: root.shape, granule: lcm(gemmRowBlock, communicator.size))
     }
 
     static func lcm(_ a: Int, _ b: Int) -> Int {
@@ -261,30 +252,21 @@ public final class Engine {
         return a / gcd(a, b) * b
     }
 
-    /// The mode and, for overlap, the cuts (first rows of chunks 2…K) a batch
-    /// runs with, the same on every rank.
-    public func plan(for batch: FlatBatch) throws -> (CommMode, [Int]?) {
-        switch configuration.commMode {
-        case .baseline, .fused, .nocomm:
-            return (configuration.commMode, nil)
-        case .overlap:
-            if let forced = configuration.forcedCuts {
-                guard let last = forced.last, last < batch.count else {
-                    throw RuntimeError.invalidParameter("EngineConfiguration.forcedCuts", "cannot cut a batch of \(batch.count) tokens at row \(forced.last ?? 0): every chunk needs at least one token")
-                }
-                return (.overlap, forced)
+    /// The schedule a batch runs with, the same on every rank (the planner is
+    /// rank 0's): the configured mode resolved by the planner, or overlap at
+    /// `forcedCuts`; fused (noted once) when overlap cannot cut the batch.
+    public func schedule(for batch: FlatBatch) throws -> Schedule {
+        if configuration.commMode == .overlap, let forced = configuration.forcedCuts {
+            guard let cuts = try? Schedule.Cuts(forced, rows: batch.count) else {
+                throw RuntimeError.invalidParameter("EngineConfiguration.forcedCuts", "cannot cut a batch of \(batch.count) tokens at row \(forced.last ?? 0): every chunk needs at least one token")
             }
-            guard let best = planner?.bestCuts(positions: batch.positions) else {
-                noteFallback("a batch of \(batch.count) token cannot be split; it runs fused")
-                return (.fused, nil)
-            }
-            return (.overlap, best.cuts)
-        case .auto:
-            switch planner!.decide(positions: batch.positions) {
-            case .unsplit: return (.fused, nil)
-            case .split(let cuts, _, _): return (.overlap, cuts)
-            }
+            return .overlap(cuts)
         }
+        guard let schedule = configuration.commMode.schedule(for: batch.positions, planner: planner) else {
+            noteFallback("a batch of \(batch.count) tokens cannot be split; it runs fused")
+            return .fused
+        }
+        return schedule
     }
 
     private func noteFallback(_ message: String) {
@@ -296,11 +278,11 @@ public final class Engine {
     /// Runs a batch through the model with the configured communication mode
     /// and returns this rank's vocabulary slice of the requested logits.
     public func forwardLocal(_ batch: FlatBatch) throws -> [Float] {
-        let (mode, cuts) = try plan(for: batch)
+        let schedule = try self.schedule(for: batch)
         if ProcessInfo.processInfo.environment["WEFT_DEBUG_PLAN"] != nil {
-            FileHandle.standardError.write(Data("plan rank \(communicator.rank): \(batch.count) rows \(mode) \(cuts.map { "\($0)" } ?? "-") costs \(planner?.costs.encoded ?? [])\n".utf8))
+            FileHandle.standardError.write(Data("plan rank \(communicator.rank): \(batch.count) rows \(schedule) costs \(planner?.costs.encoded ?? [])\n".utf8))
         }
-        return try model.forward(batch, mode: mode, cuts: cuts)
+        return try model.forward(batch, schedule: schedule)
     }
 
     /// Positions one sequence may fill: the model's and the KV cache's.
@@ -312,7 +294,7 @@ public final class Engine {
         guard !tokens.isEmpty else { throw RuntimeError.invalidInput("the prompt is empty: give at least one token") }
         if let problem = config.vocabularyProblem(tokens) { throw RuntimeError.invalidInput(problem) }
         let limit = contextLength
-        // Compared without adding: maxNewTokens comes from outside (a flag)
+        // Compared without adding: maxNewTokens comes from the caller
         // and may be near Int.max.
         guard maxNewTokens >= 0, tokens.count <= limit, maxNewTokens <= limit - tokens.count else {
             throw RuntimeError.invalidInput("prompt of \(tokens.count) tokens plus \(maxNewTokens) new tokens exceeds the context of \(limit) positions")
@@ -405,5 +387,50 @@ extension Tokenizer {
         }
         let file = try gguf ?? GGUFFile(path: location.path)
         return try file.header.string("tokenizer.ggml.model") != nil ? Tokenizer(gguf: file) : nil
+    }
+}
+
+/// What calibration settles for the split planner, as one value: the costs
+/// measured on a rank and its local layer shape (uneven splits make shapes
+/// differ slightly between ranks). Every rank adopts rank 0's, which travels
+/// in one broadcast, bit-exact, so all ranks plan identical splits.
+struct Calibration: Equatable {
+    var costs: CostModel
+    var shape: LayerShape
+
+    /// Rank 0's calibration on every rank (every rank calls this together).
+    func broadcast(over communicator: Communicator) throws -> Calibration {
+        var words = encoded
+        try communicator.broadcast(&words)
+        return try Calibration(encoded: words)
+    }
+
+    /// 64-bit fields as pairs of Int32 (what the communicator broadcasts):
+    /// the cost model's numbers as IEEE bit patterns, then the shape's counts.
+    var encoded: [Int32] {
+        let fields = costs.encoded.map { $0.bitPattern } + [shape.attentionWeights, shape.mlpWeights, shape.layerCount].map { UInt64(bitPattern: Int64($0)) }
+        return fields.flatMap { [Int32(truncatingIfNeeded: $0), Int32(truncatingIfNeeded: $0 >> 32)] }
+    }
+
+    /// Numbers in `CostModel.encoded`.
+    static let costFields = CostModel(gemmFlopsPerSecond: 0, weightBytesPerSecond: 0, attentionPairsPerSecond: 0, collectiveLatency: 0,
+                                      collectiveSecondsPerRow: 0, collectiveOverlapsCompute: false).encoded.count
+
+    init(costs: CostModel, shape: LayerShape) {
+        self.costs = costs
+        self.shape = shape
+    }
+
+    init(encoded words: [Int32]) throws {
+        let costFields = Calibration.costFields, shapeFields = 3
+        guard words.count == 2 * (costFields + shapeFields) else {
+            throw RuntimeError.invalidInput("malformed calibration of \(words.count) integers")
+        }
+        let fields = stride(from: 0, to: words.count, by: 2).map {
+            UInt64(UInt32(bitPattern: words[$0])) | UInt64(UInt32(bitPattern: words[$0 + 1])) << 32
+        }
+        let counts = fields[costFields...].map { Int(Int64(bitPattern: $0)) }
+        costs = CostModel(encoded: fields[..<costFields].map { Double(bitPattern: $0) })
+        shape = LayerShape(attentionWeights: counts[0], mlpWeights: counts[1], layerCount: counts[2])
     }
 }
