@@ -40,7 +40,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Transport of the fused collective: auto (shared memory when all ranks share a node, MPI when each rank is alone on its node, hierarchical otherwise), shm, mpi (forces the inter-node path) or hier.")
     var commTransport: String = "auto"
 
-    @Option(name: .long, help: "Number format of the fused collective's transfers between nodes: auto (bf16 when the ranks span several machines, f32 on one), f32, bf16 or fp16 (partial sums are added in float32 on arrival, the residual stays float32; fp16 overflows past 65504). Shared memory always moves float32.")
+    @Option(name: .long, help: "Number format of the fused collective's transfers between nodes: auto (bf16 when the ranks span several machines, f32 on one), f32, bf16, fp16 or q8_0 (ggml's blocks of 32: int8 values and an fp16 scale, 1.0625 bytes per value). Partial sums are added in float32 on arrival, the residual stays float32; fp16 overflows past 65504. Shared memory always moves float32.")
     var commDtype: String = "auto"
 
     @Option(name: .long, help: "Treat consecutive groups of this many ranks as one node (to run the inter-node and hierarchical paths on one machine).")
@@ -126,7 +126,8 @@ struct ModelOptions: ParsableArguments {
     func parsedWireFormat() throws -> WireFormat? {
         if commDtype == "auto" { return nil }
         guard let format = WireFormat(rawValue: commDtype == "f16" ? "fp16" : commDtype) else {
-            throw ValidationError("--comm-dtype must be auto, f32, bf16 or fp16, got \(commDtype)")
+            let names = ["auto"] + WireFormat.allCases.map(\.rawValue)
+            throw ValidationError("--comm-dtype must be \(names.dropLast().joined(separator: ", ")) or \(names.last!), got \(commDtype)")
         }
         return format
     }
