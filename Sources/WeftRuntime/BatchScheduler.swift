@@ -26,8 +26,12 @@ public struct BatchScheduler: Sendable {
 
         /// Whether a request could ever be admitted (its worst case fits the whole cache).
         public func fits(promptTokens: Int, maxNewTokens: Int) -> Bool {
-            let length = promptTokens + max(maxNewTokens - 1, 0)
-            return (length + kvBlockSize - 1) / kvBlockSize <= kvBlocks
+            blocks(forLength: Sequence.maxLength(promptTokens: promptTokens, maxNewTokens: maxNewTokens)) <= kvBlocks
+        }
+
+        /// Blocks that hold `length` positions of one sequence.
+        public func blocks(forLength length: Int) -> Int {
+            PagedKVCache.blocksNeeded(forLength: length, blockSize: kvBlockSize)
         }
 
         public init(maxRunning: Int, maxBatchTokens: Int, kvBlocks: Int, kvBlockSize: Int) {
@@ -52,7 +56,9 @@ public struct BatchScheduler: Sendable {
         public var isPrefilling: Bool { prefilled < prompt.count }
         /// Positions the sequence can reach: prompt plus every new token but the
         /// last (which is sampled, never fed back).
-        var maxLength: Int { prompt.count + max(maxNewTokens - 1, 0) }
+        var maxLength: Int { Self.maxLength(promptTokens: prompt.count, maxNewTokens: maxNewTokens) }
+
+        static func maxLength(promptTokens: Int, maxNewTokens: Int) -> Int { promptTokens + max(maxNewTokens - 1, 0) }
     }
 
     public let limits: Limits
@@ -71,7 +77,7 @@ public struct BatchScheduler: Sendable {
     public var freeBlocks: Int { limits.kvBlocks - reservedBlocks }
 
     func blocks(for sequence: Sequence) -> Int {
-        (sequence.maxLength + limits.kvBlockSize - 1) / limits.kvBlockSize
+        limits.blocks(forLength: sequence.maxLength)
     }
 
     /// Whether a request could ever be admitted (its worst case fits the whole cache).

@@ -1,4 +1,3 @@
-import Foundation
 import WeftModel
 
 /// How a serving engine batches and how much it admits.
@@ -23,7 +22,10 @@ public struct ServingConfiguration: Sendable {
     }
 
     /// Requests running or queued before `submit` answers `overloaded`.
-    var admissionLimit: Int { maxRunningSequences + maxQueuedRequests }
+    var admissionLimit: Int {
+        let (sum, overflow) = maxRunningSequences.addingReportingOverflow(maxQueuedRequests)
+        return overflow ? Int.max : sum
+    }
 
     /// Checks the serving limits (the engine configuration is checked by `Engine`).
     func validate() throws {
@@ -44,33 +46,16 @@ public struct ServingConfiguration: Sendable {
         }
     }
 
-    /// The engine configuration that sizes the KV cache for these limits.
-    ///
-    /// The model's length is known only once its config is read, so this
-    /// peeks at the config first (cheap; if it cannot be read, `Engine`
-    /// reports the problem with its own message on every rank).
-    func engineConfiguration() throws -> EngineConfiguration {
-        let modelMax = Self.peekMaxPositions(engine.weights)
-        if let requested = maxModelLength, let modelMax, requested > modelMax {
-            throw RuntimeError.invalidParameter("ServingConfiguration.maxModelLength", "\(requested) exceeds the model's max_position_embeddings \(modelMax)")
+    /// Sizes the engine's sequences and KV cache for these limits and the
+    /// model (`Engine` calls this with the config it read, once, on every rank).
+    func size(_ configuration: inout EngineConfiguration, for model: ModelConfig) throws {
+        let modelMax = model.maxPositionEmbeddings
+        if let maxModelLength, maxModelLength > modelMax {
+            throw RuntimeError.invalidParameter("ServingConfiguration.maxModelLength", "\(maxModelLength) exceeds the model's max_position_embeddings \(modelMax)")
         }
-        var resolved = engine
         // The engine sizes the cache (checked against overflow and memory).
-        resolved.kvBlocks = kvBlocks
-        resolved.maxSequences = maxRunningSequences
-        resolved.maxSequenceLength = min(maxModelLength ?? min(modelMax ?? 4096, 4096), modelMax ?? Int.max)
-        return resolved
-    }
-
-    private static func peekMaxPositions(_ weights: EngineConfiguration.Weights) -> Int? {
-        let file: URL
-        switch weights {
-        case .checkpoint(let directory): file = directory.appendingPathComponent("config.json")
-        case .random(let shape, _): file = shape
-        }
-        guard let data = try? Data(contentsOf: file), let config = try? ModelConfig.parse(data, file: file.path) else {
-            return nil
-        }
-        return config.maxPositionEmbeddings
+        configuration.kvBlocks = kvBlocks
+        configuration.maxSequences = maxRunningSequences
+        configuration.maxSequenceLength = maxModelLength ?? min(modelMax, 4096)
     }
 }

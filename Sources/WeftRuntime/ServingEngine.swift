@@ -50,7 +50,9 @@ public final class ServingEngine: @unchecked Sendable {
     /// Loads the model on every rank (errors are agreed across ranks).
     public init(configuration: ServingConfiguration, communicator: Communicator) throws {
         try configuration.validate()
-        let engine = try Engine(configuration: try configuration.engineConfiguration(), communicator: communicator)
+        let engine = try Engine(configuration: configuration.engine, communicator: communicator) { model, engine in
+            try configuration.size(&engine, for: model)
+        }
         self.communicator = communicator
         self.configuration = configuration
         modelConfig = engine.config
@@ -59,7 +61,7 @@ public final class ServingEngine: @unchecked Sendable {
         let blocks = engine.model.cache.blockCount
         let scheduler = BatchScheduler.Limits(maxRunning: configuration.maxRunningSequences, maxBatchTokens: configuration.maxBatchTokens,
                                               kvBlocks: blocks, kvBlockSize: engine.configuration.kvBlockSize)
-        let maxModelLength = min(engine.configuration.maxSequenceLength ?? Int.max, engine.config.maxPositionEmbeddings)
+        let maxModelLength = engine.configuration.maxSequenceLength ?? engine.config.maxPositionEmbeddings   // set by `size`
         intake = RequestIntake(limits: RequestLimits(maxModelLength: maxModelLength, vocabularySize: engine.config.vocabularySize,
                                                      scheduler: scheduler),
                                admissionLimit: configuration.admissionLimit)

@@ -1,6 +1,7 @@
 import Foundation
 import WeftTensor
 import XCTest
+import WeftModel
 @testable import WeftRuntime
 
 /// A serving configuration's problems name its own properties (what an
@@ -15,10 +16,17 @@ final class ServingConfigurationTests: XCTestCase {
         return configuration
     }
 
-    func parameter(_ configuration: ServingConfiguration, file: StaticString = #filePath, line: UInt = #line) -> InvalidParameter? {
+    /// The shape's config, as `Engine` hands it to `ServingConfiguration.size`.
+    func model() throws -> ModelConfig {
+        try ModelConfig.parse(try Data(contentsOf: Self.shape), file: Self.shape.path)
+    }
+
+    func parameter(_ configuration: ServingConfiguration, file: StaticString = #filePath, line: UInt = #line) throws -> InvalidParameter? {
+        let model = try model()
         do {
             try configuration.validate()
-            _ = try configuration.engineConfiguration()
+            var engine = configuration.engine
+            try configuration.size(&engine, for: model)
             return nil
         } catch {
             XCTAssertFalse("\(error)".contains("--"), "\(error)", file: file, line: line)
@@ -26,23 +34,26 @@ final class ServingConfigurationTests: XCTestCase {
         }
     }
 
-    func testEachLimitIsNamedAsTheConfigurationSpellsIt() {
-        XCTAssertNil(parameter(configuration { _ in }))
-        XCTAssertEqual(parameter(configuration { $0.maxRunningSequences = 0 }),
+    func testEachLimitIsNamedAsTheConfigurationSpellsIt() throws {
+        XCTAssertNil(try parameter(configuration { _ in }))
+        XCTAssertEqual(try parameter(configuration { $0.maxRunningSequences = 0 }),
                        InvalidParameter("ServingConfiguration.maxRunningSequences", "must be at least 1, got 0"))
-        XCTAssertEqual(parameter(configuration { $0.maxBatchTokens = -1 })?.name, "ServingConfiguration.maxBatchTokens")
-        XCTAssertEqual(parameter(configuration { $0.maxQueuedRequests = -1 })?.name, "ServingConfiguration.maxQueuedRequests")
-        XCTAssertEqual(parameter(configuration { $0.maxModelLength = 1 })?.name, "ServingConfiguration.maxModelLength")
-        XCTAssertEqual(parameter(configuration { $0.kvBlocks = 0 })?.name, "ServingConfiguration.kvBlocks")
+        XCTAssertEqual(try parameter(configuration { $0.maxBatchTokens = -1 })?.name, "ServingConfiguration.maxBatchTokens")
+        XCTAssertEqual(try parameter(configuration { $0.maxQueuedRequests = -1 })?.name, "ServingConfiguration.maxQueuedRequests")
+        XCTAssertEqual(try parameter(configuration { $0.maxModelLength = 1 })?.name, "ServingConfiguration.maxModelLength")
+        XCTAssertEqual(try parameter(configuration { $0.kvBlocks = 0 })?.name, "ServingConfiguration.kvBlocks")
     }
 
-    func testALengthBeyondTheModelIsRefusedBeforeLoading() throws {
-        XCTAssertEqual(parameter(configuration { $0.maxModelLength = 513 }),
+    func testTheModelsLengthBoundsTheContext() throws {
+        XCTAssertEqual(try parameter(configuration { $0.maxModelLength = 513 }),
                        InvalidParameter("ServingConfiguration.maxModelLength", "513 exceeds the model's max_position_embeddings 512"))
-        let sized = try configuration { $0.maxModelLength = 512; $0.maxRunningSequences = 3 }.engineConfiguration()
-        XCTAssertEqual(sized.maxSequenceLength, 512)
-        XCTAssertEqual(sized.maxSequences, 3)
+        var engine = configuration { _ in }.engine
+        try configuration { $0.maxModelLength = 512; $0.maxRunningSequences = 3; $0.kvBlocks = 7 }.size(&engine, for: try model())
+        XCTAssertEqual(engine.maxSequenceLength, 512)
+        XCTAssertEqual(engine.maxSequences, 3)
+        XCTAssertEqual(engine.kvBlocks, 7)
         // Unset: the model's length, at most 4096.
-        XCTAssertEqual(try configuration { _ in }.engineConfiguration().maxSequenceLength, 512)
+        try configuration { _ in }.size(&engine, for: try model())
+        XCTAssertEqual(engine.maxSequenceLength, 512)
     }
 }
