@@ -15,8 +15,10 @@ public protocol ServingFrontEnd {
     /// now on (`submit` on any thread or task) and return. `engine.shutdown`
     /// ends the job on every rank. If it throws, the job fails on every rank.
     func start(_ engine: ServingEngine) throws
-    /// The engine loop has ended on this rank: `error` is nil after a
-    /// shutdown, else why the engine failed (every stream has then thrown).
+    /// The engine loop has ended on this rank (called only after `start`):
+    /// `error` is nil after a shutdown, else why the engine failed (every
+    /// stream has then thrown). If the model fails to load or `start` throws,
+    /// the job ends without this call (`ServingJob.run` then exits).
     func stopped(error: Error?)
 }
 
