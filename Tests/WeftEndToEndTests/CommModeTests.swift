@@ -124,7 +124,7 @@ final class CommModeTests: XCTestCase {
     func testBadWireFormatIsRefused() throws {
         let outcome = try MPIRun.run(ranks: 0, ["logits", "--model", MPIRun.fixture.path, "--tokens", "1,2,3", "--comm-dtype", "fp8"])
         XCTAssertNotEqual(outcome.status, 0)
-        XCTAssertTrue(outcome.stderr.contains("--comm-dtype must be auto, f32, bf16 or fp16, got fp8"), outcome.stderr)
+        XCTAssertTrue(outcome.stderr.contains("--comm-dtype must be auto, f32, bf16, fp16 or q8_0, got fp8"), outcome.stderr)
     }
 
     func testSharedMemoryRefusedAcrossNodes() throws {
