@@ -4,6 +4,8 @@ import PackageDescription
 // Layers, bottom to top (each its own module):
 //   CKernels (C)  →  WeftTensor (buffers, NUMA, thread pool)  →  WeftComm (MPI)
 //   →  WeftModel (config, safetensors, Llama layers, KV cache) + WeftTokenizer
+//   →  WeftSchedule (the forward pass of any decoder: schedules, reductions,
+//      the token split planner and its calibration)
 //   →  WeftRuntime (flattened batches, engine, sampling, batch scheduler,
 //      the embeddable serving engine)  →  WeftServer (OpenAI-compatible HTTP)
 //   →  weft (CLI)
@@ -15,7 +17,7 @@ let package = Package(
         .executable(name: "weft-embedding-example", targets: ["WeftEmbeddingExample"]),
         // The embeddable engine: WeftRuntime's ServingEngine, with the
         // communicator, model and tokenizer types its API uses.
-        .library(name: "Weft", targets: ["WeftRuntime", "WeftComm", "WeftModel", "WeftTensor", "WeftTokenizer"]),
+        .library(name: "Weft", targets: ["WeftRuntime", "WeftSchedule", "WeftComm", "WeftModel", "WeftTensor", "WeftTokenizer"]),
         .library(name: "WeftServer", targets: ["WeftServer"]),
         // Fuzzing harness: `weft-fuzz replay TARGET PATH...`, or libFuzzer via Scripts/fuzz.
         .executable(name: "weft-fuzz", targets: ["WeftFuzz"]),
@@ -51,7 +53,10 @@ let package = Package(
         // Hugging Face chat templates (the Jinja subset real templates use).
         .target(name: "WeftChatTemplate"),
         .target(name: "WeftModel", dependencies: ["WeftTensor", "WeftComm", "CKernels"]),
-        .target(name: "WeftRuntime", dependencies: ["CKernels", "WeftModel", "WeftTokenizer", "WeftComm", "WeftTensor"]),
+        // Runs a forward pass for any decoder (WeftModel's DecoderLayers) under
+        // a schedule; the architectures know nothing of communication.
+        .target(name: "WeftSchedule", dependencies: ["CKernels", "WeftModel", "WeftComm", "WeftTensor"]),
+        .target(name: "WeftRuntime", dependencies: ["CKernels", "WeftModel", "WeftSchedule", "WeftTokenizer", "WeftComm", "WeftTensor"]),
         // OpenAI-compatible HTTP surface over the serving engine (rank 0).
         .target(name: "WeftServer", dependencies: [
             "WeftRuntime", "WeftTokenizer", "WeftChatTemplate",
@@ -68,7 +73,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .executableTarget(name: "WeftCLI", dependencies: [
-            "WeftRuntime", "WeftServer", "WeftChatTemplate",
+            "WeftRuntime", "WeftSchedule", "WeftServer", "WeftChatTemplate",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -82,8 +87,9 @@ let package = Package(
         .testTarget(name: "WeftKernelTests", dependencies: ["CKernels"]),
         .testTarget(name: "WeftTokenizerTests", dependencies: ["WeftTokenizer"]),
         .testTarget(name: "WeftChatTemplateTests", dependencies: ["WeftChatTemplate"]),
-        .testTarget(name: "WeftModelTests", dependencies: ["WeftModel", "WeftComm", "WeftTensor"]),
-        .testTarget(name: "WeftRuntimeTests", dependencies: ["WeftRuntime"]),
+        .testTarget(name: "WeftModelTests", dependencies: ["WeftModel", "WeftSchedule", "WeftComm", "WeftTensor"]),
+        .testTarget(name: "WeftRuntimeTests", dependencies: ["WeftRuntime", "WeftSchedule"]),
+        .testTarget(name: "WeftScheduleTests", dependencies: ["WeftSchedule", "WeftModel", "WeftComm", "WeftTensor"]),
         .testTarget(name: "WeftEndToEndTests", dependencies: ["WeftModel"]),
     ],
     swiftLanguageModes: [.v6]

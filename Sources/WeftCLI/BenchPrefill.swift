@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
 import WeftComm
-@_spi(Benchmarks) import WeftModel
+import WeftModel
 import WeftRuntime
+@_spi(Benchmarks) import WeftSchedule
 
 /// TokenWeave's main figure: prefill latency per token count and
 /// communication mode, speedup against baseline, and the share of the
@@ -47,7 +48,7 @@ struct BenchPrefill: ParsableCommand {
 
         init?(name: String) {
             if name == "nocomm" { self = .nocomm; return }
-            guard let mode = CommMode(rawValue: name), mode != .nocomm else { return nil }
+            guard let mode = CommMode(rawValue: name) else { return nil }
             self = .engine(mode)
         }
 
@@ -137,7 +138,7 @@ struct BenchPrefill: ParsableCommand {
                         if communicator.isRoot && !json {
                             FileHandle.standardError.write(Data("\r\(count) tokens \(mode.name): run \(repetition + 1)/\(warmups + repetitions)…".utf8))
                         }
-                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, schedule: schedule) }
+                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.runner.forward(batch, schedule: schedule) }
                         engine.release(sequence: 0)
                         if repetition >= warmups { times.append(seconds * 1e3) }
                     }
@@ -145,9 +146,9 @@ struct BenchPrefill: ParsableCommand {
                         let recorder = TraceRecorder()
                         try communicator.barrier()
                         recorder.restart()
-                        engine.model.trace = recorder
-                        defer { engine.model.trace = nil }
-                        _ = try engine.model.forward(batch, schedule: schedule)
+                        engine.runner.trace = recorder
+                        defer { engine.runner.trace = nil }
+                        _ = try engine.runner.forward(batch, schedule: schedule)
                         engine.release(sequence: 0)
                         let gathered = try communicator.gatherBytes(Array(try JSONEncoder().encode(recorder.recorded)))
                         if communicator.isRoot {

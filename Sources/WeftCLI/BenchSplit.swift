@@ -3,6 +3,7 @@ import Foundation
 import WeftComm
 import WeftModel
 import WeftRuntime
+import WeftSchedule
 
 /// Checks the token-split cost model: for each prompt length, the cut the
 /// planner picks and its decision, with predicted and measured times of each
@@ -59,7 +60,7 @@ struct BenchSplit: ParsableCommand {
                     for (i, piece) in pieces.enumerated() {
                         var batch = FlatBatch()
                         batch.append(sequence: 0, tokens: piece.map { Int32(($0 * 7919 + 11) % v) }, firstPosition: piece.lowerBound, logits: .last)
-                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.model.forward(batch, schedule: schedule) }
+                        let seconds = try secondsAcrossRanks(communicator) { _ = try engine.runner.forward(batch, schedule: schedule) }
                         if i == pieces.count - 1 { elapsed = seconds * 1e3 }
                     }
                     engine.release(sequence: 0)

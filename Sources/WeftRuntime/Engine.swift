@@ -2,6 +2,7 @@ import CKernels
 import Foundation
 import WeftComm
 import WeftModel
+import WeftSchedule
 import WeftTensor
 import WeftTokenizer
 
@@ -73,6 +74,8 @@ public struct EngineConfiguration: Sendable {
 public final class Engine {
     public let communicator: Communicator
     public let model: LlamaModel
+    /// Runs every forward pass of `model` under the schedule its batch resolves to.
+    public let runner: DecoderRunner
     public let tokenizer: Tokenizer?
     public let configuration: EngineConfiguration
     public let loadSeconds: Double
@@ -146,10 +149,11 @@ public final class Engine {
                                          transport: configuration.commTransport, timeout: configuration.commTimeout,
                                          ranksPerNode: configuration.ranksPerNode, wire: configuration.wireFormat)
         }
-        model = LlamaModel(weights: weights, communicator: comm, pool: pool, cache: cache, collective: collective)
+        model = LlamaModel(weights: weights, communicator: comm, pool: pool, cache: cache)
+        runner = DecoderRunner(layers: model, communicator: comm, collective: collective)
         self.tokenizer = tokenizer
         if configuration.commMode == .auto || configuration.commMode == .overlap {
-            planner = try Engine.calibratePlanner(model: model, communicator: comm, configuration: configuration)
+            planner = try TokenSplitPlanner.calibrated(runner: runner, commCores: configuration.commCores)
         }
         loadSeconds = Date().timeIntervalSince(start)
     }
@@ -229,29 +233,6 @@ public final class Engine {
         return blocks
     }
 
-    /// Measures this machine's rates with the loaded model; every rank then
-    /// adopts rank 0's numbers (rates and local layer shape: uneven splits
-    /// make shapes differ slightly) so all ranks plan identical splits.
-    static func calibratePlanner(model: LlamaModel, communicator: Communicator,
-                                 configuration: EngineConfiguration) throws -> TokenSplitPlanner {
-        let rates = try model.measureRates()
-        let transport = model.collective?.transport ?? .mpi
-        let costs = CostModel(gemmFlopsPerSecond: rates.gemmFlopsPerSecond, weightBytesPerSecond: rates.weightBytesPerSecond,
-                              attentionPairsPerSecond: rates.attentionPairsPerSecond, collectiveLatency: rates.collectiveLatency,
-                              collectiveSecondsPerRow: rates.collectiveSecondsPerRow,
-                              collectiveOverlapsCompute: transport != .sharedMemory || configuration.commCores > 0)
-        let shape = model.localLayerWeights
-        let local = Calibration(costs: costs, shape: LayerShape(attentionWeights: shape.attention, mlpWeights: shape.mlp,
-                                                                layerCount: model.config.layerCount))
-        let root = try local.broadcast(over: communicator)
-        return TokenSplitPlanner(costs: root.costs, shape: root.shape, granule: lcm(gemmRowBlock, communicator.size))
-    }
-
-    static func lcm(_ a: Int, _ b: Int) -> Int {
-        func gcd(_ x: Int, _ y: Int) -> Int { y == 0 ? x : gcd(y, x % y) }
-        return a / gcd(a, b) * b
-    }
-
     /// The schedule a batch runs with, the same on every rank (the planner is
     /// rank 0's): the configured mode resolved by the planner, or overlap at
     /// `forcedCuts`; fused (noted once) when overlap cannot cut the batch.
@@ -280,9 +261,9 @@ public final class Engine {
     public func forwardLocal(_ batch: FlatBatch) throws -> [Float] {
         let schedule = try self.schedule(for: batch)
         if ProcessInfo.processInfo.environment["WEFT_DEBUG_PLAN"] != nil {
-            FileHandle.standardError.write(Data("plan rank \(communicator.rank): \(batch.count) rows \(schedule) costs \(planner?.costs.encoded ?? [])\n".utf8))
+            FileHandle.standardError.write(Data("plan rank \(communicator.rank): \(batch.count) rows \(schedule) costs \(planner.map { "\($0.costs)" } ?? "-")\n".utf8))
         }
-        return try model.forward(batch, schedule: schedule)
+        return try runner.forward(batch, schedule: schedule)
     }
 
     /// Positions one sequence may fill: the model's and the KV cache's.
@@ -364,7 +345,7 @@ public final class Engine {
 
     /// Frees what needs MPI (the collective's shared window) now, on every
     /// rank together, rather than whenever the last reference goes away.
-    public func close() { model.collective?.close() }
+    public func close() { runner.collective?.close() }
 }
 
 extension Tokenizer {
@@ -387,50 +368,5 @@ extension Tokenizer {
         }
         let file = try gguf ?? GGUFFile(path: location.path)
         return try file.header.string("tokenizer.ggml.model") != nil ? Tokenizer(gguf: file) : nil
-    }
-}
-
-/// What calibration settles for the split planner, as one value: the costs
-/// measured on a rank and its local layer shape (uneven splits make shapes
-/// differ slightly between ranks). Every rank adopts rank 0's, which travels
-/// in one broadcast, bit-exact, so all ranks plan identical splits.
-struct Calibration: Equatable {
-    var costs: CostModel
-    var shape: LayerShape
-
-    /// Rank 0's calibration on every rank (every rank calls this together).
-    func broadcast(over communicator: Communicator) throws -> Calibration {
-        var words = encoded
-        try communicator.broadcast(&words)
-        return try Calibration(encoded: words)
-    }
-
-    /// 64-bit fields as pairs of Int32 (what the communicator broadcasts):
-    /// the cost model's numbers as IEEE bit patterns, then the shape's counts.
-    var encoded: [Int32] {
-        let fields = costs.encoded.map { $0.bitPattern } + [shape.attentionWeights, shape.mlpWeights, shape.layerCount].map { UInt64(bitPattern: Int64($0)) }
-        return fields.flatMap { [Int32(truncatingIfNeeded: $0), Int32(truncatingIfNeeded: $0 >> 32)] }
-    }
-
-    /// Numbers in `CostModel.encoded`.
-    static let costFields = CostModel(gemmFlopsPerSecond: 0, weightBytesPerSecond: 0, attentionPairsPerSecond: 0, collectiveLatency: 0,
-                                      collectiveSecondsPerRow: 0, collectiveOverlapsCompute: false).encoded.count
-
-    init(costs: CostModel, shape: LayerShape) {
-        self.costs = costs
-        self.shape = shape
-    }
-
-    init(encoded words: [Int32]) throws {
-        let costFields = Calibration.costFields, shapeFields = 3
-        guard words.count == 2 * (costFields + shapeFields) else {
-            throw RuntimeError.invalidInput("malformed calibration of \(words.count) integers")
-        }
-        let fields = stride(from: 0, to: words.count, by: 2).map {
-            UInt64(UInt32(bitPattern: words[$0])) | UInt64(UInt32(bitPattern: words[$0 + 1])) << 32
-        }
-        let counts = fields[costFields...].map { Int(Int64(bitPattern: $0)) }
-        costs = CostModel(encoded: fields[..<costFields].map { Double(bitPattern: $0) })
-        shape = LayerShape(attentionWeights: counts[0], mlpWeights: counts[1], layerCount: counts[2])
     }
 }

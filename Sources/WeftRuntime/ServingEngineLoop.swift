@@ -90,11 +90,11 @@ final class ServingEngineLoop {
         for id in plan.releases { engine.release(sequence: id) }
         guard !plan.batch.isEmpty else { return .nothing }
         let started = DispatchTime.now()
-        let commBefore = engine.model.communicationSeconds
+        let commBefore = engine.runner.communicationSeconds
         monitor.stepBegan(at: started)
         defer {
             monitor.stepEnded(seconds: Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) * 1e-9,
-                              communicationSeconds: engine.model.communicationSeconds - commBefore)
+                              communicationSeconds: engine.runner.communicationSeconds - commBefore)
         }
         do {
             return .logits(try engine.forward(plan.batch))

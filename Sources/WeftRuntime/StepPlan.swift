@@ -1,4 +1,8 @@
 import WeftModel
+// The runtime's API is spelled in WeftSchedule's types (EngineConfiguration's
+// CommMode, Engine.schedule(for:)'s Schedule, Engine.runner): whoever imports
+// the runtime gets them too.
+@_exported import WeftSchedule
 
 /// What every rank does in one engine step, decided by rank 0's scheduler and
 /// broadcast to the others: free the KV blocks of sequences that ended, run

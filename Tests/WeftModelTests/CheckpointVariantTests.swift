@@ -1,5 +1,6 @@
 import Foundation
 import WeftModel
+import WeftSchedule
 import XCTest
 
 /// Checkpoint formats and architecture variants beyond the tiny Llama:
@@ -57,7 +58,7 @@ final class CheckpointVariantTests: XCTestCase {
         try JSONSerialization.data(withJSONObject: ["weight_map": map]).write(to: folder.appendingPathComponent("model.safetensors.index.json"))
 
         let tokens = Fixtures.reference.logits_cases[1].tokens.map { Int32($0) }
-        func logits(_ model: LlamaModel) throws -> [Float] {
+        func logits(_ model: TestDecoder) throws -> [Float] {
             var batch = FlatBatch()
             batch.append(sequence: 0, tokens: tokens, firstPosition: 0, logits: .all)
             defer { model.cache.release(sequence: 0) }

@@ -1,5 +1,6 @@
 import WeftComm
-@_spi(Benchmarks) import WeftModel
+import WeftModel
+@_spi(Benchmarks) import WeftSchedule
 import WeftTensor
 import XCTest
 
@@ -16,7 +17,7 @@ final class CommModeTests: XCTestCase {
         return batch
     }
 
-    func run(_ model: LlamaModel, _ schedule: Schedule, offset: Int) throws -> [Float] {
+    func run(_ model: TestDecoder, _ schedule: Schedule, offset: Int) throws -> [Float] {
         let b = batch(offset: offset)
         defer { for s in b.spans { model.cache.release(sequence: s.sequence) } }
         return try model.forward(b, schedule: schedule)
@@ -88,7 +89,7 @@ final class CommModeTests: XCTestCase {
                                      kvWidth: plan.kvHeads.count * config.headDim, node: nil)
             let collective = try FusedResidualNorm(communicator: Fixtures.world, hidden: config.hiddenSize, transport: .mpi, wire: wire)
             XCTAssertEqual(collective.wire, wire)
-            let model = LlamaModel(weights: weights, communicator: Fixtures.world, pool: pool, cache: cache, collective: collective)
+            let model = TestDecoder(LlamaModel(weights: weights, communicator: Fixtures.world, pool: pool, cache: cache), collective: collective)
             if i == 0 { baseline = try run(model, .baseline, offset: 0) }
             let fused = try run(model, .fused, offset: 10)
             let overlapped = try run(model, overlap([20, 41]), offset: 20)

@@ -1,6 +1,7 @@
 import Foundation
 import WeftComm
 import WeftModel
+import WeftSchedule
 import WeftTensor
 import XCTest
 
@@ -34,7 +35,7 @@ enum Fixtures {
 
     /// Loads the tiny model on this single rank.
     static func model(threads: Int = 2, blocks: Int = 64, blockSize: Int = 4, source: WeightSource? = nil,
-                      config: ModelConfig? = nil, transport: CommTransport? = nil, format: WeightFormat? = nil) throws -> LlamaModel {
+                      config: ModelConfig? = nil, transport: CommTransport? = nil, format: WeightFormat? = nil) throws -> TestDecoder {
         let config = try config ?? ModelConfig.load(directory: tinyLlama)
         let plan = try TensorParallelPlan(config: config, rank: 0, size: 1)
         let pool = try ComputePool(threads: threads, pin: false)
@@ -43,7 +44,7 @@ enum Fixtures {
         let cache = PagedKVCache(layerCount: config.layerCount, blockSize: blockSize, blockCount: blocks,
                                  kvWidth: plan.kvHeads.count * config.headDim, node: nil)
         let collective = try FusedResidualNorm(communicator: world, hidden: config.hiddenSize, transport: transport)
-        return LlamaModel(weights: weights, communicator: world, pool: pool, cache: cache, collective: collective)
+        return TestDecoder(LlamaModel(weights: weights, communicator: world, pool: pool, cache: cache), collective: collective)
     }
 
     /// Asserts every element within `relative` × max|reference| of the reference.
@@ -54,5 +55,24 @@ enum Fixtures {
         var worst: Float = 0
         for (a, e) in zip(actual, expected) { worst = max(worst, abs(a - e)) }
         XCTAssertLessThanOrEqual(worst, relative * scale, "\(message): max error \(worst), allowed \(relative * scale)", file: file, line: line)
+    }
+}
+
+/// A model and the runner over it, paired as the engine pairs them, on this single rank.
+final class TestDecoder {
+    let model: LlamaModel
+    let runner: DecoderRunner
+    var cache: PagedKVCache { model.cache }
+    var config: ModelConfig { model.config }
+    var weights: LlamaWeights { model.weights }
+    var pool: ComputePool { model.pool }
+
+    init(_ model: LlamaModel, collective: FusedResidualNorm? = nil) {
+        self.model = model
+        runner = DecoderRunner(layers: model, communicator: Fixtures.world, collective: collective)
+    }
+
+    func forward(_ batch: FlatBatch, schedule: Schedule = .baseline) throws -> [Float] {
+        try runner.forward(batch, schedule: schedule)
     }
 }

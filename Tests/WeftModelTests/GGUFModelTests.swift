@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import WeftModel
+import WeftSchedule
 import WeftTensor
 import XCTest
 
@@ -28,7 +29,7 @@ final class GGUFModelTests: XCTestCase {
         try GGUFSource(path: folder.appendingPathComponent("tiny-llama-\(kind).gguf").path)
     }
 
-    func logits(_ model: LlamaModel, _ tokens: [Int], sequence: Int = 0) throws -> [Float] {
+    func logits(_ model: TestDecoder, _ tokens: [Int], sequence: Int = 0) throws -> [Float] {
         var batch = FlatBatch()
         batch.append(sequence: sequence, tokens: tokens.map { Int32($0) }, firstPosition: 0, logits: .all)
         defer { model.cache.release(sequence: sequence) }
@@ -94,9 +95,9 @@ final class GGUFModelTests: XCTestCase {
         let pool = try ComputePool(threads: 2, pin: false)
         let weights = try LlamaWeights(config: config, plan: plan, source: CheckpointSource(directory: Fixtures.tinyLlama),
                                        pool: pool, node: nil, format: .f32)
-        let safetensors = LlamaModel(weights: weights, communicator: Fixtures.world, pool: pool,
-                                     cache: PagedKVCache(layerCount: config.layerCount, blockSize: 4, blockCount: 64,
-                                                         kvWidth: plan.kvHeads.count * config.headDim, node: nil))
+        let safetensors = TestDecoder(LlamaModel(weights: weights, communicator: Fixtures.world, pool: pool,
+                                                 cache: PagedKVCache(layerCount: config.layerCount, blockSize: 4, blockCount: 64,
+                                                                     kvWidth: plan.kvHeads.count * config.headDim, node: nil)))
         for tokens in Self.reference.sequences {
             XCTAssertEqual(try logits(gguf, tokens), try logits(safetensors, tokens))
         }

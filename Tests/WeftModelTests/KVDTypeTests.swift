@@ -1,5 +1,6 @@
 import WeftComm
 import WeftModel
+import WeftSchedule
 import WeftTensor
 import XCTest
 
@@ -12,7 +13,7 @@ final class KVDTypeTests: XCTestCase {
     /// value, which moves the logits by a few times that.
     static let tolerance: [KVDType: Float] = [.f32: 1e-4, .f16: 1e-3, .bf16: 1e-2]
 
-    static func model(dtype: KVDType, blockSize: Int = 4) throws -> LlamaModel {
+    static func model(dtype: KVDType, blockSize: Int = 4) throws -> TestDecoder {
         let config = try ModelConfig.load(directory: Fixtures.tinyLlama)
         let plan = try TensorParallelPlan(config: config, rank: 0, size: 1)
         let pool = try ComputePool(threads: 2, pin: false)
@@ -20,7 +21,7 @@ final class KVDTypeTests: XCTestCase {
                                        pool: pool, node: nil)
         let cache = PagedKVCache(layerCount: config.layerCount, blockSize: blockSize, blockCount: 64,
                                  kvWidth: plan.kvHeads.count * config.headDim, node: nil, dtype: dtype)
-        return LlamaModel(weights: weights, communicator: Fixtures.world, pool: pool, cache: cache)
+        return TestDecoder(LlamaModel(weights: weights, communicator: Fixtures.world, pool: pool, cache: cache))
     }
 
     /// Max |Δ| / max |reference| over every logits case, each computed as a

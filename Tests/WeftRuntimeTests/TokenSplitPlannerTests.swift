@@ -1,4 +1,4 @@
-import WeftModel
+import WeftSchedule
 import WeftRuntime
 import XCTest
 

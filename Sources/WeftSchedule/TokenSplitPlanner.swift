@@ -1,58 +1,7 @@
-import WeftModel
-
-/// How each layer's reductions run, as a user or embedder chooses it
-/// (`EngineConfiguration.commMode`). The engine resolves it for every batch
-/// into the `Schedule` the forward pass runs (`schedule(for:planner:)`):
-/// `auto`, and `overlap`'s cuts, depend on the batch and the calibrated
-/// planner, which the model does not know about.
-public enum CommMode: String, Sendable, CaseIterable {
-    /// Every reduction an `MPI_Allreduce`, then residual + RMSNorm of every row (`Schedule.baseline`).
-    case baseline
-    /// The fused collective over the whole batch (`Schedule.fused`).
-    case fused
-    /// Always overlapped, at the planner's best cuts whether or not they pay
-    /// (fused when the batch is too small to cut).
-    case overlap
-    /// Chosen per batch by the cost model: overlapped when the planner predicts a gain, fused otherwise.
-    case auto
-    /// Transitional, until Engine.swift stops naming it: no forward pass
-    /// runs it (`schedule(for:planner:)` gives nil); benchmarks skip the
-    /// reductions with `Schedule.skipReductions` themselves.
-    case nocomm
-
-    /// This choice resolved for a batch at `positions` (the same on every
-    /// rank: the planner is rank 0's); nil when the mode needs cuts and there
-    /// are none (no planner, or a batch too small to cut), where the engine
-    /// runs the batch fused.
-    public func schedule(for positions: [Int32], planner: TokenSplitPlanner?) -> Schedule? {
-        switch self {
-        case .baseline: return .baseline
-        case .fused: return .fused
-        case .overlap: return planner?.overlapSchedule(positions: positions)
-        case .auto: return planner?.schedule(positions: positions)
-        case .nocomm: return nil
-        }
-    }
-}
-
-extension LlamaModel {
-    /// Transitional, until Engine.swift resolves `Schedule`s itself
-    /// (`configuration.commMode.schedule(for:planner:)`): the old entry point
-    /// over `forward(_:schedule:)`.
-    @available(*, deprecated, message: "resolve a Schedule (CommMode.schedule(for:planner:)) and call forward(_:schedule:)")
-    public func forward(_ batch: FlatBatch, mode: CommMode, cuts: [Int]?) throws -> [Float] {
-        switch mode {
-        case .baseline: return try forward(batch, schedule: .baseline)
-        case .fused: return try forward(batch, schedule: .fused)
-        case .overlap: return try forward(batch, schedule: .overlap(Schedule.Cuts(cuts ?? [], rows: batch.count)))
-        case .auto, .nocomm: throw ModelError.input("comm mode \(mode.rawValue) cannot run as it is: resolve it into a Schedule first")
-        }
-    }
-}
-
 /// Measured costs of one rank, from which the planner predicts a step's time.
-/// Calibrated at start-up (`Engine.calibrate`) and identical on every rank
-/// (rank 0's measurements are broadcast), so every rank decides the same split.
+/// Calibrated at start-up (`TokenSplitPlanner.calibrated(runner:commCores:)`)
+/// and identical on every rank (rank 0's measurements are broadcast), so
+/// every rank decides the same split.
 public struct CostModel: Sendable, Equatable {
     /// Matrix-multiply rate of the rank's compute threads, flop/s, on many rows.
     public var gemmFlopsPerSecond: Double

@@ -1,8 +1,10 @@
+import WeftModel
+
 /// How one forward pass runs its two reductions per layer (after attention's
-/// o_proj and after the MLP's down_proj, plus the embedding's): a value that
-/// can only describe a pass the model can run, so no forward pass has to
-/// reject a combination at run time. The engine resolves the user's choice
-/// (`CommMode`, with `auto`) into one of these per batch.
+/// output projection and after the MLP's, plus the embedding's): a value that
+/// can only describe a pass the runner can run, so `DecoderRunner.forward`
+/// has no combination to reject at run time. The user's choice (`CommMode`,
+/// with `auto`) is resolved into one of these per batch.
 public enum Schedule: Sendable, Equatable {
     /// `MPI_Allreduce` of every row, then residual + RMSNorm of every row on every rank.
     case baseline
@@ -71,4 +73,35 @@ public enum Schedule: Sendable, Equatable {
 /// returning wrong logits.
 public struct BenchmarkOnly: Sendable, Equatable {
     @_spi(Benchmarks) public init() {}
+}
+
+/// How each layer's reductions run, as a user or embedder chooses it
+/// (`EngineConfiguration.commMode`): resolved for every batch into the
+/// `Schedule` the pass runs (`schedule(for:planner:)`), since `auto`, and
+/// `overlap`'s cuts, depend on the batch and the calibrated planner. Skipping
+/// the reductions is not a choice here: only benchmarks may
+/// (`Schedule.skipReductions`).
+public enum CommMode: String, Sendable, CaseIterable {
+    /// Every reduction an `MPI_Allreduce`, then residual + RMSNorm of every row (`Schedule.baseline`).
+    case baseline
+    /// The fused collective over the whole batch (`Schedule.fused`).
+    case fused
+    /// Always overlapped, at the planner's best cuts whether or not they pay
+    /// (fused when the batch is too small to cut).
+    case overlap
+    /// Chosen per batch by the cost model: overlapped when the planner predicts a gain, fused otherwise.
+    case auto
+
+    /// This choice resolved for a batch at `positions` (the same on every
+    /// rank: every rank plans with rank 0's costs); nil when the mode needs
+    /// cuts and there are none (no planner, or a batch too small to cut), where
+    /// the engine runs the batch fused.
+    public func schedule(for positions: [Int32], planner: TokenSplitPlanner?) -> Schedule? {
+        switch self {
+        case .baseline: return .baseline
+        case .fused: return .fused
+        case .overlap: return planner?.overlapSchedule(positions: positions)
+        case .auto: return planner?.schedule(positions: positions)
+        }
+    }
 }
