@@ -173,7 +173,7 @@ public final class FusedResidualNorm {
     public func run(rows: Range<Int>, residual: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, eps: Float, pool: ComputePool) throws {
         let op = next(rows)
         do {
-            try implementation.run(op, FusedStep(rows: rows, residual: residual, weight: weight, eps: eps), pool: pool)
+            try implementation.run(op, FusedStep(rows: rows, residual: residual, weight: weight, eps: eps), pool: pool, trace: trace)
         } catch {
             throw reported(error)
         }

@@ -80,12 +80,13 @@ final class SimulatedClusterTests: XCTestCase {
         XCTAssertLessThanOrEqual(worst(narrow, expected), 1e-2 * scale)
     }
 
-    /// Every wire format across simulated hosts against float32 on the wire, at
-    /// TP 2 (two hosts) and TP 3 (three hosts; they share this machine's cores,
+    /// Every narrow wire format (bf16, fp16, q8_0) across simulated hosts
+    /// against float32 on the wire: TP 2 (two hosts) and TP 3 (three hosts; they share this machine's cores,
     /// which changes timings, not results), fused and overlapped.
     func testWireFormatsAcrossHosts() throws {
         let reference = TensorParallelTests.reference.logits_cases[2]
-        let bound: [String: Float] = ["bf16": 1e-2, "fp16": 2e-3]
+        // Measured on this fixture at TP 2-4 (CommModeTests): bf16 4.2e-3, fp16 5.3e-4, q8_0 1.7e-2 of the largest logit.
+        let bound: [String: Float] = ["bf16": 1e-2, "fp16": 2e-3, "q8_0": 3e-2]
         for hosts in [2, 3] {
             func logits(_ extra: [String]) throws -> [Float] {
                 let outcome = try shell([Self.script, "run", "--hosts", String(hosts), "--share-cores", "--rate", "1gbit", "--name", "wtest", "--",
@@ -98,7 +99,7 @@ final class SimulatedClusterTests: XCTestCase {
             for mode in [["--comm-mode", "fused"], ["--comm-mode", "overlap", "--split", "6,13"]] {
                 let exact = try logits(mode + ["--comm-dtype", "f32"])
                 let scale = exact.map(abs).max()!
-                for wire in ["bf16", "fp16"] {
+                for wire in ["bf16", "fp16", "q8_0"] {
                     let narrow = try logits(mode + ["--comm-dtype", wire])
                     XCTAssertEqual(narrow.count, exact.count)
                     let worst = zip(narrow, exact).map { abs($0 - $1) }.max() ?? .infinity

@@ -28,15 +28,15 @@ protocol FusedTransport: AnyObject {
     /// returns true (never blocking; an error is left in `op.error`).
     func stateMachine(for op: FusedResidualNorm.Operation, _ step: FusedStep, trace: TraceRecorder?) -> () -> Bool
     /// Runs the operation to completion on the calling thread.
-    func run(_ op: FusedResidualNorm.Operation, _ step: FusedStep, pool: ComputePool) throws
+    func run(_ op: FusedResidualNorm.Operation, _ step: FusedStep, pool: ComputePool, trace: TraceRecorder?) throws
     /// Frees what other ranks share (collective).
     func close()
 }
 
 extension FusedTransport {
     /// By default the comm thread runs the state machine while the caller waits.
-    func run(_ op: FusedResidualNorm.Operation, _ step: FusedStep, pool: ComputePool) throws {
-        let work = communicator.thread.submit(stateMachine(for: op, step, trace: nil))
+    func run(_ op: FusedResidualNorm.Operation, _ step: FusedStep, pool: ComputePool, trace: TraceRecorder?) throws {
+        let work = communicator.thread.submit(stateMachine(for: op, step, trace: trace))
         op.work = work
         communicator.thread.wait(work)
         if let error = op.error { throw error }

@@ -36,8 +36,9 @@ final class SharedMemoryTransport: FusedTransport {
 
     func close() { window?.release() }
 
-    /// Inline: the shard's reduction is spread over `pool`.
-    func run(_ op: FusedResidualNorm.Operation, _ step: FusedStep, pool: ComputePool) throws {
+    /// Inline: the shard's reduction is spread over `pool` (not traced: the
+    /// comm thread's lanes show only what runs on the comm thread).
+    func run(_ op: FusedResidualNorm.Operation, _ step: FusedStep, pool: ComputePool, trace: TraceRecorder?) throws {
         let window = self.window!
         window.raise(.partialsReady, epoch: op.epoch)
         try window.wait(.partialsReady, epoch: op.epoch, what: "the fused all-reduce (partials ready)")
