@@ -210,8 +210,8 @@ final class SmolLM2Tests: XCTestCase {
                 XCTAssertEqual(tokens, expected, "TP \(ranks) \(mode)")
             }
         }
-        // 16-bit transfers between nodes (forced on one machine): the same greedy tokens.
-        for wire in ["bf16", "fp16"] {
+        // 16- and 8-bit transfers between nodes (forced on one machine): the same greedy tokens.
+        for wire in ["bf16", "fp16", "q8_0"] {
             let tokens = try generate(model, ranks: 2, tokens: prompt.tokens, steps: Self.modeSteps,
                                       ["--comm-mode", "overlap", "--comm-transport", "mpi", "--comm-dtype", wire])
             XCTAssertEqual(tokens, expected, "TP 2 overlap, \(wire) between nodes")
