@@ -12,8 +12,14 @@ import WeftTensor
 public final class GGUFSource: WeightSource, @unchecked Sendable {
     public let file: GGUFFile
     public let config: ModelConfig
-    /// GGUF tensor name → heads of a q/k tensor whose rows were permuted.
+    /// The architecture's tensor table, which names every tensor in both forms.
+    public let table: ArchitectureTable
+    /// GGUF tensor name → heads of a q/k tensor whose rows were permuted
+    /// (the table's `ggufPermutedHeads`).
     let permutedHeads: [String: Int]
+    /// Hugging Face name → GGUF name of every tensor the config needs (the
+    /// table's two columns, looked up once rather than on every read).
+    let storedNames: [String: String]
 
     public var description: String { file.path }
     var path: String { file.path }
@@ -25,47 +31,29 @@ public final class GGUFSource: WeightSource, @unchecked Sendable {
     public init(file: GGUFFile) throws {
         self.file = file
         config = try ModelConfig(gguf: file)
-        var permuted: [String: Int] = [:]
-        if config.architecture != .qwen2 {
-            for i in 0..<config.layerCount {
-                permuted["blk.\(i).attn_q.weight"] = config.headCount
-                permuted["blk.\(i).attn_k.weight"] = config.kvHeadCount
-                permuted["blk.\(i).attn_q.bias"] = config.headCount
-                permuted["blk.\(i).attn_k.bias"] = config.kvHeadCount
-            }
+        table = config.tensorTable
+        var permuted: [String: Int] = [:], names: [String: String] = [:]
+        for (name, entry, layer) in table.tensors(config) {
+            names[name] = entry.ggufName(layer: layer)
+            if let heads = entry.ggufPermutedHeads(config) { permuted[entry.ggufName(layer: layer)] = heads }
         }
         permutedHeads = permuted
+        storedNames = names
     }
 
-    /// The GGUF name of a Hugging Face tensor name.
+    /// The GGUF name of a Hugging Face tensor name of the Llama family
+    /// (unchanged if the table does not name it).
     public static func ggufName(_ name: String) -> String {
-        switch name {
-        case "model.embed_tokens.weight": return "token_embd.weight"
-        case "lm_head.weight": return "output.weight"
-        case "model.norm.weight": return "output_norm.weight"
-        default: break
-        }
-        let parts = name.split(separator: ".", maxSplits: 3)
-        guard parts.count == 4, parts[0] == "model", parts[1] == "layers" else { return name }
-        let table = [
-            "input_layernorm.weight": "attn_norm.weight",
-            "post_attention_layernorm.weight": "ffn_norm.weight",
-            "self_attn.q_proj.weight": "attn_q.weight", "self_attn.q_proj.bias": "attn_q.bias",
-            "self_attn.k_proj.weight": "attn_k.weight", "self_attn.k_proj.bias": "attn_k.bias",
-            "self_attn.v_proj.weight": "attn_v.weight", "self_attn.v_proj.bias": "attn_v.bias",
-            "self_attn.o_proj.weight": "attn_output.weight",
-            "mlp.gate_proj.weight": "ffn_gate.weight",
-            "mlp.up_proj.weight": "ffn_up.weight",
-            "mlp.down_proj.weight": "ffn_down.weight",
-        ]
-        guard let suffix = table[String(parts[3])] else { return name }
-        return "blk.\(parts[2]).\(suffix)"
+        LlamaArchitecture.table.ggufName(name) ?? name
     }
 
-    func info(_ name: String) -> GGUFTensorInfo? { file.tensor(Self.ggufName(name)) }
+    /// The GGUF name of a Hugging Face tensor name in this file's architecture.
+    func storedName(_ name: String) -> String { storedNames[name] ?? table.ggufName(name) ?? name }
+
+    func info(_ name: String) -> GGUFTensorInfo? { file.tensor(storedName(name)) }
 
     public func validate(_ name: String, shape: [Int]) throws {
-        let g = Self.ggufName(name)
+        let g = storedName(name)
         guard let info = file.tensor(g) else {
             throw ModelError.tensor(path, g, "missing (expected shape \(Array(shape.reversed())) in GGUF order)")
         }
@@ -97,7 +85,7 @@ public final class GGUFSource: WeightSource, @unchecked Sendable {
 
     public func readSlice(_ name: String, rows: Range<Int>, columns: Range<Int>,
                           into destination: UnsafeMutablePointer<Float>, ld: Int) {
-        let g = Self.ggufName(name)
+        let g = storedName(name)
         let info = file.tensor(g)!
         let base = file.bytes(of: info).baseAddress!
         let format = Int32(info.type.rawValue)
@@ -121,7 +109,7 @@ public final class GGUFSource: WeightSource, @unchecked Sendable {
 
     public func readStoredRows(_ name: String, rows: Range<Int>, columns: Range<Int>,
                                into destination: UnsafeMutableRawPointer, stride: Int) {
-        let g = Self.ggufName(name)
+        let g = storedName(name)
         let info = file.tensor(g)!
         let base = file.bytes(of: info).baseAddress!
         let be = info.type.blockSize, bb = info.type.bytesPerBlock
@@ -162,8 +150,9 @@ extension ModelConfig {
         guard let eps = try float("attention.layer_norm_rms_epsilon") else {
             throw ModelError.field(path, "\(arch).attention.layer_norm_rms_epsilon", "a float", "missing")
         }
-        guard let embedding = file.tensor("token_embd.weight") else {
-            throw ModelError.tensor(path, "token_embd.weight", "missing")
+        let embeddingName = LlamaArchitecture.embedding.ggufName()
+        guard let embedding = file.tensor(embeddingName) else {
+            throw ModelError.tensor(path, embeddingName, "missing")
         }
         let vocabulary = try h.int("\(arch).vocab_size") ?? (embedding.ne.count == 2 ? embedding.ne[1] : 0)
         if let type = try h.string("\(arch).rope.scaling.type"), type != "none" {
@@ -181,8 +170,8 @@ extension ModelConfig {
                   vocabularySize: vocabulary, rmsNormEps: eps,
                   ropeTheta: try float("rope.freq_base") ?? 10000,
                   maxPositionEmbeddings: try required("context_length"),
-                  tieWordEmbeddings: file.tensor("output.weight") == nil,
-                  attentionBias: file.tensor("blk.0.attn_q.bias") != nil,
+                  tieWordEmbeddings: file.tensor(LlamaArchitecture.lmHead.ggufName()) == nil,
+                  attentionBias: file.tensor(LlamaArchitecture.qBias.ggufName(layer: 0)) != nil,
                   bosTokenID: try h.int("tokenizer.ggml.bos_token_id"), eosTokenIDs: eos)
         // The same range checks as config.json, reported under the GGUF key.
         let keys = [

@@ -79,10 +79,10 @@ public final class LlamaWeights: @unchecked Sendable {
 
     /// The block size the intermediate (MLP) split should align to, so that
     /// down_proj's columns split on its blocks: the largest block among the
-    /// formats its tensors will have.
+    /// formats its tensors (the table's row-parallel intermediate ones) will have.
     public static func intermediateAlignment(config: ModelConfig, source: WeightSource, format: WeightFormat?) -> Int {
-        (0..<config.layerCount).map { i in
-            (format ?? source.storedFormat("model.layers.\(i).mlp.down_proj.weight")).blockElements
+        config.tensorTable.tensors(config).filter { $0.entry.split == .rowParallel(.intermediate) }.map {
+            (format ?? source.storedFormat($0.name)).blockElements
         }.max() ?? 1
     }
 
@@ -108,39 +108,22 @@ public final class LlamaWeights: @unchecked Sendable {
         self.config = config
         self.plan = plan
         let h = config.hiddenSize, hd = config.headDim
-        let qRows = config.headCount * hd, kvRows = config.kvHeadCount * hd
         let tied = config.tieWordEmbeddings
+        let table = config.tensorTable
         if let requested, !requested.canQuantize {
             throw ModelError.input("weight format \(requested) cannot be produced at load (only f32, f16, bf16, q8_0, q4_0, q4_1)")
         }
 
         // Validate first, so a bad checkpoint fails before any slow loading,
-        // and add up this rank's share of the weights in their formats.
+        // and add up this rank's share of the weights in their formats. The
+        // table lists every tensor the config needs, in validation order.
         var shareBytes = 0.0
-        func matrix(_ name: String, _ rows: Int, _ columns: Int) throws {
-            try source.validate(name, shape: [rows, columns])
-            let format = requested ?? source.storedFormat(name)
-            shareBytes += Double(rows) * Double(columns) * Double(format.blockBytes) / Double(format.blockElements) / Double(plan.size)
-        }
-        try matrix("model.embed_tokens.weight", config.vocabularySize, h)
-        if !tied { try matrix("lm_head.weight", config.vocabularySize, h) }
-        try source.validate("model.norm.weight", shape: [h])
-        for i in 0..<config.layerCount {
-            let p = "model.layers.\(i)."
-            try source.validate(p + "input_layernorm.weight", shape: [h])
-            try source.validate(p + "post_attention_layernorm.weight", shape: [h])
-            try matrix(p + "self_attn.q_proj.weight", qRows, h)
-            try matrix(p + "self_attn.k_proj.weight", kvRows, h)
-            try matrix(p + "self_attn.v_proj.weight", kvRows, h)
-            try matrix(p + "self_attn.o_proj.weight", h, qRows)
-            if config.attentionBias {
-                try source.validate(p + "self_attn.q_proj.bias", shape: [qRows])
-                try source.validate(p + "self_attn.k_proj.bias", shape: [kvRows])
-                try source.validate(p + "self_attn.v_proj.bias", shape: [kvRows])
-            }
-            try matrix(p + "mlp.gate_proj.weight", config.intermediateSize, h)
-            try matrix(p + "mlp.up_proj.weight", config.intermediateSize, h)
-            try matrix(p + "mlp.down_proj.weight", h, config.intermediateSize)
+        for tensor in table.tensors(config) {
+            let shape = tensor.entry.shape(config)
+            try source.validate(tensor.name, shape: shape)
+            guard shape.count == 2 else { continue }
+            let format = requested ?? source.storedFormat(tensor.name)
+            shareBytes += Double(shape[0]) * Double(shape[1]) * Double(format.blockBytes) / Double(format.blockElements) / Double(plan.size)
         }
 
         // Refuse a model this host cannot hold before allocating any of it (a
@@ -176,13 +159,6 @@ public final class LlamaWeights: @unchecked Sendable {
                 : "\(want) blocks of \(want.blockElements) do not fall on the tensor-parallel split at degree \(plan.size); converted to \(fallback) at load"
             conversionNames[why, default: []].append(short)
             return fallback
-        }
-
-        func vector(_ name: String, _ range: Range<Int>) -> FloatBuffer {
-            let buffer = FloatBuffer(count: range.count, node: node)
-            source.readVector(name, range: range, into: buffer.pointer)
-            source.finished(name)
-            return buffer
         }
 
         /// Rows [first, first + count) of a fused weight made of `segments`:
@@ -246,67 +222,86 @@ public final class LlamaWeights: @unchecked Sendable {
             return Linear(parts: parts, inFeatures: inFeatures)
         }
 
-        let qRange = plan.heads.lowerBound * hd ..< plan.heads.upperBound * hd
-        let kvRange = plan.kvHeads.lowerBound * hd ..< plan.kvHeads.upperBound * hd
-        let inter = plan.intermediate
-        let qColumns = plans.map { $0.heads.lowerBound * hd ..< $0.heads.upperBound * hd }
-        let interColumns = plans.map(\.intermediate)
+        /// This rank's rows and columns of `entry`, as the table splits it.
+        func segment(_ entry: TensorEntry, layer: Int?) -> Segment {
+            let shape = entry.shape(config)
+            let rows = shape.count == 2 ? shape[0] : 1, columns = shape[shape.count - 1]
+            let tensor = entry.huggingFaceName(layer: layer)
+            switch entry.split {
+            case .columnParallel(let d) where shape.count == 1:
+                return Segment(tensor: tensor, firstRow: 0, rowCount: 1, columns: plan.range(of: d, headDim: hd))
+            case .columnParallel(let d):
+                let r = plan.range(of: d, headDim: hd)
+                return Segment(tensor: tensor, firstRow: r.lowerBound, rowCount: r.count, columns: 0..<columns)
+            case .rowParallel(let d):
+                return Segment(tensor: tensor, firstRow: 0, rowCount: rows, columns: plan.range(of: d, headDim: hd))
+            case .vocabularyParallel:
+                return Segment(tensor: tensor, firstRow: plan.vocabulary.lowerBound, rowCount: plan.vocabulary.count, columns: 0..<columns)
+            case .replicated:
+                return Segment(tensor: tensor, firstRow: 0, rowCount: rows, columns: 0..<columns)
+            }
+        }
+        /// A linear layer fusing `entries` of layer `layer` (their rows stacked).
+        func fused(_ entries: [TensorEntry], layer: Int?) -> Linear {
+            let segments = entries.map { segment($0, layer: layer) }
+            var columnsByRank: [Range<Int>]?
+            if case .rowParallel(let d) = entries[0].split { columnsByRank = plans.map { $0.range(of: d, headDim: hd) } }
+            return linear(segments, inFeatures: segments[0].columns.count, columnsByRank: columnsByRank)
+        }
+        /// A vector (norm weight, bias) or several fused: this rank's elements.
+        func vector(_ entries: [TensorEntry], layer: Int?) -> FloatBuffer {
+            let segments = entries.map { segment($0, layer: layer) }
+            let buffer = FloatBuffer(count: segments.reduce(0) { $0 + $1.columns.count }, node: node)
+            var offset = 0
+            for s in segments {
+                source.readVector(s.tensor, range: s.columns, into: buffer.pointer + offset)
+                source.finished(s.tensor)
+                offset += s.columns.count
+            }
+            return buffer
+        }
+
+        typealias A = LlamaArchitecture
         var layers: [Layer] = []
         for i in 0..<config.layerCount {
-            let p = "model.layers.\(i)."
-            let qkv = linear([
-                Segment(tensor: p + "self_attn.q_proj.weight", firstRow: qRange.lowerBound, rowCount: qRange.count, columns: 0..<h),
-                Segment(tensor: p + "self_attn.k_proj.weight", firstRow: kvRange.lowerBound, rowCount: kvRange.count, columns: 0..<h),
-                Segment(tensor: p + "self_attn.v_proj.weight", firstRow: kvRange.lowerBound, rowCount: kvRange.count, columns: 0..<h),
-            ], inFeatures: h)
-            var bias: FloatBuffer?
-            if config.attentionBias {
-                let b = FloatBuffer(count: qRange.count + 2 * kvRange.count, node: node)
-                source.readVector(p + "self_attn.q_proj.bias", range: qRange, into: b.pointer)
-                source.readVector(p + "self_attn.k_proj.bias", range: kvRange, into: b.pointer + qRange.count)
-                source.readVector(p + "self_attn.v_proj.bias", range: kvRange, into: b.pointer + qRange.count + kvRange.count)
-                bias = b
-            }
+            let qkv = fused([A.qProj, A.kProj, A.vProj], layer: i)
+            let bias = A.qBias.isPresent(config) ? vector([A.qBias, A.kBias, A.vBias], layer: i) : nil
             layers.append(Layer(
-                inputNorm: vector(p + "input_layernorm.weight", 0..<h),
+                inputNorm: vector([A.inputNorm], layer: i),
                 qkv: qkv,
                 qkvBias: bias,
-                output: linear([Segment(tensor: p + "self_attn.o_proj.weight", firstRow: 0, rowCount: h, columns: qRange)],
-                               inFeatures: qRange.count, columnsByRank: qColumns),
-                postAttentionNorm: vector(p + "post_attention_layernorm.weight", 0..<h),
-                gateUp: linear([
-                    Segment(tensor: p + "mlp.gate_proj.weight", firstRow: inter.lowerBound, rowCount: inter.count, columns: 0..<h),
-                    Segment(tensor: p + "mlp.up_proj.weight", firstRow: inter.lowerBound, rowCount: inter.count, columns: 0..<h),
-                ], inFeatures: h),
-                down: linear([Segment(tensor: p + "mlp.down_proj.weight", firstRow: 0, rowCount: h, columns: inter)],
-                             inFeatures: inter.count, columnsByRank: interColumns)))
+                output: fused([A.oProj], layer: i),
+                postAttentionNorm: vector([A.postAttentionNorm], layer: i),
+                gateUp: fused([A.gateProj, A.upProj], layer: i),
+                down: fused([A.downProj], layer: i)))
         }
         self.layers = layers
-        finalNorm = vector("model.norm.weight", 0..<h)
+        finalNorm = vector([A.finalNorm], layer: nil)
         let vocab = plan.vocabulary
-        let headTensor = tied ? "model.embed_tokens.weight" : "lm_head.weight"
-        lmHead = linear([Segment(tensor: headTensor, firstRow: vocab.lowerBound, rowCount: vocab.count, columns: 0..<h)], inFeatures: h)
-        let embedTensor = "model.embed_tokens.weight"
+        // Tied: the LM head reads the embedding's rows (same shape and split).
+        let head = tied ? segment(A.embedding, layer: nil) : segment(A.lmHead, layer: nil)
+        lmHead = linear([head], inFeatures: h)
+        let embedSegment = segment(A.embedding, layer: nil)
+        let embedTensor = embedSegment.tensor
         if tied {
             embedding = .tied
         } else if case let format = target(embedTensor, columns: [0..<h]), format != .f32 {
             let rowBytes = format.rowBytes(h)!
-            let segment = [Segment(tensor: embedTensor, firstRow: vocab.lowerBound, rowCount: vocab.count, columns: 0..<h)]
             embedding = .blocks(BlockWeight(format: format, outFeatures: vocab.count, inFeatures: h, node: node, pool: pool, scratch: scratch) { first, count, destination in
-                fill(segment, format: format, first: first, count: count, destination: destination, rowBytes: rowBytes)
+                fill([embedSegment], format: format, first: first, count: count, destination: destination, rowBytes: rowBytes)
             })
             source.finished(embedTensor)
         } else {
-            let table = FloatBuffer(count: vocab.count * h, node: node)
+            let floats = FloatBuffer(count: vocab.count * h, node: node)
             // Rows are first-touched by the pool threads in even row ranges.
             pool.run { t, n in
                 let rows = TensorParallelPlan.evenSplit(vocab.count, parts: n, index: t)
                 guard !rows.isEmpty else { return }
                 source.readSlice(embedTensor, rows: vocab.lowerBound + rows.lowerBound ..< vocab.lowerBound + rows.upperBound,
-                                 columns: 0..<h, into: table.pointer + rows.lowerBound * h, ld: h)
+                                 columns: 0..<h, into: floats.pointer + rows.lowerBound * h, ld: h)
             }
             source.finished(embedTensor)
-            embedding = .floats(table)
+            embedding = .floats(floats)
         }
         conversions = conversionNames.keys.sorted().map { why in
             let names = conversionNames[why]!

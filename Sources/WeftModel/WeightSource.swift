@@ -92,6 +92,8 @@ public final class CheckpointSource: WeightSource, @unchecked Sendable {
     }
 
     public func has(_ name: String) -> Bool { tensors[name] != nil }
+    /// The names of every tensor in the checkpoint, sorted.
+    public var tensorNames: [String] { tensors.keys.sorted() }
 
     public func validate(_ name: String, shape: [Int]) throws {
         guard let (file, info) = tensors[name] else {
