@@ -46,20 +46,41 @@ final class ParameterNameTests: XCTestCase {
     /// The engine reads the model's config once and hands it to `resolve`,
     /// whose choices size the cache; what `resolve` throws is the load's error.
     func testEngineHandsTheConfigItReadToResolve() throws {
-        var configuration = EngineConfiguration(weights: .checkpoint(Self.tinyLlama), threads: 1)
-        configuration.commMode = .baseline
-        configuration.kvBlockSize = 4
-        var seen: [Int] = []
-        let engine = try Engine(configuration: configuration, communicator: Self.world) { config, resolved in
-            seen.append(config.maxPositionEmbeddings)
-            resolved.maxSequenceLength = 10
+        let mask = ComputePool.affinityCPUs()
+        defer { XCTAssertEqual(ComputePool.affinityCPUs(), mask, "the test process's main thread must keep its CPUs") }
+        try Self.onOwnThread {
+            var configuration = EngineConfiguration(weights: .checkpoint(Self.tinyLlama), threads: 1)
+            configuration.commMode = .baseline
+            configuration.kvBlockSize = 4
+            var seen: [Int] = []
+            let engine = try Engine(configuration: configuration, communicator: Self.world) { config, resolved in
+                seen.append(config.maxPositionEmbeddings)
+                resolved.maxSequenceLength = 10
+            }
+            XCTAssertEqual(seen, [engine.config.maxPositionEmbeddings])
+            XCTAssertEqual(engine.configuration.maxSequenceLength, 10)
+            XCTAssertEqual(engine.model.cache.blockCount, 3, "10 positions in blocks of 4")
+            XCTAssertThrowsError(try Engine(configuration: configuration, communicator: Self.world) { _, _ in
+                throw RuntimeError.invalidParameter("Caller.length", "too long")
+            }) { XCTAssertEqual("\($0)", "Caller.length: too long") }
         }
-        XCTAssertEqual(seen, [engine.config.maxPositionEmbeddings])
-        XCTAssertEqual(engine.configuration.maxSequenceLength, 10)
-        XCTAssertEqual(engine.model.cache.blockCount, 3, "10 positions in blocks of 4")
-        XCTAssertThrowsError(try Engine(configuration: configuration, communicator: Self.world) { _, _ in
-            throw RuntimeError.invalidParameter("Caller.length", "too long")
-        }) { XCTAssertEqual("\($0)", "Caller.length: too long") }
+    }
+
+    /// Runs `body` on a thread of its own and waits for it. An engine's
+    /// compute pool pins the thread that creates it (as a rank's compute
+    /// thread should be); on the test process's main thread that mask would
+    /// stay, and every process a later test starts (mpirun, simulated
+    /// clusters) would inherit one core.
+    static func onOwnThread(_ body: @escaping @Sendable () throws -> Void) throws {
+        final class Outcome: @unchecked Sendable { var error: Error? }
+        let outcome = Outcome(), done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            do { try body() } catch { outcome.error = error }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        if let error = outcome.error { throw error }
     }
 
     func testBlocksPerSequence() {
