@@ -228,11 +228,16 @@ def forward(cfg, t, tokens, matmul=None, normalize_top_k=None, stats=None):
     return matmul(x, "model.embed_tokens.weight" if cfg.get("tie_word_embeddings") else "lm_head.weight")
 
 
-def greedy(cfg, t, prompt, steps, **kw):
-    """Greedy continuation (full recomputation each step; argmax ties to the lower id)."""
+def greedy(cfg, t, prompt, steps, margins=None, **kw):
+    """Greedy continuation (full recomputation each step; argmax ties to the lower id).
+    `margins`, a list, receives each step's top-1 minus top-2 logit."""
     seq = list(prompt)
     for _ in range(steps):
-        seq.append(int(np.argmax(forward(cfg, t, np.array(seq), **kw)[-1])))
+        last = forward(cfg, t, np.array(seq), **kw)[-1]
+        top = np.sort(last)[-2:]
+        if margins is not None:
+            margins.append(round(float(top[1] - top[0]), 6))
+        seq.append(int(np.argmax(last)))
     return seq[len(prompt):]
 
 
@@ -263,13 +268,31 @@ def check(folder):
         assert got == want, (got, want)
 
 
-def write_safetensors(path, tensors, dtype):
+def to_bf16_bits(a):
+    """float -> bfloat16 bit patterns (round to nearest even, via float32)."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(b):
+    return (b.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def write_safetensors(path, tensors, dtype, metadata=None):
+    """Safetensors by hand: 8-byte little-endian header length, JSON header
+    (tensors in name order, padded with spaces to 8 bytes), then the data."""
     header, blobs, off = {}, [], 0
+    if metadata is not None:
+        header["__metadata__"] = metadata
     for name in sorted(tensors):
-        arr = tensors[name].astype(np.float16 if dtype == "F16" else np.float32)
-        b = arr.tobytes(); header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
+        if dtype == "BF16":
+            arr = to_bf16_bits(tensors[name])
+        else:
+            arr = np.ascontiguousarray(tensors[name], dtype=np.float16 if dtype == "F16" else np.float32)
+        b = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b); off += len(b)
-    hj = json.dumps(header).encode(); hj += b" " * ((8 - len(hj) % 8) % 8)
+    hj = json.dumps(header, separators=(",", ":")).encode(); hj += b" " * ((8 - len(hj) % 8) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(hj))); f.write(hj); [f.write(b) for b in blobs]
 
@@ -316,5 +339,86 @@ def variant(src, dst):
     print("wrote", dst)
 
 
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
+
+
+def copy_files(src, dst, names):
+    import shutil
+    for name in names:
+        shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+
+
+def rounded_logits(x):
+    return np.round(x, 6).tolist()
+
+
+def qwen3moe(src, dst, seed=2032):
+    """Tests/Fixtures/tiny-qwen3moe: a Qwen3MoeForCausalLM (hidden 128, 8 heads,
+    4 KV heads, head_dim 32 != hidden/heads, 2 layers, 8 experts, top-2,
+    moe_intermediate_size 64, norm_topk_prob false, q/k norms, untied LM head)
+    with tiny-llama's tokenizer (copied from `src`, a MoE fixture that has it).
+    Weights N(0, 0.08), norms (including q_norm/k_norm) 1 + N(0, 0.1), seed
+    2032 (chosen among 2027-2033 for the largest smallest greedy top-1/top-2
+    margin, 0.054), stored as BF16; reference.json from this file's float64 forward pass
+    on the stored bf16 values, for the token sequences of `src`'s reference."""
+    rng = np.random.default_rng(seed)
+    c = {"architectures": ["Qwen3MoeForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+         "bos_token_id": 4094, "decoder_sparse_step": 1, "eos_token_id": 4095, "head_dim": 32,
+         "hidden_act": "silu", "hidden_size": 128, "initializer_range": 0.02, "intermediate_size": 256,
+         "max_position_embeddings": 512, "max_window_layers": 2, "mlp_only_layers": [],
+         "model_type": "qwen3_moe", "moe_intermediate_size": 64, "norm_topk_prob": False,
+         "num_attention_heads": 8, "num_experts": 8, "num_experts_per_tok": 2, "num_hidden_layers": 2,
+         "num_key_value_heads": 4, "output_router_logits": False, "rms_norm_eps": 1e-06,
+         "rope_scaling": None, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001,
+         "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+         "use_cache": True, "use_sliding_window": False, "vocab_size": 4096,
+         "_generator": {"script": "Scripts/numpy_reference.py qwen3moe", "seed": seed, "std": 0.08,
+                        "norm": "1 + N(0, 0.1)"}}
+    h, nh, nkv, hd, E, f, V = 128, 8, 4, 32, 8, 64, 4096
+    shapes = {"model.embed_tokens.weight": (V, h), "lm_head.weight": (V, h), "model.norm.weight": (h,)}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+                       p + "self_attn.q_proj.weight": (nh * hd, h), p + "self_attn.k_proj.weight": (nkv * hd, h),
+                       p + "self_attn.v_proj.weight": (nkv * hd, h), p + "self_attn.o_proj.weight": (h, nh * hd),
+                       p + "self_attn.q_norm.weight": (hd,), p + "self_attn.k_norm.weight": (hd,),
+                       p + "mlp.gate.weight": (E, h)})
+        for e in range(E):
+            shapes.update({f"{p}mlp.experts.{e}.gate_proj.weight": (f, h), f"{p}mlp.experts.{e}.up_proj.weight": (f, h),
+                           f"{p}mlp.experts.{e}.down_proj.weight": (h, f)})
+    t = {}
+    for name in sorted(shapes):
+        if name.endswith("norm.weight"):
+            w = 1 + rng.normal(0, 0.1, shapes[name])
+        else:
+            w = rng.normal(0, 0.08, shapes[name])
+        t[name] = from_bf16_bits(to_bf16_bits(w))     # the values the file holds
+    os.makedirs(dst, exist_ok=True)
+    json.dump(c, open(os.path.join(dst, "config.json"), "w"), indent=2)
+    write_safetensors(os.path.join(dst, "model.safetensors"), t, "BF16", {"format": "pt"})
+    copy_files(src, dst, TOKENIZER_FILES)
+    cfg, t2 = load(dst)
+    assert all(np.array_equal(t[k], t2[k]) for k in t)
+    ref = json.load(open(os.path.join(src, "reference.json")))
+    cases = []
+    for case in ref["logits_cases"]:
+        st = {}
+        logits = forward(cfg, t2, case["tokens"], stats=st)
+        print(f"  {len(case['tokens'])} tokens: expert counts {st['expert_counts']}, min top-k gap {min(st['min_gap']):.2e}")
+        cases.append({"tokens": case["tokens"], "logits": rounded_logits(logits), "expert_counts": st["expert_counts"]})
+    prompt = ref["greedy"]["tokens"]
+    margins = []
+    cont = greedy(cfg, t2, prompt, 12, margins)
+    print("  greedy", cont, "top1-top2 margins", margins)
+    json.dump({"generator": "Scripts/numpy_reference.py qwen3moe: float64 NumPy forward pass (Hugging Face "
+                            "Qwen3-MoE semantics: softmax routing, top-2, norm_topk_prob false, q/k RMSNorm) on the "
+                            "stored bf16 weights; logits rounded to 6 decimals; no transformers run",
+               "logits_cases": cases, "greedy": {"tokens": prompt, "continuation": cont, "top1_top2_margin": margins}},
+              open(os.path.join(dst, "reference.json"), "w"), separators=(",", ":"))
+    print("wrote", dst)
+
+
 if __name__ == "__main__":
-    {"check": lambda: check(sys.argv[2]), "variant": lambda: variant(sys.argv[2], sys.argv[3])}[sys.argv[1]]()
+    {"check": lambda: check(sys.argv[2]), "variant": lambda: variant(sys.argv[2], sys.argv[3]),
+     "qwen3moe": lambda: qwen3moe(sys.argv[2], sys.argv[3]),
+     "skewed": lambda: skewed(sys.argv[2], sys.argv[3])}[sys.argv[1]]()
