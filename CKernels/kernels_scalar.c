@@ -144,6 +144,21 @@ void weft_add_bias(float *y, size_t ldy, const float *b, int rows, int n) {
     }
 }
 
+void weft_gather_rows(const float *src, size_t lds, const int32_t *index, int rows, int dim,
+                      float *dst, size_t ldd) {
+    for (int i = 0; i < rows; i++) memcpy(dst + (size_t)i * ldd, src + (size_t)index[i] * lds, (size_t)dim * sizeof(float));
+}
+
+void weft_scatter_add_scaled(float *dst, size_t ldd, const int32_t *index, const float *scale,
+                             int rows, int dim, const float *src, size_t lds) {
+    for (int i = 0; i < rows; i++) {
+        float *d = dst + (size_t)index[i] * ldd;
+        const float *s = src + (size_t)i * lds;
+        const float w = scale[i];
+        for (int j = 0; j < dim; j++) d[j] += w * s[j];
+    }
+}
+
 static inline const float *kv_row(const float *pool, const weft_attention_args *a,
                                   const int32_t *table, int pos, int g) {
     int block = table[pos / a->block_size];

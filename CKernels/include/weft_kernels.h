@@ -132,6 +132,15 @@ void weft_rope_avx2(float *x, size_t ldx, int rows, int heads, int head_dim,
 /// y[i] += b[i] for each row (bias of Qwen2's q/k/v projections).
 void weft_add_bias(float *y, size_t ldy, const float *b, int rows, int n);
 
+/// dst row i = src row index[i], `dim` floats each (a mixture-of-experts
+/// layer gathers each expert's tokens into one GEMM's input).
+void weft_gather_rows(const float *src, size_t lds, const int32_t *index, int rows, int dim,
+                      float *dst, size_t ldd);
+/// dst row index[i] += scale[i] * src row i (the expert outputs, weighted
+/// by the router, back into their tokens' rows).
+void weft_scatter_add_scaled(float *dst, size_t ldd, const int32_t *index, const float *scale,
+                             int rows, int dim, const float *src, size_t lds);
+
 // ------------------------------------------------------------- attention
 // Paged KV cache: a layer's keys live in blocks of `block_size` positions,
 // each position holding n_kv_heads * head_dim floats: element

@@ -34,6 +34,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "How query heads are shared when the tensor-parallel degree does not divide them: even (5 + 4 of 9 heads, a KV head shared by two ranks held on both, MLP even) or kv-groups (whole KV groups, 6 + 3, MLP rows balanced against the attention).")
     var headSplit: String = "even"
 
+    @Option(name: .long, help: "Where a mixture-of-experts model's routed experts live: tp (every rank holds a slice of every expert, like a dense MLP) or ep (expert parallelism: each rank holds whole experts, an even share, and computes only the tokens routed to them; the reduction after the layer sums the ranks' contributions, no all-to-all). Ignored for dense models.")
+    var moePlacement: String = "tp"
+
     @Option(name: .long, help: "How each layer's reductions run: baseline (MPI_Allreduce, then residual+RMSNorm of every token), fused (fused sequence-parallel AllReduce+residual+RMSNorm), overlap (token split, each half's compute overlapping the other's fused collective) or auto (the cost model chooses per batch).")
     var commMode: String = "auto"
 
@@ -105,6 +108,13 @@ struct ModelOptions: ParsableArguments {
         return split
     }
 
+    func parsedMoEPlacement() throws -> TensorParallelPlan.MoEPlacement {
+        guard let placement = TensorParallelPlan.MoEPlacement(rawValue: moePlacement) else {
+            throw ValidationError("--moe-placement must be tp or ep, got \(moePlacement)")
+        }
+        return placement
+    }
+
     func parsedTransport() throws -> CommTransport? {
         if commTransport == "auto" { return nil }
         guard let transport = CommTransport(rawValue: commTransport) else {
@@ -148,6 +158,7 @@ struct ModelOptions: ParsableArguments {
         configuration.kvBlockSize = kvBlockSize
         configuration.kvDType = try parsedKVDType()
         configuration.headSplit = try parsedHeadSplit()
+        configuration.moePlacement = try parsedMoEPlacement()
         configuration.maxSequenceLength = maxSequenceLength
         configuration.commMode = try mode ?? parsedMode(allowing: allowedModes)
         configuration.commTransport = try parsedTransport()

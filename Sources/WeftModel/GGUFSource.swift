@@ -20,6 +20,10 @@ public final class GGUFSource: WeightSource, @unchecked Sendable {
     /// Hugging Face name → GGUF name of every tensor the config needs (the
     /// table's two columns, looked up once rather than on every read).
     let storedNames: [String: String]
+    /// A routed expert's Hugging Face name → its expert index and rows: its
+    /// rows are `expert * rows ..< (expert + 1) * rows` of the stacked tensor
+    /// (GGUF order [columns, rows, experts], read as a matrix of experts × rows rows).
+    let expertRows: [String: (expert: Int, rows: Int)]
 
     public var description: String { file.path }
     var path: String { file.path }
@@ -32,13 +36,15 @@ public final class GGUFSource: WeightSource, @unchecked Sendable {
         self.file = file
         config = try ModelConfig(gguf: file)
         table = config.tensorTable
-        var permuted: [String: Int] = [:], names: [String: String] = [:]
-        for (name, entry, layer) in table.tensors(config) {
-            names[name] = entry.ggufName(layer: layer)
-            if let heads = entry.ggufPermutedHeads(config) { permuted[entry.ggufName(layer: layer)] = heads }
+        var permuted: [String: Int] = [:], names: [String: String] = [:], experts: [String: (Int, Int)] = [:]
+        for tensor in table.tensors(config) {
+            names[tensor.name] = tensor.entry.ggufName(layer: tensor.layer)
+            if let heads = tensor.entry.ggufPermutedHeads(config) { permuted[tensor.entry.ggufName(layer: tensor.layer)] = heads }
+            if let expert = tensor.expert { experts[tensor.name] = (expert, tensor.entry.shape(config)[0]) }
         }
         permutedHeads = permuted
         storedNames = names
+        expertRows = experts
     }
 
     /// The GGUF name of a Hugging Face tensor name of the Llama family
@@ -54,13 +60,16 @@ public final class GGUFSource: WeightSource, @unchecked Sendable {
 
     public func validate(_ name: String, shape: [Int]) throws {
         let g = storedName(name)
+        // A routed expert's tensor is one slice of its layer's stacked tensor.
+        let stacked = expertRows[name] != nil ? [config.moe?.expertCount ?? 0] : []
+        let expected = Array(shape.reversed()) + stacked
         guard let info = file.tensor(g) else {
-            throw ModelError.tensor(path, g, "missing (expected shape \(Array(shape.reversed())) in GGUF order)")
+            throw ModelError.tensor(path, g, "missing (expected shape \(expected) in GGUF order)")
         }
-        let found = shape.count == 1 ? info.ne : info.matrixShape
-        let expected = shape.count == 1 ? shape : shape
-        guard (shape.count == 1 && info.ne == expected) || (shape.count == 2 && info.ne.count == 2 && found == expected) else {
-            throw ModelError.tensor(path, g, "shape \(info.ne) (GGUF order), expected \(Array(shape.reversed())) from the metadata")
+        // A one-row matrix may be stored as a vector (llama.cpp's ffn_gate_inp_shexp).
+        let oneRow = shape.count == 2 && shape[0] == 1 && info.ne == [shape[1]]
+        guard info.ne == expected || oneRow else {
+            throw ModelError.tensor(path, g, "shape \(info.ne) (GGUF order), expected \(expected) from the metadata")
         }
         guard let format = WeightFormat(rawValue: Int32(info.type.rawValue)), format.isSupported else {
             let names = WeightFormat.allCases.filter(\.isSupported).map { $0.description.uppercased() }
@@ -75,8 +84,9 @@ public final class GGUFSource: WeightSource, @unchecked Sendable {
         info(name).flatMap { WeightFormat(rawValue: Int32($0.type.rawValue)) } ?? .f32
     }
 
-    /// The file row holding Hugging Face row `row` of tensor `g`.
-    func fileRow(_ g: String, _ row: Int, rows: Int) -> Int {
+    /// The file row holding Hugging Face row `row` of tensor `name` (GGUF name `g`).
+    func fileRow(_ name: String, _ g: String, _ row: Int, rows: Int) -> Int {
+        if let (expert, expertRows) = expertRows[name] { return expert * expertRows + row }
         guard let heads = permutedHeads[g] else { return row }
         let hd = rows / heads, half = hd / 2
         let head = row / hd, within = row % hd
@@ -95,14 +105,14 @@ public final class GGUFSource: WeightSource, @unchecked Sendable {
             let all = UnsafeMutablePointer<Float>.allocate(capacity: n)
             defer { all.deallocate() }
             _ = weft_dequantize_row(format, base, all, Int64(n))
-            for (i, c) in columns.enumerated() { destination[i] = all[fileRow(g, c, rows: n)] }
+            for (i, c) in columns.enumerated() { destination[i] = all[fileRow(name, g, c, rows: n)] }
             return
         }
         let k = info.columns, rowBytes = info.rowByteCount, total = info.rows
         let row = UnsafeMutablePointer<Float>.allocate(capacity: k)
         defer { row.deallocate() }
         for (i, r) in rows.enumerated() {
-            _ = weft_dequantize_row(format, base + fileRow(g, r, rows: total) * rowBytes, row, Int64(k))
+            _ = weft_dequantize_row(format, base + fileRow(name, g, r, rows: total) * rowBytes, row, Int64(k))
             (destination + i * ld).update(from: row + columns.lowerBound, count: columns.count)
         }
     }
@@ -115,11 +125,14 @@ public final class GGUFSource: WeightSource, @unchecked Sendable {
         let be = info.type.blockSize, bb = info.type.bytesPerBlock
         let start = columns.lowerBound / be * bb, count = columns.count / be * bb
         for (i, r) in rows.enumerated() {
-            (destination + i * stride).copyMemory(from: base + fileRow(g, r, rows: info.rows) * info.rowByteCount + start, byteCount: count)
+            (destination + i * stride).copyMemory(from: base + fileRow(name, g, r, rows: info.rows) * info.rowByteCount + start, byteCount: count)
         }
     }
 
     public func finished(_ name: String) {
+        // A stacked expert tensor is released with its last expert (with
+        // expert parallelism a rank reads only some; the rest stay unread).
+        if let (expert, _) = expertRows[name], expert != (config.moe?.expertCount ?? 0) - 1 { return }
         if let info = info(name) { file.release(info) }
     }
 }
@@ -130,18 +143,33 @@ extension ModelConfig {
     /// config.json; errors name the GGUF key.
     public init(gguf file: GGUFFile) throws {
         let h = file.header, path = file.path
+        let supported = "llama, qwen2, qwen2moe or qwen3moe"
         guard let arch = try h.string("general.architecture") else {
-            throw ModelError.field(path, "general.architecture", "a string (llama or qwen2)", "missing")
-        }
-        let architecture: Architecture
-        switch arch {
-        case "llama": architecture = .llama
-        case "qwen2": architecture = .qwen2
-        default: throw ModelError.field(path, "general.architecture", "llama or qwen2", "\"\(arch)\"")
+            throw ModelError.field(path, "general.architecture", "a string (\(supported))", "missing")
         }
         func required(_ key: String) throws -> Int {
             guard let v = try h.int("\(arch).\(key)") else { throw ModelError.field(path, "\(arch).\(key)", "an integer", "missing") }
             return v
+        }
+        let architecture: Architecture
+        let expertCount = try h.int("\(arch).expert_count") ?? 0
+        switch arch {
+        case "llama": architecture = expertCount > 0 ? .mixtral : .llama
+        case "qwen2": architecture = .qwen2
+        case "qwen2moe": architecture = .qwen2Moe
+        case "qwen3moe": architecture = .qwen3Moe
+        default: throw ModelError.field(path, "general.architecture", supported, "\"\(arch)\"")
+        }
+        var moe: MixtureOfExperts?
+        if architecture == .mixtral || architecture == .qwen2Moe || architecture == .qwen3Moe {
+            // llama.cpp renormalizes the top-k weights of `llama` (Mixtral) and
+            // `qwen3moe` and not of `qwen2moe`, unless the file says otherwise.
+            let normalize = try h.bool("\(arch).expert_weights_norm") ?? (architecture != .qwen2Moe)
+            moe = MixtureOfExperts(
+                expertCount: try required("expert_count"), expertsPerToken: try required("expert_used_count"),
+                expertIntermediateSize: architecture == .mixtral ? try required("feed_forward_length") : try required("expert_feed_forward_length"),
+                normalizeTopK: normalize,
+                sharedExpertIntermediateSize: architecture == .qwen2Moe ? try h.int("\(arch).expert_shared_feed_forward_length") ?? 0 : 0)
         }
         func float(_ key: String) throws -> Double? { try h.double("\(arch).\(key)") }
         let hidden = try required("embedding_length")
@@ -172,7 +200,7 @@ extension ModelConfig {
                   maxPositionEmbeddings: try required("context_length"),
                   tieWordEmbeddings: file.tensor(LlamaArchitecture.lmHead.ggufName()) == nil,
                   attentionBias: file.tensor(LlamaArchitecture.qBias.ggufName(layer: 0)) != nil,
-                  bosTokenID: try h.int("tokenizer.ggml.bos_token_id"), eosTokenIDs: eos)
+                  bosTokenID: try h.int("tokenizer.ggml.bos_token_id"), eosTokenIDs: eos, moe: moe)
         // The same range checks as config.json, reported under the GGUF key.
         let keys = [
             "hidden_size": "\(arch).embedding_length", "intermediate_size": "\(arch).feed_forward_length",
@@ -181,6 +209,10 @@ extension ModelConfig {
             "vocab_size": "\(arch).vocab_size", "max_position_embeddings": "\(arch).context_length",
             "rms_norm_eps": "\(arch).attention.layer_norm_rms_epsilon", "rope_theta": "\(arch).rope.freq_base",
             "bos_token_id": "tokenizer.ggml.bos_token_id", "eos_token_id": "tokenizer.ggml.eos_token_id",
+            "num_local_experts": "\(arch).expert_count", "num_experts": "\(arch).expert_count",
+            "num_experts_per_tok": "\(arch).expert_used_count",
+            "moe_intermediate_size": "\(arch).expert_feed_forward_length",
+            "shared_expert_intermediate_size": "\(arch).expert_shared_feed_forward_length",
         ]
         do { try validate(file: path) } catch ModelError.field(let file, let field, let expected, let found) {
             throw ModelError.field(file, keys[field] ?? field, expected, found)

@@ -6,6 +6,12 @@ public enum ShardedDimension: Sendable, Equatable {
     case kvHeads
     /// The MLP's intermediate range (`plan.intermediate`).
     case intermediate
+    /// Each routed expert's intermediate range (`plan.expertIntermediate`:
+    /// a slice of every expert with tensor-parallel experts, all of it with
+    /// expert parallelism, where a rank holds whole experts).
+    case expertIntermediate
+    /// The shared expert's intermediate range (`plan.sharedExpertIntermediate`).
+    case sharedExpertIntermediate
 }
 
 /// How a tensor is shared across tensor-parallel ranks (Megatron's terms,
@@ -25,9 +31,13 @@ public enum TensorSplit: Sendable, Equatable {
 
 /// One tensor of an architecture: its names in Hugging Face checkpoints and
 /// in GGUF files, its shape from the configuration, and how it is split.
-/// Per-layer names hold `{layer}` where the layer's index goes.
+/// Per-layer names hold `{layer}` where the layer's index goes; a routed
+/// expert's Hugging Face name also holds `{expert}`, while GGUF stacks every
+/// expert of a layer in one 3-D tensor ([experts, rows, columns]) whose name
+/// has no expert.
 public struct TensorEntry: Sendable {
     public static let layerPlaceholder = "{layer}"
+    public static let expertPlaceholder = "{expert}"
 
     /// The Hugging Face (safetensors) name, e.g. `model.layers.{layer}.self_attn.q_proj.weight`.
     public let huggingFace: String
@@ -43,44 +53,65 @@ public struct TensorEntry: Sendable {
     /// file (q/k of `llama` models, for its interleaved RoPE); nil: stored in
     /// Hugging Face order.
     public let ggufPermutedHeads: @Sendable (ModelConfig) -> Int?
+    /// False in the layers the configuration leaves the tensor out of (the
+    /// dense MLP of a sparse layer, the experts of a dense one).
+    public let isInLayer: @Sendable (ModelConfig, Int) -> Bool
 
     public init(huggingFace: String, gguf: String, shape: @escaping @Sendable (ModelConfig) -> [Int], split: TensorSplit,
                 isPresent: @escaping @Sendable (ModelConfig) -> Bool = { _ in true },
+                isInLayer: @escaping @Sendable (ModelConfig, Int) -> Bool = { _, _ in true },
                 ggufPermutedHeads: @escaping @Sendable (ModelConfig) -> Int? = { _ in nil }) {
         self.huggingFace = huggingFace
         self.gguf = gguf
         self.shape = shape
         self.split = split
         self.isPresent = isPresent
+        self.isInLayer = isInLayer
         self.ggufPermutedHeads = ggufPermutedHeads
     }
 
     /// Whether the tensor exists once per layer.
     public var isPerLayer: Bool { huggingFace.contains(Self.layerPlaceholder) }
+    /// Whether the tensor exists once per routed expert (stacked in GGUF).
+    public var isPerExpert: Bool { huggingFace.contains(Self.expertPlaceholder) }
 
-    public func huggingFaceName(layer: Int? = nil) -> String { Self.fill(huggingFace, layer) }
-    public func ggufName(layer: Int? = nil) -> String { Self.fill(gguf, layer) }
+    public func huggingFaceName(layer: Int? = nil, expert: Int? = nil) -> String { Self.fill(huggingFace, layer, expert) }
+    /// The GGUF name (of the stacked tensor holding every expert, for a per-expert entry).
+    public func ggufName(layer: Int? = nil) -> String { Self.fill(gguf, layer, nil) }
 
     /// The layer of `name` if it is this tensor's Hugging Face name (nil
     /// inside for a tensor outside the layers); nil if it is not.
-    public func match(huggingFace name: String) -> Int?? { Self.match(name, huggingFace) }
+    public func match(huggingFace name: String) -> Int?? { Self.match(name, huggingFace).map(\.layer) }
+    /// The layer and expert of `name` if it is this tensor's Hugging Face name.
+    public func matchExpert(huggingFace name: String) -> (layer: Int?, expert: Int?)? { Self.match(name, huggingFace) }
     /// The same for a GGUF name.
-    public func match(gguf name: String) -> Int?? { Self.match(name, gguf) }
+    public func match(gguf name: String) -> Int?? { Self.match(name, gguf).map(\.layer) }
 
-    static func fill(_ pattern: String, _ layer: Int?) -> String {
-        guard let layer else { return pattern }
-        return pattern.replacingOccurrences(of: layerPlaceholder, with: String(layer))
+    static func fill(_ pattern: String, _ layer: Int?, _ expert: Int?) -> String {
+        var name = pattern
+        if let layer { name = name.replacingOccurrences(of: layerPlaceholder, with: String(layer)) }
+        if let expert { name = name.replacingOccurrences(of: expertPlaceholder, with: String(expert)) }
+        return name
     }
 
-    static func match(_ name: String, _ pattern: String) -> Int?? {
-        guard let placeholder = pattern.range(of: layerPlaceholder) else {
-            return name == pattern ? .some(nil) : nil
+    /// Matches `name` against `pattern`, whose placeholders stand for
+    /// decimal numbers without leading zeros.
+    static func match(_ name: String, _ pattern: String) -> (layer: Int?, expert: Int?)? {
+        var layer: Int?, expert: Int?
+        var rest = Substring(name), remaining = Substring(pattern)
+        while true {
+            let next = [layerPlaceholder, expertPlaceholder].compactMap { p in remaining.range(of: p).map { (p, $0) } }
+                .min { $0.1.lowerBound < $1.1.lowerBound }
+            guard let (placeholder, range) = next else { return rest == remaining ? (layer, expert) : nil }
+            let literal = remaining[..<range.lowerBound]
+            guard rest.hasPrefix(literal) else { return nil }
+            rest = rest.dropFirst(literal.count)
+            let digits = rest.prefix { $0.isASCII && $0.isNumber }
+            guard !digits.isEmpty, digits.count <= 9, let value = Int(digits), String(value) == digits else { return nil }
+            if placeholder == layerPlaceholder { layer = value } else { expert = value }
+            rest = rest.dropFirst(digits.count)
+            remaining = remaining[range.upperBound...]
         }
-        let prefix = pattern[..<placeholder.lowerBound], suffix = pattern[placeholder.upperBound...]
-        guard name.count > prefix.count + suffix.count, name.hasPrefix(prefix), name.hasSuffix(suffix) else { return nil }
-        let digits = name.dropFirst(prefix.count).dropLast(suffix.count)
-        guard digits.allSatisfy(\.isASCII), let layer = Int(digits), String(layer) == digits else { return nil }
-        return .some(layer)
     }
 }
 
@@ -96,13 +127,32 @@ public struct ArchitectureTable: Sendable {
         self.entries = entries
     }
 
+    /// One tensor a configuration needs.
+    public struct Tensor: Sendable {
+        /// The Hugging Face name.
+        public let name: String
+        public let entry: TensorEntry
+        public let layer: Int?
+        /// The routed expert, for a per-expert entry.
+        public let expert: Int?
+    }
+
     /// Every tensor `config` needs, in validation order: those outside the
-    /// layers, then layer 0's, layer 1's, ...
-    public func tensors(_ config: ModelConfig) -> [(name: String, entry: TensorEntry, layer: Int?)] {
+    /// layers, then layer 0's, layer 1's, ... (a per-expert entry once for
+    /// each expert, in expert order).
+    public func tensors(_ config: ModelConfig) -> [Tensor] {
         let present = entries.filter { $0.isPresent(config) }
-        var all = present.filter { !$0.isPerLayer }.map { (name: $0.huggingFaceName(), entry: $0, layer: Int?.none) }
+        var all = present.filter { !$0.isPerLayer }.map { Tensor(name: $0.huggingFaceName(), entry: $0, layer: nil, expert: nil) }
         for i in 0..<config.layerCount {
-            all += present.filter(\.isPerLayer).map { (name: $0.huggingFaceName(layer: i), entry: $0, layer: Int?.some(i)) }
+            for entry in present where entry.isPerLayer && entry.isInLayer(config, i) {
+                if entry.isPerExpert {
+                    for e in 0..<(config.moe?.expertCount ?? 0) {
+                        all.append(Tensor(name: entry.huggingFaceName(layer: i, expert: e), entry: entry, layer: i, expert: e))
+                    }
+                } else {
+                    all.append(Tensor(name: entry.huggingFaceName(layer: i), entry: entry, layer: i, expert: nil))
+                }
+            }
         }
         return all
     }
@@ -117,7 +167,8 @@ public struct ArchitectureTable: Sendable {
         entries.compactMap { entry in entry.match(gguf: name).map { (entry: entry, layer: $0) } }
     }
 
-    /// The GGUF name of Hugging Face tensor `name`, nil if no entry names it.
+    /// The GGUF name of Hugging Face tensor `name`, nil if no entry names it
+    /// (for a routed expert's tensor: the stacked tensor of its layer).
     public func ggufName(_ name: String) -> String? {
         entries(huggingFace: name).first.map { $0.entry.ggufName(layer: $0.layer) }
     }
@@ -131,6 +182,9 @@ public struct ArchitectureTable: Sendable {
     public static func of(_ architecture: ModelConfig.Architecture) -> ArchitectureTable {
         switch architecture {
         case .llama, .mistral, .qwen2: LlamaArchitecture.table
+        case .mixtral: MixtralArchitecture.table
+        case .qwen2Moe: Qwen2MoEArchitecture.table
+        case .qwen3Moe: Qwen3MoEArchitecture.table
         }
     }
 }
@@ -147,6 +201,8 @@ extension TensorParallelPlan {
         case .queryHeads: heads.lowerBound * headDim ..< heads.upperBound * headDim
         case .kvHeads: kvHeads.lowerBound * headDim ..< kvHeads.upperBound * headDim
         case .intermediate: intermediate
+        case .expertIntermediate: expertIntermediate
+        case .sharedExpertIntermediate: sharedExpertIntermediate
         }
     }
 }
@@ -156,10 +212,13 @@ extension TensorParallelPlan {
 public enum LlamaArchitecture {
     static func qRows(_ c: ModelConfig) -> Int { c.headCount * c.headDim }
     static func kvRows(_ c: ModelConfig) -> Int { c.kvHeadCount * c.headDim }
-    /// llama.cpp permutes q/k rows of `llama` models only (not `qwen2`).
+    /// llama.cpp permutes q/k rows of `llama` models only (Llama, Mistral,
+    /// Mixtral), not of the Qwen families.
     static func permuted(_ heads: @escaping @Sendable (ModelConfig) -> Int) -> @Sendable (ModelConfig) -> Int? {
-        { $0.architecture == .qwen2 ? nil : heads($0) }
+        { [.llama, .mistral, .mixtral].contains($0.architecture) ? heads($0) : nil }
     }
+    /// The dense MLP is in every layer of a dense model and in a sparse model's dense layers.
+    static let isDenseLayer: @Sendable (ModelConfig, Int) -> Bool = { !$0.isSparse(layer: $1) }
     static let hasBias: @Sendable (ModelConfig) -> Bool = { $0.attentionBias }
 
     public static let embedding = TensorEntry(
@@ -200,18 +259,20 @@ public enum LlamaArchitecture {
         shape: { [kvRows($0)] }, split: .columnParallel(.kvHeads), isPresent: hasBias)
     public static let gateProj = TensorEntry(
         huggingFace: "model.layers.{layer}.mlp.gate_proj.weight", gguf: "blk.{layer}.ffn_gate.weight",
-        shape: { [$0.intermediateSize, $0.hiddenSize] }, split: .columnParallel(.intermediate))
+        shape: { [$0.intermediateSize, $0.hiddenSize] }, split: .columnParallel(.intermediate), isInLayer: isDenseLayer)
     public static let upProj = TensorEntry(
         huggingFace: "model.layers.{layer}.mlp.up_proj.weight", gguf: "blk.{layer}.ffn_up.weight",
-        shape: { [$0.intermediateSize, $0.hiddenSize] }, split: .columnParallel(.intermediate))
+        shape: { [$0.intermediateSize, $0.hiddenSize] }, split: .columnParallel(.intermediate), isInLayer: isDenseLayer)
     public static let downProj = TensorEntry(
         huggingFace: "model.layers.{layer}.mlp.down_proj.weight", gguf: "blk.{layer}.ffn_down.weight",
-        shape: { [$0.hiddenSize, $0.intermediateSize] }, split: .rowParallel(.intermediate))
+        shape: { [$0.hiddenSize, $0.intermediateSize] }, split: .rowParallel(.intermediate), isInLayer: isDenseLayer)
 
     /// In validation order (as before the table: embedding, LM head, final
     /// norm, then per layer norms, q/k/v/o, biases, MLP).
-    public static let table = ArchitectureTable(name: "llama", entries: [
+    public static let table = ArchitectureTable(name: "llama", entries: attentionEntries + [gateProj, upProj, downProj])
+    /// Everything but the feed-forward, which the mixture-of-experts families replace.
+    public static let attentionEntries = [
         embedding, lmHead, finalNorm,
-        inputNorm, postAttentionNorm, qProj, kProj, vProj, oProj, qBias, kBias, vBias, gateProj, upProj, downProj,
-    ])
+        inputNorm, postAttentionNorm, qProj, kProj, vProj, oProj, qBias, kBias, vBias,
+    ]
 }

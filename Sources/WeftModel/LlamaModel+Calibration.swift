@@ -3,11 +3,28 @@ import Foundation
 import WeftTensor
 
 extension LlamaModel {
-    /// Weights (elements) of one layer's attention (qkv + o) and MLP (gate/up + down) on this rank.
+    /// Weights (elements) of one layer's attention (qkv + o) and MLP (gate/up + down) on this rank;
+    /// for a sparse layer, the weights one token multiplies (its chosen
+    /// experts' slices and the shared expert's).
     public var layerWeights: (attention: Int, mlp: Int) {
         let l = weights.layers[0]
-        return (l.qkv.outFeatures * l.qkv.inFeatures + l.output.outFeatures * l.output.inFeatures,
-                l.gateUp.outFeatures * l.gateUp.inFeatures + l.down.outFeatures * l.down.inFeatures)
+        func elements(_ linear: Linear) -> Int { linear.outFeatures * linear.inFeatures }
+        let attention = elements(l.qkv) + elements(l.output)
+        guard let experts = l.experts, let moe = config.moe else { return (attention, elements(l.gateUp!) + elements(l.down!)) }
+        // Per expert on this rank: its slice (tensor-parallel experts), or on average
+        // its share of whole experts (expert parallelism, held / count of them).
+        let perExpert = elements(experts.gateUp[0]) + elements(experts.down[0])
+        let held = Double(experts.held.count) / Double(moe.expertCount)
+        let routed = Int(Double(moe.expertsPerToken * perExpert) * (plan.moePlacement == .expertParallel ? held : 1))
+        let shared = experts.shared.map { elements($0.gateUp) + elements($0.down) } ?? 0
+        return (attention, routed + shared)
+    }
+
+    /// The gate/up projection calibration times: the dense MLP's, or the
+    /// first held expert's in a sparse layer.
+    var calibrationLinear: Linear {
+        let l = weights.layers[0]
+        return l.gateUp ?? l.experts!.gateUp[0]
     }
 
     /// Measures GEMM (gate/up on `rows` rows), weight streaming (the same on
@@ -16,13 +33,13 @@ extension LlamaModel {
     /// KV cache type. Takes well under a second on ~1B shapes.
     public func measureComputeRates(rows: Int = 64, repeats: Int = 3) throws -> ComputeRates {
         let h = config.hiddenSize
-        let layer = weights.layers[0]
-        let x = FloatBuffer(count: rows * max(h, layer.down.inFeatures), zeroed: true)
+        let gateUp = calibrationLinear
+        let x = FloatBuffer(count: rows * h, zeroed: true)
         for i in 0..<x.count { x[i] = Float((i * 7919) % 1000) / 1000 - 0.5 }
-        let y = FloatBuffer(count: rows * layer.gateUp.outFeatures)
-        let many = ComputeRates.medianSeconds(repeats) { layer.gateUp.apply(pool: pool, rows: rows, x: x.pointer, ldx: h, y: y.pointer, ldy: layer.gateUp.outFeatures) }
-        let one = ComputeRates.medianSeconds(repeats) { layer.gateUp.apply(pool: pool, rows: 1, x: x.pointer, ldx: h, y: y.pointer, ldy: layer.gateUp.outFeatures) }
-        let weightFloats = Double(layer.gateUp.outFeatures * layer.gateUp.inFeatures)
+        let y = FloatBuffer(count: rows * gateUp.outFeatures)
+        let many = ComputeRates.medianSeconds(repeats) { gateUp.apply(pool: pool, rows: rows, x: x.pointer, ldx: h, y: y.pointer, ldy: gateUp.outFeatures) }
+        let one = ComputeRates.medianSeconds(repeats) { gateUp.apply(pool: pool, rows: 1, x: x.pointer, ldx: h, y: y.pointer, ldy: gateUp.outFeatures) }
+        let weightFloats = Double(gateUp.outFeatures * gateUp.inFeatures)
 
         // A scratch one-layer cache, so calibration never takes the engine's blocks.
         let context = 4 * rows

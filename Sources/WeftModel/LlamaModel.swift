@@ -4,9 +4,12 @@ import WeftComm
 import WeftTensor
 
 /// The Llama family's layer maths on one rank (Llama, Mistral, Qwen2: the
-/// same pieces, Qwen2 with q/k/v biases), tensor-parallel: attention heads
+/// same pieces, Qwen2 with q/k/v biases; and their mixture-of-experts
+/// relatives Mixtral, Qwen2-MoE and Qwen3-MoE, whose sparse layers run
+/// `ExpertWeights.forward` in place of the MLP and whose Qwen3 attention
+/// normalizes q and k per head), tensor-parallel: attention heads
 /// and MLP rows split across ranks, the embedding and the LM head split by
-/// vocabulary. The pieces leave partial sums; WeftSchedule's `DecoderRunner`
+/// vocabulary; experts split by rows or placed whole (`plan.moePlacement`). The pieces leave partial sums; WeftSchedule's `DecoderRunner`
 /// reduces them and runs the pass under a schedule (`DecoderLayers`).
 public final class LlamaModel {
     public let config: ModelConfig
@@ -19,6 +22,8 @@ public final class LlamaModel {
     let inverseFrequencies: FloatBuffer
     let kvHeadOf: [Int32]
     var workspace: Workspace?
+    /// Tokens routed to each expert since the last `takeExpertLoad()` (MoE models).
+    var expertLoad: ExpertLoad?
 
     /// Local widths.
     var localHeads: Int { plan.heads.count }
@@ -37,6 +42,15 @@ public final class LlamaModel {
         self.cache = cache
         inverseFrequencies = FloatBuffer(weights.config.ropeInverseFrequencies())
         kvHeadOf = weights.plan.kvHeadOfLocalHead(config: weights.config)
+        expertLoad = weights.config.moe.map { ExpertLoad(expertCount: $0.expertCount) }
+    }
+
+    /// Tokens routed to each expert (summed over sparse layers) since the
+    /// last call, and resets the count; nil for a dense model. Routing is
+    /// the same on every rank, so rank 0's count describes every rank.
+    public func takeExpertLoad() -> ExpertLoad? {
+        defer { expertLoad = config.moe.map { ExpertLoad(expertCount: $0.expertCount) } }
+        return expertLoad
     }
 
     /// Scratch activations inside the pieces, sized for a batch of up to
@@ -44,12 +58,17 @@ public final class LlamaModel {
     final class Workspace {
         let capacity: Int
         let qkv, attention, gateUp, activated: FloatBuffer
+        let experts: ExpertWorkspace?
         init(capacity: Int, model: LlamaModel) {
             self.capacity = capacity
             qkv = FloatBuffer(count: capacity * model.qkvWidth)
             attention = FloatBuffer(count: capacity * model.qWidth)
             gateUp = FloatBuffer(count: capacity * 2 * model.localIntermediate)
             activated = FloatBuffer(count: capacity * model.localIntermediate)
+            experts = model.config.moe.map { moe in
+                ExpertWorkspace(capacity: capacity, hidden: model.config.hiddenSize, expertCount: moe.expertCount,
+                                intermediate: max(model.plan.expertIntermediate.count, model.plan.sharedExpertIntermediate.count))
+            }
         }
     }
 
@@ -115,6 +134,17 @@ public final class LlamaModel {
             let qkv = ws.qkv.pointer + lo * qkvWidth
             layer.qkv.apply(pool: m.pool, rows: rows.count, x: normed + lo * h, ldx: h, y: qkv, ldy: qkvWidth)
             if let bias = layer.qkvBias { weft_add_bias(qkv, qkvWidth, bias.pointer, n, Int32(qkvWidth)) }
+            if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
+                // Qwen3: RMSNorm over each head of q and k, before RoPE.
+                let hd = m.config.headDim, eps = m.rmsNormEps
+                for head in 0..<m.localHeads {
+                    weft_rmsnorm(qkv + head * hd, qkvWidth, qNorm.pointer, qkv + head * hd, qkvWidth, n, Int32(hd), eps)
+                }
+                for head in 0..<m.localKVHeads {
+                    let k = qkv + qWidth + head * hd
+                    weft_rmsnorm(k, qkvWidth, kNorm.pointer, k, qkvWidth, n, Int32(hd), eps)
+                }
+            }
             let (keys, values) = m.cache.pools(layer: index), kvDType = m.cache.dtype.kernelValue
             let attentionOut = ws.attention.pointer + lo * qWidth
             batch.positions.withUnsafeBufferPointer { allPositions in
@@ -145,14 +175,22 @@ public final class LlamaModel {
             layer.output.apply(pool: m.pool, rows: rows.count, x: attentionOut, ldx: qWidth, y: partials + lo * h, ldy: h)
         }
 
-        /// SwiGLU MLP of `rows`, down_proj into `partials`.
+        /// SwiGLU MLP of `rows`, down_proj into `partials`; in a sparse layer,
+        /// the experts' (`ExpertWeights.forward`).
         func mlp(_ rows: Range<Int>, layer index: Int) {
             let layer = model.weights.layers[index]
             let m = model, lo = rows.lowerBound, inter = m.localIntermediate
+            if let experts = layer.experts, let moe = m.config.moe, let expertSpace = ws.experts {
+                let routing = experts.forward(rows: rows.count, x: normed + lo * h, h: h, out: partials + lo * h,
+                                              moe: moe, pool: m.pool, ws: expertSpace)
+                for e in routing.experts { m.expertLoad?.perExpert[Int(e)] += 1 }
+                m.expertLoad?.layerPasses += 1
+                return
+            }
             let gateUp = ws.gateUp.pointer + lo * 2 * inter, activated = ws.activated.pointer + lo * inter
-            layer.gateUp.apply(pool: m.pool, rows: rows.count, x: normed + lo * h, ldx: h, y: gateUp, ldy: 2 * inter)
+            layer.gateUp!.apply(pool: m.pool, rows: rows.count, x: normed + lo * h, ldx: h, y: gateUp, ldy: 2 * inter)
             weft_op_silu_mul(m.pool.raw, gateUp, gateUp + inter, 2 * inter, activated, inter, Int32(rows.count), Int32(inter))
-            layer.down.apply(pool: m.pool, rows: rows.count, x: activated, ldx: inter, y: partials + lo * h, ldy: h)
+            layer.down!.apply(pool: m.pool, rows: rows.count, x: activated, ldx: inter, y: partials + lo * h, ldy: h)
         }
 
         /// LM head on the rows that want logits, this rank's vocabulary slice.

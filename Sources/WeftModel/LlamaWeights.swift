@@ -2,7 +2,8 @@ import CKernels
 import Foundation
 import WeftTensor
 
-/// One rank's share of a Llama-family model's weights. Linear layers keep
+/// One rank's share of the weights of a Llama-family model or of one of its
+/// mixture-of-experts relatives (Mixtral, Qwen2-MoE, Qwen3-MoE). Linear layers keep
 /// the format chosen at load (float32 packed panels, 16-bit floats or ggml
 /// blocks: see `WeightFormat`); norms and biases are float32. Each rank's
 /// pages are placed on its NUMA node by the threads that multiply them.
@@ -15,20 +16,61 @@ public final class LlamaWeights: @unchecked Sendable {
         /// o_proj columns of the local heads.
         public let output: Linear
         public let postAttentionNorm: FloatBuffer
-        /// gate rows then up rows of the local intermediate range.
-        public let gateUp: Linear
-        /// down_proj columns of the local intermediate range.
-        public let down: Linear
+        /// Qwen3's per-head RMSNorm weights of q and k (head_dim each).
+        public let qNorm: FloatBuffer?
+        public let kNorm: FloatBuffer?
+        /// gate rows then up rows of the local intermediate range (dense layers).
+        public let gateUp: Linear?
+        /// down_proj columns of the local intermediate range (dense layers).
+        public let down: Linear?
+        /// The router and this rank's experts (sparse layers).
+        public let experts: ExpertWeights?
 
         init(inputNorm: FloatBuffer, qkv: Linear, qkvBias: FloatBuffer?, output: Linear,
-             postAttentionNorm: FloatBuffer, gateUp: Linear, down: Linear) {
+             postAttentionNorm: FloatBuffer, qNorm: FloatBuffer?, kNorm: FloatBuffer?,
+             gateUp: Linear?, down: Linear?, experts: ExpertWeights?) {
             self.inputNorm = inputNorm
             self.qkv = qkv
             self.qkvBias = qkvBias
             self.output = output
             self.postAttentionNorm = postAttentionNorm
+            self.qNorm = qNorm
+            self.kNorm = kNorm
             self.gateUp = gateUp
             self.down = down
+            self.experts = experts
+        }
+
+        /// Every linear layer of the layer on this rank.
+        var linears: [Linear] {
+            [qkv, output] + [gateUp, down].compactMap { $0 } + (experts?.linears ?? [])
+        }
+    }
+
+    /// A sparse layer's router and this rank's experts.
+    public final class ExpertWeights: @unchecked Sendable {
+        /// One output per expert, every rank the whole router.
+        public let router: Linear
+        /// The experts this rank holds (`plan.experts`).
+        public let held: Range<Int>
+        /// Gate rows then up rows of each held expert's local intermediate
+        /// range, indexed by expert − `held.lowerBound`.
+        public let gateUp: [Linear]
+        /// Down columns of each held expert's local intermediate range.
+        public let down: [Linear]
+        /// The shared expert's local slice (Qwen2-MoE), and its sigmoid gate's one row.
+        public let shared: (gateUp: Linear, down: Linear, gate: Linear)?
+
+        init(router: Linear, held: Range<Int>, gateUp: [Linear], down: [Linear], shared: (gateUp: Linear, down: Linear, gate: Linear)?) {
+            self.router = router
+            self.held = held
+            self.gateUp = gateUp
+            self.down = down
+            self.shared = shared
+        }
+
+        var linears: [Linear] {
+            [router] + gateUp + down + (shared.map { [$0.gateUp, $0.down, $0.gate] } ?? [])
         }
     }
 
@@ -63,7 +105,8 @@ public final class LlamaWeights: @unchecked Sendable {
         }
         for l in layers {
             bytes += (l.inputNorm.count + l.postAttentionNorm.count + (l.qkvBias?.count ?? 0)) * 4
-            bytes += l.qkv.byteCount + l.output.byteCount + l.gateUp.byteCount + l.down.byteCount
+            bytes += ((l.qNorm?.count ?? 0) + (l.kNorm?.count ?? 0)) * 4
+            bytes += l.linears.reduce(0) { $0 + $1.byteCount }
         }
         return bytes
     }
@@ -71,7 +114,7 @@ public final class LlamaWeights: @unchecked Sendable {
     /// The formats of the linear layers, e.g. "q4_K+q6_K" for a Q4_K_M file.
     public var formatDescription: String {
         var seen: [String] = []
-        for linear in layers.flatMap({ [$0.qkv, $0.output, $0.gateUp, $0.down] }) + [lmHead] {
+        for linear in layers.flatMap(\.linears) + [lmHead] {
             for part in linear.parts where !seen.contains(part.format.description) { seen.append(part.format.description) }
         }
         return seen.joined(separator: "+")
@@ -81,7 +124,8 @@ public final class LlamaWeights: @unchecked Sendable {
     /// down_proj's columns split on its blocks: the largest block among the
     /// formats its tensors (the table's row-parallel intermediate ones) will have.
     public static func intermediateAlignment(config: ModelConfig, source: WeightSource, format: WeightFormat?) -> Int {
-        config.tensorTable.tensors(config).filter { $0.entry.split == .rowParallel(.intermediate) }.map {
+        let rowParallel: [TensorSplit] = [.rowParallel(.intermediate), .rowParallel(.expertIntermediate), .rowParallel(.sharedExpertIntermediate)]
+        return config.tensorTable.tensors(config).filter { rowParallel.contains($0.entry.split) }.map {
             (format ?? source.storedFormat($0.name)).blockElements
         }.max() ?? 1
     }
@@ -140,7 +184,7 @@ public final class LlamaWeights: @unchecked Sendable {
         let plans = (0..<plan.size).map { r in
             r == plan.rank ? plan : (try? TensorParallelPlan(config: config, rank: r, size: plan.size,
                                                             intermediateAlignment: plan.intermediateAlignment,
-                                                            headSplit: plan.headSplit)) ?? plan
+                                                            headSplit: plan.headSplit, moePlacement: plan.moePlacement)) ?? plan
         }
         var conversionNames: [String: [String]] = [:]
         let scratch = self.scratch
@@ -223,10 +267,10 @@ public final class LlamaWeights: @unchecked Sendable {
         }
 
         /// This rank's rows and columns of `entry`, as the table splits it.
-        func segment(_ entry: TensorEntry, layer: Int?) -> Segment {
+        func segment(_ entry: TensorEntry, layer: Int?, expert: Int? = nil) -> Segment {
             let shape = entry.shape(config)
             let rows = shape.count == 2 ? shape[0] : 1, columns = shape[shape.count - 1]
-            let tensor = entry.huggingFaceName(layer: layer)
+            let tensor = entry.huggingFaceName(layer: layer, expert: expert)
             switch entry.split {
             case .columnParallel(let d) where shape.count == 1:
                 return Segment(tensor: tensor, firstRow: 0, rowCount: 1, columns: plan.range(of: d, headDim: hd))
@@ -242,8 +286,8 @@ public final class LlamaWeights: @unchecked Sendable {
             }
         }
         /// A linear layer fusing `entries` of layer `layer` (their rows stacked).
-        func fused(_ entries: [TensorEntry], layer: Int?) -> Linear {
-            let segments = entries.map { segment($0, layer: layer) }
+        func fused(_ entries: [TensorEntry], layer: Int?, expert: Int? = nil) -> Linear {
+            let segments = entries.map { segment($0, layer: layer, expert: expert) }
             var columnsByRank: [Range<Int>]?
             if case .rowParallel(let d) = entries[0].split { columnsByRank = plans.map { $0.range(of: d, headDim: hd) } }
             return linear(segments, inFeatures: segments[0].columns.count, columnsByRank: columnsByRank)
@@ -266,14 +310,32 @@ public final class LlamaWeights: @unchecked Sendable {
         for i in 0..<config.layerCount {
             let qkv = fused([A.qProj, A.kProj, A.vProj], layer: i)
             let bias = A.qBias.isPresent(config) ? vector([A.qBias, A.kBias, A.vBias], layer: i) : nil
+            let qkNorm = config.qkNorm ? config.qkNormEntries : nil
+            var experts: ExpertWeights?
+            if config.isSparse(layer: i), let e = config.moeEntries {
+                let held = plan.experts
+                experts = ExpertWeights(
+                    router: fused([e.router], layer: i),
+                    held: held,
+                    gateUp: held.map { fused([e.gate, e.up], layer: i, expert: $0) },
+                    down: held.map { fused([e.down], layer: i, expert: $0) },
+                    shared: e.shared.flatMap { s in
+                        s.gate.isPresent(config)
+                            ? (gateUp: fused([s.gate, s.up], layer: i), down: fused([s.down], layer: i), gate: fused([s.sigmoidGate], layer: i))
+                            : nil
+                    })
+            }
             layers.append(Layer(
                 inputNorm: vector([A.inputNorm], layer: i),
                 qkv: qkv,
                 qkvBias: bias,
                 output: fused([A.oProj], layer: i),
                 postAttentionNorm: vector([A.postAttentionNorm], layer: i),
-                gateUp: fused([A.gateProj, A.upProj], layer: i),
-                down: fused([A.downProj], layer: i)))
+                qNorm: qkNorm.map { vector([$0.q], layer: i) },
+                kNorm: qkNorm.map { vector([$0.k], layer: i) },
+                gateUp: experts == nil ? fused([A.gateProj, A.upProj], layer: i) : nil,
+                down: experts == nil ? fused([A.downProj], layer: i) : nil,
+                experts: experts))
         }
         self.layers = layers
         finalNorm = vector([A.finalNorm], layer: nil)

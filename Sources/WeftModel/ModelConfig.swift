@@ -1,12 +1,52 @@
 import Foundation
 
-/// The architecture hyper-parameters of a Llama-family model, read from a
-/// Hugging Face `config.json`.
+/// The architecture hyper-parameters of a decoder model (the Llama family
+/// and its mixture-of-experts relatives), read from a Hugging Face
+/// `config.json` or a GGUF file's metadata.
 public struct ModelConfig: Sendable, Equatable {
     public enum Architecture: String, Sendable, CaseIterable {
         case llama = "LlamaForCausalLM"
         case mistral = "MistralForCausalLM"
         case qwen2 = "Qwen2ForCausalLM"
+        case mixtral = "MixtralForCausalLM"
+        case qwen2Moe = "Qwen2MoeForCausalLM"
+        case qwen3Moe = "Qwen3MoeForCausalLM"
+    }
+
+    /// Mixture-of-experts feed-forward layers: a router picks
+    /// `expertsPerToken` of `expertCount` SwiGLU experts for each token.
+    public struct MixtureOfExperts: Sendable, Equatable {
+        public var expertCount: Int
+        public var expertsPerToken: Int
+        /// Each expert's intermediate size (Mixtral's `intermediate_size`,
+        /// Qwen's `moe_intermediate_size`).
+        public var expertIntermediateSize: Int
+        /// The chosen experts' softmax weights are renormalized to sum to 1
+        /// (Mixtral always; Qwen's `norm_topk_prob`).
+        public var normalizeTopK: Bool
+        /// A shared expert every token goes through, scaled by a sigmoid gate
+        /// (Qwen2-MoE's `shared_expert_intermediate_size`); 0: none.
+        public var sharedExpertIntermediateSize: Int
+        /// Every `sparseStep`-th layer is sparse (`decoder_sparse_step`) ...
+        public var sparseStep: Int
+        /// ... except these, which keep a dense MLP of `intermediate_size` (`mlp_only_layers`).
+        public var denseLayers: [Int]
+
+        public init(expertCount: Int, expertsPerToken: Int, expertIntermediateSize: Int, normalizeTopK: Bool,
+                    sharedExpertIntermediateSize: Int = 0, sparseStep: Int = 1, denseLayers: [Int] = []) {
+            self.expertCount = expertCount
+            self.expertsPerToken = expertsPerToken
+            self.expertIntermediateSize = expertIntermediateSize
+            self.normalizeTopK = normalizeTopK
+            self.sharedExpertIntermediateSize = sharedExpertIntermediateSize
+            self.sparseStep = sparseStep
+            self.denseLayers = denseLayers
+        }
+
+        /// Whether layer `layer` has experts (Hugging Face's rule).
+        public func isSparse(layer: Int) -> Bool {
+            !denseLayers.contains(layer) && (layer + 1) % max(sparseStep, 1) == 0
+        }
     }
 
     /// `rope_scaling` of type `llama3` (Llama 3.1 and later).
@@ -37,12 +77,20 @@ public struct ModelConfig: Sendable, Equatable {
     /// Per-frequency divisors of the RoPE inverse frequencies, as GGUF files
     /// store Llama 3's scaling (`rope_freqs.weight`); nil: none.
     public var ropeFrequencyFactors: [Float]?
+    /// Experts in place of the dense MLP (in the layers `isSparse` names); nil: a dense model.
+    public var moe: MixtureOfExperts?
+    /// q and k are RMS-normalized per head before RoPE (Qwen3).
+    public var qkNorm: Bool
+
+    /// Whether layer `layer`'s feed-forward is a mixture of experts.
+    public func isSparse(layer: Int) -> Bool { moe?.isSparse(layer: layer) ?? false }
 
     public init(architecture: Architecture, hiddenSize: Int, intermediateSize: Int, layerCount: Int,
                 headCount: Int, kvHeadCount: Int, headDim: Int? = nil, vocabularySize: Int,
                 rmsNormEps: Double = 1e-5, ropeTheta: Double = 10000, ropeScaling: Llama3RopeScaling? = nil,
                 maxPositionEmbeddings: Int = 4096, tieWordEmbeddings: Bool = false,
-                attentionBias: Bool? = nil, bosTokenID: Int? = nil, eosTokenIDs: [Int] = []) {
+                attentionBias: Bool? = nil, bosTokenID: Int? = nil, eosTokenIDs: [Int] = [],
+                moe: MixtureOfExperts? = nil, qkNorm: Bool? = nil) {
         self.architecture = architecture
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
@@ -56,9 +104,11 @@ public struct ModelConfig: Sendable, Equatable {
         self.ropeScaling = ropeScaling
         self.maxPositionEmbeddings = maxPositionEmbeddings
         self.tieWordEmbeddings = tieWordEmbeddings
-        self.attentionBias = attentionBias ?? (architecture == .qwen2)
+        self.attentionBias = attentionBias ?? (architecture == .qwen2 || architecture == .qwen2Moe)
         self.bosTokenID = bosTokenID
         self.eosTokenIDs = eosTokenIDs
+        self.moe = moe
+        self.qkNorm = qkNorm ?? (architecture == .qwen3Moe)
     }
 
     /// Parameters of the model (embedding and LM head counted once each);
@@ -127,6 +177,8 @@ extension ModelConfig {
         /// 2^42 ≈ 4.4 trillion parameters (Llama 3.1 405B has 2^38.6): keeps the
         /// float32 byte count (×4) and every per-rank share far from Int.max.
         public static let parameterCount = 1 << 42
+        /// Experts per MoE layer: Qwen3-235B-A22B has 128, DeepSeek-V3 256.
+        public static let expertCount = 1 << 12
     }
 
     /// Reads and validates `DIR/config.json`.
@@ -177,6 +229,23 @@ extension ModelConfig {
             if raw is [Any] { eos = try fields.require("eos_token_id") } else { eos = [try fields.require("eos_token_id")] }
         }
         let headDim: Int? = try fields.optional("head_dim")
+        var moe: MixtureOfExperts?
+        switch architecture {
+        case .mixtral:
+            moe = MixtureOfExperts(expertCount: try fields.require("num_local_experts"),
+                                   expertsPerToken: try fields.require("num_experts_per_tok"),
+                                   expertIntermediateSize: try fields.require("intermediate_size"), normalizeTopK: true)
+        case .qwen2Moe, .qwen3Moe:
+            moe = MixtureOfExperts(expertCount: try fields.require("num_experts"),
+                                   expertsPerToken: try fields.require("num_experts_per_tok"),
+                                   expertIntermediateSize: try fields.require("moe_intermediate_size"),
+                                   normalizeTopK: try fields.optional("norm_topk_prob") ?? false,
+                                   sharedExpertIntermediateSize: architecture == .qwen2Moe ? try fields.optional("shared_expert_intermediate_size") ?? 0 : 0,
+                                   sparseStep: try fields.optional("decoder_sparse_step") ?? 1,
+                                   denseLayers: try fields.optional("mlp_only_layers") ?? [])
+        case .llama, .mistral, .qwen2:
+            moe = nil
+        }
         let config = ModelConfig(
             architecture: architecture,
             hiddenSize: try fields.require("hidden_size"),
@@ -191,9 +260,10 @@ extension ModelConfig {
             ropeScaling: scaling,
             maxPositionEmbeddings: try fields.optional("max_position_embeddings") ?? 2048,
             tieWordEmbeddings: try fields.optional("tie_word_embeddings") ?? false,
-            attentionBias: architecture == .qwen2 ? true : (try fields.optional("attention_bias") ?? false),
+            attentionBias: architecture == .qwen2 || architecture == .qwen2Moe ? true : (try fields.optional("attention_bias") ?? false),
             bosTokenID: try fields.optional("bos_token_id"),
-            eosTokenIDs: eos)
+            eosTokenIDs: eos,
+            moe: moe)
         try config.validate(file: file)
         if headDim == nil, config.hiddenSize % config.headCount != 0 {
             throw ModelError.field(file, "hidden_size", "a multiple of num_attention_heads (\(config.headCount)) when head_dim is absent", "\(config.hiddenSize)")
@@ -241,6 +311,15 @@ extension ModelConfig {
         }
         if let bos = bosTokenID { try check("bos_token_id", bos, 0...(vocabularySize - 1), " (below vocab_size)") }
         for id in eosTokenIDs { try check("eos_token_id", id, 0...(vocabularySize - 1), " (below vocab_size)") }
+        if let moe {
+            let expertField = architecture == .mixtral ? "num_local_experts" : "num_experts"
+            try check(expertField, moe.expertCount, 1...Limits.expertCount)
+            try check("num_experts_per_tok", moe.expertsPerToken, 1...moe.expertCount, " (at most \(expertField))")
+            try check(architecture == .mixtral ? "intermediate_size" : "moe_intermediate_size", moe.expertIntermediateSize, 1...Limits.intermediateSize)
+            try check("shared_expert_intermediate_size", moe.sharedExpertIntermediateSize, 0...Limits.intermediateSize)
+            try check("decoder_sparse_step", moe.sparseStep, 1...layerCount, " (at most num_hidden_layers)")
+            for layer in moe.denseLayers { try check("mlp_only_layers", layer, 0...(layerCount - 1), " (a layer index)") }
+        }
         guard let count = checkedParameterCount, count <= Limits.parameterCount else {
             throw ModelError.file(file, "the shape (hidden_size \(hiddenSize), intermediate_size \(intermediateSize), num_hidden_layers \(layerCount), vocab_size \(vocabularySize), heads \(headCount)×\(headDim)) has more than \(Limits.parameterCount) parameters")
         }
@@ -266,9 +345,18 @@ extension ModelConfig {
         let heads = add(headCount, mul(2, kvHeadCount))
         let attention = add(mul(hiddenSize, headDim, heads), mul(headCount, headDim, hiddenSize))
         let bias = attentionBias ? mul(headDim, heads) : 0
-        let perLayer = add(attention, bias, mul(3, hiddenSize, intermediateSize), mul(2, hiddenSize))
+        let norms = add(mul(2, hiddenSize), qkNorm ? mul(2, headDim) : 0)
+        let dense = add(attention, bias, mul(3, hiddenSize, intermediateSize), norms)
+        var layers = 0
+        for layer in 0..<layerCount {
+            guard let moe, moe.isSparse(layer: layer) else { layers = add(layers, dense); continue }
+            let experts = mul(moe.expertCount, 3, hiddenSize, moe.expertIntermediateSize)
+            let shared = moe.sharedExpertIntermediateSize > 0 ? add(mul(3, hiddenSize, moe.sharedExpertIntermediateSize), hiddenSize) : 0
+            layers = add(layers, attention, bias, norms, mul(moe.expertCount, hiddenSize), experts, shared)
+            if overflow { return nil }
+        }
         let embeddings = mul(vocabularySize, hiddenSize, tieWordEmbeddings ? 1 : 2)
-        let total = add(mul(layerCount, perLayer), embeddings, hiddenSize)
+        let total = add(layers, embeddings, hiddenSize)
         return overflow ? nil : total
     }
 }

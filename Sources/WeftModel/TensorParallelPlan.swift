@@ -22,8 +22,30 @@ public struct TensorParallelPlan: Sendable, Equatable {
         case kvGroups = "kv-groups"
     }
 
+    /// How a mixture-of-experts model's routed experts are shared out.
+    public enum MoEPlacement: String, Sendable, Equatable, CaseIterable {
+        /// Tensor-parallel experts: every rank holds 1/N of every expert's
+        /// intermediate range, like a dense MLP, and computes its slice of
+        /// every chosen expert.
+        case tensorParallel = "tp"
+        /// Expert parallelism: each rank holds whole experts (an even,
+        /// contiguous share) and computes only its own experts' contributions;
+        /// the reduction after the MoE sums them, as it sums partial products.
+        case expertParallel = "ep"
+    }
+
     /// The split of query heads this plan was made with.
     public let headSplit: HeadSplit
+    /// The placement of routed experts (meaningful for MoE models only).
+    public let moePlacement: MoEPlacement
+    /// Routed experts this rank holds: all of them with tensor-parallel
+    /// experts, its own share with expert parallelism (empty for dense models).
+    public let experts: Range<Int>
+    /// Rows of each held expert's gate/up (columns of its down) on this rank:
+    /// a slice with tensor-parallel experts, the whole expert with expert parallelism.
+    public let expertIntermediate: Range<Int>
+    /// Rows of the shared expert's gate/up on this rank (always tensor-parallel).
+    public let sharedExpertIntermediate: Range<Int>
     public let rank: Int
     public let size: Int
     /// Query heads of this rank.
@@ -43,7 +65,7 @@ public struct TensorParallelPlan: Sendable, Equatable {
     ///   rank starts at a multiple of this (the block size of a quantized
     ///   down_proj, whose columns split along K) when the size allows it.
     public init(config: ModelConfig, rank: Int, size: Int, intermediateAlignment: Int = 1,
-                headSplit: HeadSplit = .even) throws {
+                headSplit: HeadSplit = .even, moePlacement: MoEPlacement = .tensorParallel) throws {
         guard size >= 1, rank >= 0, rank < size else {
             throw ModelError.parallelism("invalid rank \(rank) of \(size)")
         }
@@ -73,6 +95,40 @@ public struct TensorParallelPlan: Sendable, Equatable {
             intermediate = Self.alignedSplit(config.intermediateSize, parts: size, index: rank, alignment: intermediateAlignment)
         }
         vocabulary = Self.evenSplit(config.vocabularySize, parts: size, index: rank)
+        self.moePlacement = moePlacement
+        if let moe = config.moe {
+            switch moePlacement {
+            case .tensorParallel:
+                guard moe.expertIntermediateSize >= size else {
+                    throw ModelError.parallelism("tensor-parallel degree \(size) exceeds the experts' intermediate size \(moe.expertIntermediateSize): use expert parallelism")
+                }
+                experts = 0..<moe.expertCount
+                expertIntermediate = Self.alignedSplit(moe.expertIntermediateSize, parts: size, index: rank, alignment: self.intermediateAlignment)
+            case .expertParallel:
+                guard moe.expertCount >= size else {
+                    throw ModelError.parallelism("expert parallelism at degree \(size) needs at least \(size) experts; the model has \(moe.expertCount)")
+                }
+                experts = Self.evenSplit(moe.expertCount, parts: size, index: rank)
+                expertIntermediate = 0..<moe.expertIntermediateSize
+            }
+            let shared = moe.sharedExpertIntermediateSize
+            guard shared == 0 || shared >= size else {
+                throw ModelError.parallelism("tensor-parallel degree \(size) exceeds the shared expert's intermediate size \(shared)")
+            }
+            sharedExpertIntermediate = Self.alignedSplit(shared, parts: size, index: rank, alignment: self.intermediateAlignment)
+        } else {
+            experts = 0..<0
+            expertIntermediate = 0..<0
+            sharedExpertIntermediate = 0..<0
+        }
+    }
+
+    /// The ranks holding each routed expert under this plan's placement
+    /// (every expert on every rank with tensor-parallel experts).
+    public func owner(ofExpert expert: Int, expertCount: Int) -> Int? {
+        guard moePlacement == .expertParallel else { return nil }
+        for r in 0..<size where Self.evenSplit(expertCount, parts: size, index: r).contains(expert) { return r }
+        return nil
     }
 
     /// Every rank's query heads under `split`.

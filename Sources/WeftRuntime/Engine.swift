@@ -37,6 +37,10 @@ public struct EngineConfiguration: Sendable {
     /// How query heads are shared out when the tensor-parallel degree does
     /// not divide them (see `TensorParallelPlan.HeadSplit`).
     public var headSplit: TensorParallelPlan.HeadSplit = .even
+    /// Where a mixture-of-experts model's routed experts live: a slice of
+    /// every expert on every rank (`.tensorParallel`) or whole experts, an
+    /// even share on each rank (`.expertParallel`). Ignored for dense models.
+    public var moePlacement: TensorParallelPlan.MoEPlacement = .tensorParallel
     public var maxSequenceLength: Int?
     public var maxSequences: Int = 1
     /// How each layer's two reductions run; `.auto` lets the cost model choose per batch.
@@ -104,7 +108,8 @@ public final class Engine {
         func plan(_ config: ModelConfig, _ source: WeightSource) throws -> TensorParallelPlan {
             let alignment = LlamaWeights.intermediateAlignment(config: config, source: source, format: configuration.weightFormat)
             return try TensorParallelPlan(config: config, rank: comm.rank, size: comm.size,
-                                          intermediateAlignment: alignment, headSplit: configuration.headSplit)
+                                          intermediateAlignment: alignment, headSplit: configuration.headSplit,
+                                          moePlacement: configuration.moePlacement)
         }
         let (modelConfig, plan, tokenizer, source): (ModelConfig, TensorParallelPlan, Tokenizer?, WeightSource) = try comm.agree {
             let (config, source) = try Engine.open(configuration.weights)

@@ -124,10 +124,10 @@ final class GGUFModelTests: XCTestCase {
             XCTAssertEqual(a.qkv.formatDescription, "q8_0")
             XCTAssertEqual(bytes(a.qkv), bytes(b.qkv), "layer \(i) q/k/v")
             XCTAssertEqual(bytes(a.output), bytes(b.output), "layer \(i) o")
-            XCTAssertEqual(bytes(a.gateUp), bytes(b.gateUp), "layer \(i) gate/up")
+            XCTAssertEqual(bytes(a.gateUp!), bytes(b.gateUp!), "layer \(i) gate/up")
             // 688 columns are not a multiple of 32: kept 16-bit in both.
-            XCTAssertEqual(a.down.formatDescription, "bf16")
-            XCTAssertEqual(b.down.formatDescription, "f16")
+            XCTAssertEqual(a.down!.formatDescription, "bf16")
+            XCTAssertEqual(b.down!.formatDescription, "f16")
         }
         XCTAssertEqual(loaded.conversions.count, 1)
         XCTAssertTrue(loaded.conversions[0].contains("down_proj"), loaded.conversions[0])
@@ -161,7 +161,7 @@ final class GGUFModelTests: XCTestCase {
             let source = try Self.source(kind)
             let model = try Fixtures.model(source: source, config: source.config)
             let layer = model.weights.layers[1]
-            for linear in [layer.qkv, layer.output, layer.gateUp, model.weights.lmHead] {
+            for linear in [layer.qkv, layer.output, layer.gateUp!, model.weights.lmHead] {
                 for part in linear.parts {
                     guard case .blocks(let w) = part, w.format != .f16 else { continue }
                     let k = w.inFeatures, n = w.outFeatures
