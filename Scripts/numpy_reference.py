@@ -418,6 +418,113 @@ def qwen3moe(src, dst, seed=2032):
     print("wrote", dst)
 
 
+def layer0_router_inputs(cfg, t, tokens):
+    """The inputs of layer 0's router (post_attention_layernorm output), [n, h].
+    They do not depend on any layer-0 MLP weight."""
+    got = {}
+    def mm(x, name):
+        if name == "model.layers.0.block_sparse_moe.gate.weight":
+            got["m"] = x.copy()
+            raise StopIteration
+        return x @ t[name].T
+    try:
+        forward(cfg, t, np.array(tokens), mm)
+    except StopIteration:
+        pass
+    return got["m"]
+
+
+def skewed(src, dst, always=6, never=(0, 1, 4)):
+    """Tests/Fixtures/tiny-mixtral-skewed: tiny-mixtral with layer 0's router
+    (model.layers.0.block_sparse_moe.gate.weight) changed so that, for every
+    token of the reference sequences (the logits cases and the greedy prompt
+    and continuation), expert `always` is among the top 2 and the experts in
+    `never` are not: a batch then leaves at least 3 experts without a token and
+    sends every token to one expert.
+
+    How: M holds the router inputs of all those positions (rows); d = pinv(M) 1
+    is a direction with m . d = 1 for every one of them (there are fewer
+    positions than the 128 dimensions). Row `always` gets + a d, each row in
+    `never` gets - b d, with a and b the smallest values giving a 0.5 logit
+    margin on every position. The greedy continuation depends on the router,
+    so this repeats, adding each new continuation's positions to M, until the
+    continuation is one already in M. Every other tensor is tiny-mixtral's, byte for byte; the file is
+    F32. reference.json: logits_cases (tiny-mixtral's token sequences, logits
+    from the float64 forward pass, rounded to 6 decimals), greedy (12 tokens),
+    and per case "expert_counts": per layer, the number of tokens routed to
+    each expert.
+
+    Expert 6 and experts 0, 1, 4 were chosen among the choices for experts 3, 5
+    and 6 as the one with the largest smallest gap between the 2nd and 3rd
+    routing probability (2.8e-3, so engines agree on the second expert) and a
+    greedy top-1/top-2 margin of at least 0.02."""
+    cfg, t = load(src)
+    ref = json.load(open(os.path.join(src, "reference.json")))
+    router = "model.layers.0.block_sparse_moe.gate.weight"
+    orig = t[router].copy()
+    E, k = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+    prompt = ref["greedy"]["tokens"]
+    seqs = [c["tokens"] for c in ref["logits_cases"]]
+    extra = []
+    margin = 0.5
+    for it in range(10):
+        M = np.concatenate([layer0_router_inputs(cfg, t, s) for s in seqs + extra])
+        d = np.linalg.pinv(M) @ np.ones(len(M))
+        assert np.allclose(M @ d, 1)
+        base = M @ orig.T                                   # [n, E]
+        others = np.delete(base, [always, *never], axis=1)  # experts that stay free
+        second = np.sort(others, -1)[:, -(k - 1)] if k > 1 else others.max(-1)
+        a = max(0.0, float((second - base[:, always] + margin).max()))
+        kth = np.sort(others, -1)[:, -k]                    # the k-th of the free experts
+        b = max(0.0, float((base[:, list(never)] - kth[:, None] + margin).max()))
+        w = orig.copy()
+        w[always] += a * d
+        for e in never:
+            w[e] -= b * d
+        t[router] = w.astype(np.float32).astype(np.float64)
+        cont = greedy(cfg, t, prompt, 12)
+        new = prompt + cont[:-1]
+        if new in extra:
+            break
+        extra.append(new)
+    else:
+        raise RuntimeError("greedy continuation did not settle")
+    print(f"  router row {always} += {a:.3f} d, rows {list(never)} -= {b:.3f} d, |d| = {np.linalg.norm(d):.3f} "
+          f"({it + 1} rounds)")
+    os.makedirs(dst, exist_ok=True)
+    c = dict(cfg)
+    json.dump(c, open(os.path.join(dst, "config.json"), "w"), indent=2)
+    write_safetensors(os.path.join(dst, "model.safetensors"), {n: v for n, v in t.items()}, "F32", {"format": "pt"})
+    copy_files(src, dst, TOKENIZER_FILES)
+    cfg2, t2 = load(dst)
+    assert all(np.array_equal(t2[n], t[n]) for n in t)
+    cases = []
+    for s in seqs:
+        st = {}
+        logits = forward(cfg2, t2, s, stats=st)
+        counts = st["expert_counts"]
+        assert counts[0][always] == len(s) and all(counts[0][e] == 0 for e in never), counts
+        print(f"  {len(s)} tokens: expert counts {counts}, min top-k gap {st['min_gap']}")
+        cases.append({"tokens": s, "logits": rounded_logits(logits), "expert_counts": counts})
+    margins = []
+    cont = greedy(cfg2, t2, prompt, 12, margins)
+    st = {}
+    forward(cfg2, t2, np.array(prompt + cont[:-1]), stats=st)
+    assert st["expert_counts"][0][always] == len(prompt) + len(cont) - 1
+    assert all(st["expert_counts"][0][e] == 0 for e in never)
+    print("  greedy", cont, "margins", margins, "counts", st["expert_counts"])
+    json.dump({"generator": "Scripts/numpy_reference.py skewed: tiny-mixtral with layer 0's router changed (row "
+                            f"{always} + {a:.4f} d, rows {list(never)} - {b:.4f} d, d = pinv(router inputs) 1); "
+                            "float64 NumPy forward pass (Hugging Face Mixtral semantics), logits rounded to 6 decimals; "
+                            "no transformers run",
+               "skew": {"layer": 0, "always_chosen_expert": always, "never_chosen_experts": list(never)},
+               "logits_cases": cases,
+               "greedy": {"tokens": prompt, "continuation": cont, "top1_top2_margin": margins,
+                          "expert_counts": st["expert_counts"]}},
+              open(os.path.join(dst, "reference.json"), "w"), separators=(",", ":"))
+    print("wrote", dst)
+
+
 if __name__ == "__main__":
     {"check": lambda: check(sys.argv[2]), "variant": lambda: variant(sys.argv[2], sys.argv[3]),
      "qwen3moe": lambda: qwen3moe(sys.argv[2], sys.argv[3]),
