@@ -292,7 +292,7 @@ def write_safetensors(path, tensors, dtype, metadata=None):
         b = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
         header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b); off += len(b)
-    hj = json.dumps(header, separators=(",", ":")).encode(); hj += b" " * ((8 - len(hj) % 8) % 8)
+    hj = json.dumps(header).encode(); hj += b" " * ((8 - len(hj) % 8) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(hj))); f.write(hj); [f.write(b) for b in blobs]
 
