@@ -35,11 +35,12 @@ enum Fixtures {
 
     /// Loads the tiny model on this single rank.
     static func model(threads: Int = 2, blocks: Int = 64, blockSize: Int = 4, source: WeightSource? = nil,
-                      config: ModelConfig? = nil, transport: CommTransport? = nil, format: WeightFormat? = nil) throws -> TestDecoder {
-        let config = try config ?? ModelConfig.load(directory: tinyLlama)
+                      config: ModelConfig? = nil, transport: CommTransport? = nil, format: WeightFormat? = nil,
+                      directory: URL = tinyLlama) throws -> TestDecoder {
+        let config = try config ?? ModelConfig.load(directory: directory)
         let plan = try TensorParallelPlan(config: config, rank: 0, size: 1)
         let pool = try ComputePool(threads: threads, pin: false)
-        let weights = try LlamaWeights(config: config, plan: plan, source: source ?? CheckpointSource(directory: tinyLlama),
+        let weights = try LlamaWeights(config: config, plan: plan, source: source ?? CheckpointSource(directory: directory),
                                        pool: pool, node: nil, format: format)
         let cache = PagedKVCache(layerCount: config.layerCount, blockSize: blockSize, blockCount: blocks,
                                  kvWidth: plan.kvHeads.count * config.headDim, node: nil)
