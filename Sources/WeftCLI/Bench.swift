@@ -58,8 +58,42 @@ struct BenchEndToEnd: ParsableCommand {
         let tokens_per_second_mean: Double
         let tokens_per_second_stddev: Double
         let samples: [Double]
-        /// Achieved matrix-multiply rate per compute thread (pp rows only).
+        /// Achieved matrix-multiply rate per compute thread (pp rows only),
+        /// counting the parameters a token uses (`active_params`).
         let gflops_per_thread: Double?
+        /// Parameters a token uses: all but the experts it was not routed to.
+        let active_params: Int
+        /// Mixture-of-experts models: `MoELoad` of the timed runs.
+        let moe: MoELoad?
+    }
+
+    /// Routed tokens (one per token, chosen expert and sparse layer) in a
+    /// test's timed runs, per expert and per rank under the placement used;
+    /// the imbalance is the busiest rank's routed tokens over the mean rank's.
+    struct MoELoad: Encodable {
+        let placement: String
+        let routed_tokens_per_expert: [Int]
+        let routed_tokens_per_rank: [Int]
+        /// Of the sums over the test's timed runs.
+        let load_imbalance: Double
+        /// The mean over the test's steps of each step's imbalance (a pp
+        /// run is one step, a tg run one step per token).
+        let step_load_imbalance_mean: Double
+        let steps: Int
+
+        init(_ steps: [ExpertLoad], size: Int, placement: TensorParallelPlan.MoEPlacement) {
+            var total = ExpertLoad(expertCount: steps.first?.perExpert.count ?? 0)
+            for step in steps {
+                for (e, n) in step.perExpert.enumerated() { total.perExpert[e] += n }
+                total.layerPasses += step.layerPasses
+            }
+            self.placement = placement.rawValue
+            routed_tokens_per_expert = total.perExpert
+            routed_tokens_per_rank = total.perRank(size: size, placement: placement)
+            load_imbalance = total.imbalance(size: size, placement: placement)
+            step_load_imbalance_mean = steps.isEmpty ? 1 : steps.map { $0.imbalance(size: size, placement: placement) }.reduce(0, +) / Double(steps.count)
+            self.steps = steps.count
+        }
     }
 
     struct MemoryRow: Encodable {
@@ -91,13 +125,18 @@ struct BenchEndToEnd: ParsableCommand {
             var held = [Float(engine.model.weights.byteCount) / 1_048_576]
             try held.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0.baseAddress!, count: 1) }
             let modelMiB = Double(held[0])
-            func row(_ test: String, _ samples: [Double], gflops: Double?) -> Row {
+            let activeParameters = Self.activeParameterCount(config)
+            let placement = engine.model.plan.moePlacement
+            func moeLoad(_ steps: [ExpertLoad]) -> MoELoad? {
+                config.moe == nil ? nil : MoELoad(steps, size: communicator.size, placement: placement)
+            }
+            func row(_ test: String, _ samples: [Double], gflops: Double?, moe: MoELoad?) -> Row {
                 let mean = samples.reduce(0, +) / Double(samples.count)
                 let variance = samples.count > 1 ? samples.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(samples.count - 1) : 0
                 return Row(model: modelName, size_bytes: Int(modelMiB * 1_048_576), params: config.parameterCount,
                            backend: "CPU+MPI", ranks: communicator.size, threads: threads, test: test,
                            tokens_per_second_mean: mean, tokens_per_second_stddev: variance.squareRoot(),
-                           samples: samples, gflops_per_thread: gflops)
+                           samples: samples, gflops_per_thread: gflops, active_params: activeParameters, moe: moe)
             }
             /// A progress line on stderr (rank 0), rewritten in place.
             func progress(_ test: String, _ repetition: Int) {
@@ -125,38 +164,53 @@ struct BenchEndToEnd: ParsableCommand {
             }
             if promptTokens > 0 {
                 var samples: [Double] = []
+                var loads: [ExpertLoad] = []
                 for repetition in 0...repetitions {
                     progress("pp\(promptTokens)\(suffix)", repetition)
                     let sequence = try sequenceAtDepth()
                     var batch = FlatBatch()
                     batch.append(sequence: sequence, tokens: prompt.map { Int32($0) }, firstPosition: depth, logits: .last)
+                    _ = engine.model.takeExpertLoad()   // not the depth's prefill
                     let seconds = try secondsAcrossRanks(communicator) { _ = try engine.forwardLocal(batch) }
+                    let load = engine.model.takeExpertLoad()
                     engine.release(sequence: sequence)
-                    if repetition > 0 { samples.append(Double(promptTokens) / seconds) }  // first run warms up
+                    if repetition > 0 {  // first run warms up
+                        samples.append(Double(promptTokens) / seconds)
+                        if let load { loads.append(load) }
+                    }
                 }
-                // Matrix-multiply work of a prefill on this rank: 2 flops per weight per token.
-                let perToken = 2.0 * Double(config.parameterCount)
-                rows.append(row("pp\(promptTokens)\(suffix)", samples, gflops: perToken / Double(communicator.size) * median(samples) / 1e9 / Double(threads)))
+                // Matrix-multiply work of a prefill on this rank: 2 flops per weight a token uses.
+                let perToken = 2.0 * Double(activeParameters)
+                rows.append(row("pp\(promptTokens)\(suffix)", samples, gflops: perToken / Double(communicator.size) * median(samples) / 1e9 / Double(threads),
+                                moe: moeLoad(loads)))
             }
             if generatedTokens > 0 {
                 var samples: [Double] = []
+                var loads: [ExpertLoad] = []
                 for repetition in 0...repetitions {
                     progress("tg\(generatedTokens)\(suffix)", repetition)
                     let sequence = try sequenceAtDepth()
                     var batch = FlatBatch()
                     batch.append(sequence: sequence, tokens: [Int32(prompt[0])], firstPosition: depth, logits: .last)
                     _ = try engine.forwardLocal(batch)
+                    _ = engine.model.takeExpertLoad()
+                    var stepLoads: [ExpertLoad] = []
+                    stepLoads.reserveCapacity(generatedTokens)
                     let seconds = try secondsAcrossRanks(communicator) {
                         for step in 1...generatedTokens {
                             var decode = FlatBatch()
                             decode.append(sequence: sequence, tokens: [Int32(prompt[step % prompt.count])], firstPosition: depth + step, logits: .last)
                             _ = try engine.forwardLocal(decode)
+                            if let load = engine.model.takeExpertLoad() { stepLoads.append(load) }
                         }
                     }
                     engine.release(sequence: sequence)
-                    if repetition > 0 { samples.append(Double(generatedTokens) / seconds) }
+                    if repetition > 0 {
+                        samples.append(Double(generatedTokens) / seconds)
+                        loads += stepLoads
+                    }
                 }
-                rows.append(row("tg\(generatedTokens)\(suffix)", samples, gflops: nil))
+                rows.append(row("tg\(generatedTokens)\(suffix)", samples, gflops: nil, moe: moeLoad(loads)))
             }
             // Memory per rank: peak resident set against the budget
             // 1.15 × (model bytes / N) + KV cache + 300 MB.
@@ -192,9 +246,24 @@ struct BenchEndToEnd: ParsableCommand {
                 for m in memoryRows {
                     Output.write("| \(m.rank) | \(fmt(m.peak_rss_mib)) | \(fmt(m.weights_mib)) | \(fmt(m.kv_cache_mib)) | \(fmt(m.budget_mib)) |\n")
                 }
+                if config.moe != nil {
+                    Output.write("\nExperts, placement \(placement.rawValue) over \(communicator.size) ranks (\(activeParameters >= 1_000_000_000 ? String(format: "%.2f B", Double(activeParameters) / 1e9) : String(format: "%.2f M", Double(activeParameters) / 1e6)) active parameters): routed tokens of the timed runs per rank, one per token, chosen expert and sparse layer; imbalance = busiest rank / mean rank\n\n")
+                    Output.write("| test | routed tokens per rank | imbalance | mean step imbalance |\n|---:|---|---:|---:|\n")
+                    for r in rows {
+                        guard let moe = r.moe else { continue }
+                        Output.write("| \(r.test) | \(moe.routed_tokens_per_rank.map(String.init).joined(separator: " / ")) | \(String(format: "%.3f", moe.load_imbalance)) | \(String(format: "%.3f", moe.step_load_imbalance_mean)) |\n")
+                    }
+                }
             }
         }
     }
 
     func fmt(_ x: Double) -> String { String(format: "%.2f", x) }
+
+    /// Parameters one token uses: every sparse layer's unchosen experts left out.
+    static func activeParameterCount(_ config: ModelConfig) -> Int {
+        guard let moe = config.moe else { return config.parameterCount }
+        let sparse = (0..<config.layerCount).filter { moe.isSparse(layer: $0) }.count
+        return config.parameterCount - sparse * (moe.expertCount - moe.expertsPerToken) * 3 * config.hiddenSize * moe.expertIntermediateSize
+    }
 }

@@ -92,6 +92,9 @@ struct BenchPrefill: ParsableCommand {
         let median_ms: Double
         let speedup_vs_baseline: Double?
         let overlap_efficiency: Double?
+        /// Mixture-of-experts models: routed tokens per expert and rank in the
+        /// timed runs, and their imbalance under the placement used.
+        let moe: BenchEndToEnd.MoELoad?
     }
 
     /// One traced run: every rank's spans.
@@ -134,13 +137,19 @@ struct BenchPrefill: ParsableCommand {
                     var cuts: [Int]?
                     if case .overlap(let chosen) = schedule { cuts = chosen.cuts }
                     var times: [Double] = []
+                    var loads: [ExpertLoad] = []
+                    _ = engine.model.takeExpertLoad()
                     for repetition in 0..<(warmups + repetitions) {
                         if communicator.isRoot && !json {
                             FileHandle.standardError.write(Data("\r\(count) tokens \(mode.name): run \(repetition + 1)/\(warmups + repetitions)…".utf8))
                         }
                         let seconds = try secondsAcrossRanks(communicator) { _ = try engine.runner.forward(batch, schedule: schedule) }
+                        let load = engine.model.takeExpertLoad()
                         engine.release(sequence: 0)
-                        if repetition >= warmups { times.append(seconds * 1e3) }
+                        if repetition >= warmups {
+                            times.append(seconds * 1e3)
+                            if let load { loads.append(load) }
+                        }
                     }
                     if trace != nil {
                         let recorder = TraceRecorder()
@@ -161,7 +170,12 @@ struct BenchPrefill: ParsableCommand {
                     if communicator.isRoot && !json {
                         FileHandle.standardError.write(Data("\r\(count) tokens \(mode.name): \(String(format: "%.1f", median)) ms      \n".utf8))
                     }
-                    rows.append(Row(tokens: count, mode: mode.name, split: cuts?.first, cuts: cuts, median_ms: median, speedup_vs_baseline: nil, overlap_efficiency: nil))
+                    // (Without the reductions each rank routes its own partial
+                    // sums, so rank 0's count describes only rank 0: not shown.)
+                    let moe = engine.config.moe == nil || mode == .nocomm ? nil
+                        : BenchEndToEnd.MoELoad(loads, size: communicator.size, placement: engine.model.plan.moePlacement)
+                    rows.append(Row(tokens: count, mode: mode.name, split: cuts?.first, cuts: cuts, median_ms: median, speedup_vs_baseline: nil,
+                                    overlap_efficiency: nil, moe: moe))
                 }
                 // Fill in ratios now that every mode of this count is measured.
                 let baseline = medians[.engine(.baseline)], nocomm = medians[.nocomm]
@@ -172,7 +186,7 @@ struct BenchPrefill: ParsableCommand {
                         efficiency = (baseline - m) / (baseline - nocomm)
                     }
                     rows[i] = Row(tokens: count, mode: rows[i].mode, split: rows[i].split, cuts: rows[i].cuts, median_ms: m,
-                                  speedup_vs_baseline: baseline.map { $0 / m }, overlap_efficiency: efficiency)
+                                  speedup_vs_baseline: baseline.map { $0 / m }, overlap_efficiency: efficiency, moe: rows[i].moe)
                 }
             }
             guard communicator.isRoot else { return }
@@ -188,9 +202,20 @@ struct BenchPrefill: ParsableCommand {
             }
             if let trace { try writeTrace(traced, to: trace) }
             if json { Output.write(try jsonString(rows) + "\n"); return }
-            Output.write("| tokens | mode | cuts | median ms | speedup vs baseline | share of baseline comm hidden |\n|---:|---|---:|---:|---:|---:|\n")
+            let experts = engine.config.moe != nil
+            if experts {
+                Output.write("Experts placed \(engine.model.plan.moePlacement.rawValue) over \(communicator.size) ranks; routed tokens per rank (one per token, chosen expert and sparse layer, one timed run) and their imbalance (busiest rank / mean rank).\n\n")
+            }
+            Output.write("| tokens | mode | cuts | median ms | speedup vs baseline | share of baseline comm hidden |\(experts ? " routed tokens per rank | MoE imbalance |" : "")\n|---:|---|---:|---:|---:|---:|\(experts ? "---|---:|" : "")\n")
             for r in rows {
-                Output.write("| \(r.tokens) | \(r.mode) | \(r.cuts.map { $0.map(String.init).joined(separator: ",") } ?? "–") | \(String(format: "%.1f", r.median_ms)) | \(r.speedup_vs_baseline.map { String(format: "%.2f×", $0) } ?? "–") | \(r.overlap_efficiency.map { String(format: "%.2f", $0) } ?? "–") |\n")
+                var line = "| \(r.tokens) | \(r.mode) | \(r.cuts.map { $0.map(String.init).joined(separator: ",") } ?? "–") | \(String(format: "%.1f", r.median_ms)) | \(r.speedup_vs_baseline.map { String(format: "%.2f×", $0) } ?? "–") | \(r.overlap_efficiency.map { String(format: "%.2f", $0) } ?? "–") |"
+                if let moe = r.moe {
+                    let perRun = moe.routed_tokens_per_rank.map { String($0 / max(moe.steps, 1)) }.joined(separator: " / ")
+                    line += " \(perRun) | \(String(format: "%.3f", moe.load_imbalance)) |"
+                } else if experts {
+                    line += " – | – |"
+                }
+                Output.write(line + "\n")
             }
             if !traced.isEmpty {
                 Output.write("\nTraced runs (one per point), per rank: time computing, waiting for reductions (exposed communication), the comm thread busy, bytes sent.\n\n")

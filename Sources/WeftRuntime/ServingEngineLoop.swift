@@ -34,6 +34,9 @@ final class ServingEngineLoop {
         self.monitor = monitor
         self.scheduler = BatchScheduler(limits: scheduler)
         endOfSequence = Set(engine.config.eosTokenIDs + (engine.tokenizer?.eosTokenIDs ?? []))
+        if let moe = engine.config.moe {
+            monitor.expectExperts(count: moe.expertCount, ranks: communicator.size, placement: engine.model.plan.moePlacement)
+        }
     }
 
     /// Runs steps until rank 0's stop plan (see `ServingEngine.run`).
@@ -93,6 +96,8 @@ final class ServingEngineLoop {
         let commBefore = engine.runner.communicationSeconds
         monitor.stepBegan(at: started)
         defer {
+            // Every rank resets its count; rank 0's is every rank's routing.
+            if let load = engine.model.takeExpertLoad(), communicator.isRoot { monitor.routed(load) }
             monitor.stepEnded(seconds: Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) * 1e-9,
                               communicationSeconds: engine.runner.communicationSeconds - commBefore)
         }

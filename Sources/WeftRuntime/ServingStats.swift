@@ -1,5 +1,6 @@
 import Dispatch
 import Synchronization
+import WeftModel
 
 /// A snapshot of the engine's load, for metrics.
 public struct ServingStats: Sendable {
@@ -14,8 +15,60 @@ public struct ServingStats: Sendable {
     public var communicationSeconds = 0.0
     public var promptTokens = 0
     public var generatedTokens = 0
+    /// Routed-expert load of a mixture-of-experts model (nil: dense).
+    public var moe: ExpertLoadStats?
 
     public init() {}
+}
+
+/// How a mixture-of-experts model's routed tokens fell on experts and
+/// ranks since start, and how uneven each step was. A routed token is one
+/// (token, chosen expert) pair in one sparse layer, summed over the sparse
+/// layers; routing is the same on every rank, so rank 0 counts for all.
+public struct ExpertLoadStats: Sendable, Equatable {
+    /// Upper bounds of the per-step imbalance histogram (the last bucket is +Inf).
+    public static let imbalanceBuckets: [Double] = [1, 1.05, 1.1, 1.25, 1.5, 2, 3, 4]
+
+    public var placement: TensorParallelPlan.MoEPlacement
+    public var ranks: Int
+    public var routedPerExpert: [Int]
+    /// Routed tokens each rank computed: its own experts' under expert
+    /// parallelism, every routed token (a slice of each) with tensor-parallel experts.
+    public var routedPerRank: [Int]
+    /// Steps that routed at least one token, and their imbalances (slowest
+    /// rank's routed tokens over the mean rank's): the last, the sum, and
+    /// how many fell at or below each of `imbalanceBuckets` (cumulative, as
+    /// Prometheus counts buckets).
+    public var steps = 0
+    public var lastStepImbalance = 1.0
+    public var imbalanceSum = 0.0
+    public var imbalanceBucketCounts: [Int]
+
+    public init(expertCount: Int, ranks: Int, placement: TensorParallelPlan.MoEPlacement) {
+        self.placement = placement
+        self.ranks = ranks
+        routedPerExpert = [Int](repeating: 0, count: expertCount)
+        routedPerRank = [Int](repeating: 0, count: ranks)
+        imbalanceBucketCounts = [Int](repeating: 0, count: Self.imbalanceBuckets.count)
+    }
+
+    /// Adds one step's load.
+    public mutating func add(_ load: ExpertLoad) {
+        guard load.perExpert.count == routedPerExpert.count, load.perExpert.contains(where: { $0 > 0 }) else { return }
+        for (e, n) in load.perExpert.enumerated() { routedPerExpert[e] += n }
+        for (r, n) in load.perRank(size: ranks, placement: placement).enumerated() { routedPerRank[r] += n }
+        let imbalance = load.imbalance(size: ranks, placement: placement)
+        steps += 1
+        lastStepImbalance = imbalance
+        imbalanceSum += imbalance
+        for (i, bound) in Self.imbalanceBuckets.enumerated() where imbalance <= bound { imbalanceBucketCounts[i] += 1 }
+    }
+
+    /// The imbalance of everything routed since start (1: balanced).
+    public var overallImbalance: Double {
+        let mean = Double(routedPerRank.reduce(0, +)) / Double(max(ranks, 1))
+        return mean > 0 ? Double(routedPerRank.max()!) / mean : 1
+    }
 }
 
 /// What the engine loop reports as it runs: the statistics, and when the
@@ -57,6 +110,16 @@ final class ServingMonitor: Sendable {
             $0.stats.stepSeconds += seconds
             $0.stats.communicationSeconds += communicationSeconds
         }
+    }
+
+    /// A mixture-of-experts model: its load is reported from the start (zeros until the first step).
+    func expectExperts(count: Int, ranks: Int, placement: TensorParallelPlan.MoEPlacement) {
+        state.withLock { $0.stats.moe = ExpertLoadStats(expertCount: count, ranks: ranks, placement: placement) }
+    }
+
+    /// One step's routed-expert load (rank 0's count, which is every rank's routing).
+    func routed(_ load: ExpertLoad) {
+        state.withLock { $0.stats.moe?.add(load) }
     }
 
     func admitted(promptTokens: Int) {

@@ -28,6 +28,19 @@ final class ServerMetrics: Sendable {
     private let communicationShare: Gauge
     /// The engine's totals already added to the counters (counters only go up).
     private let counted = Mutex(ServingStats())
+    /// A mixture-of-experts model's metrics, made at the first scrape that has its load.
+    private let expertMetrics = Mutex<ExpertMetrics?>(nil)
+
+    /// `weft_moe_*`: routed tokens per expert and per rank (counters), the
+    /// last step's imbalance (gauge) and the placement (info gauge); the
+    /// per-step imbalance histogram is written from the engine's bucket
+    /// counts (`expertHistogram`).
+    private struct ExpertMetrics {
+        let perExpert: [Counter]
+        let perRank: [Counter]
+        let imbalance: Gauge
+        let placement: Gauge
+    }
 
     init() {
         promptTokens = registry.makeCounter(descriptor: weft("prompt_tokens_total", "Prompt tokens of admitted requests."))
@@ -76,9 +89,62 @@ final class ServerMetrics: Sendable {
                 steps.increment(by: Int64(max(stats.steps - last.steps, 0)))
                 stepSeconds.increment(by: max(stats.stepSeconds - last.stepSeconds, 0))
                 communicationSeconds.increment(by: max(stats.communicationSeconds - last.communicationSeconds, 0))
+                if let moe = stats.moe { recordExperts(moe, since: last.moe) }
                 last = stats
+            }
+            if let moe = stats.moe {
+                var text = registry.emitToBuffer()
+                text += Array(Self.expertHistogram(moe).utf8)
+                return text
             }
         }
         return registry.emitToBuffer()
+    }
+
+    /// Adds the growth of the engine's expert counts since `last` (called under `counted`'s lock).
+    private func recordExperts(_ moe: ExpertLoadStats, since last: ExpertLoadStats?) {
+        let metrics = expertMetrics.withLock { metrics -> ExpertMetrics in
+            if let metrics, metrics.perExpert.count == moe.routedPerExpert.count, metrics.perRank.count == moe.routedPerRank.count {
+                return metrics
+            }
+            let made = ExpertMetrics(
+                perExpert: moe.routedPerExpert.indices.map { e in
+                    registry.makeCounter(descriptor: weft("moe_routed_tokens_total", "Tokens routed to each expert of a mixture-of-experts model: one per (token, chosen expert) pair in each sparse layer, summed over layers."),
+                                         labels: [("expert", String(e))])
+                },
+                perRank: moe.routedPerRank.indices.map { r in
+                    registry.makeCounter(descriptor: weft("moe_rank_routed_tokens_total", "Routed tokens each rank computed: those of its own experts under expert parallelism (placement ep), every routed token (a slice of each expert) under tensor-parallel experts (tp)."),
+                                         labels: [("rank", String(r))])
+                },
+                imbalance: registry.makeGauge(descriptor: weft("moe_load_imbalance", "The last step's routed tokens on the busiest rank over the mean rank's (1: balanced; always 1 with tensor-parallel experts).")),
+                placement: registry.makeGauge(descriptor: weft("moe_placement_info", "The placement of routed experts (tp or ep) and the ranks they are spread over (value 1)."),
+                                              labels: [("placement", moe.placement.rawValue), ("ranks", String(moe.ranks))]))
+            metrics = made
+            return made
+        }
+        let before = last?.routedPerExpert.count == moe.routedPerExpert.count ? last! : nil
+        for (e, counter) in metrics.perExpert.enumerated() {
+            counter.increment(by: Int64(max(moe.routedPerExpert[e] - (before?.routedPerExpert[e] ?? 0), 0)))
+        }
+        for (r, counter) in metrics.perRank.enumerated() {
+            counter.increment(by: Int64(max(moe.routedPerRank[r] - (before?.routedPerRank[r] ?? 0), 0)))
+        }
+        metrics.imbalance.set(moe.lastStepImbalance)
+        metrics.placement.set(1.0)
+    }
+
+    /// `weft_moe_step_load_imbalance`, a histogram of every step's imbalance,
+    /// in Prometheus text from the engine's cumulative bucket counts.
+    static func expertHistogram(_ moe: ExpertLoadStats) -> String {
+        let name = "weft_moe_step_load_imbalance"
+        var text = "# HELP \(name) Per step of a mixture-of-experts model that routed tokens: routed tokens on the busiest rank over the mean rank's (1: balanced).\n"
+        text += "# TYPE \(name) histogram\n"
+        for (bound, count) in zip(ExpertLoadStats.imbalanceBuckets, moe.imbalanceBucketCounts) {
+            text += "\(name)_bucket{le=\"\(bound)\"} \(count)\n"
+        }
+        text += "\(name)_bucket{le=\"+Inf\"} \(moe.steps)\n"
+        text += "\(name)_sum \(moe.imbalanceSum)\n"
+        text += "\(name)_count \(moe.steps)\n"
+        return text
     }
 }

@@ -87,6 +87,74 @@ final class BenchSmokeTests: XCTestCase {
         }
     }
 
+    /// A mixture-of-experts model (tiny-mixtral: 8 experts, top 2, both
+    /// layers sparse): `bench e2e` and `bench prefill` report routed tokens
+    /// per expert and per rank and their imbalance, and the counts add up
+    /// to tokens × k × sparse layers × timed runs.
+    func testMixtureOfExpertsLoad() throws {
+        let model = MPIRun.fixture.deletingLastPathComponent().appendingPathComponent("tiny-mixtral").path
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: model + "/config.json"))) as! [String: Any]
+        let k = config["num_experts_per_tok"] as! Int, layers = config["num_hidden_layers"] as! Int
+        let experts = config["num_local_experts"] as! Int
+        XCTAssertEqual([k, layers, experts], [2, 2, 8])
+        for placement in ["tp", "ep"] {
+            let out = try json(MPIRun.run(ranks: 2, ["bench", "e2e", "--model", model, "--threads", "1", "-p", "16", "-n", "4", "-r", "2",
+                                                     "-o", "json", "--moe-placement", placement])) as! [String: Any]
+            let results = out["results"] as! [[String: Any]]
+            XCTAssertEqual(results.map { $0["test"] as! String }, ["pp16", "tg4"])
+            for (index, row) in results.enumerated() {
+                let tokens = [16 * 2, 4 * 2][index], steps = [2, 4 * 2][index]
+                let test = row["test"] as! String
+                let moe = try XCTUnwrap(row["moe"] as? [String: Any], "\(row)")
+                XCTAssertEqual(moe["placement"] as? String, placement)
+                XCTAssertEqual(moe["steps"] as? Int, steps)
+                let perExpert = moe["routed_tokens_per_expert"] as! [Int], perRank = moe["routed_tokens_per_rank"] as! [Int]
+                let routed = tokens * k * layers
+                XCTAssertEqual(perExpert.count, experts)
+                XCTAssertEqual(perExpert.reduce(0, +), routed, "\(placement) \(test)")
+                let imbalance = moe["load_imbalance"] as! Double
+                if placement == "ep" {
+                    // Rank 0 holds experts 0-3, rank 1 experts 4-7.
+                    XCTAssertEqual(perRank, [perExpert[0..<4].reduce(0, +), perExpert[4..<8].reduce(0, +)])
+                    let mean = Double(routed) / 2
+                    XCTAssertEqual(imbalance, Double(perRank.max()!) / mean, accuracy: 1e-12)
+                } else {
+                    XCTAssertEqual(perRank, [routed, routed], "every rank computes a slice of every routed token")
+                    XCTAssertEqual(imbalance, 1)
+                }
+                let stepMean = moe["step_load_imbalance_mean"] as! Double
+                XCTAssertTrue((1...2).contains(stepMean), "\(stepMean)")
+            }
+            XCTAssertLessThan(results[0]["active_params"] as! Int, results[0]["params"] as! Int, "6 of 8 experts idle per token")
+        }
+        // The table's form names the placement and every test's imbalance.
+        let table = try MPIRun.run(ranks: 2, ["bench", "e2e", "--model", model, "--threads", "1", "-p", "8", "-n", "2", "-r", "1",
+                                              "--moe-placement", "ep"])
+        XCTAssertTrue(table.stdout.contains("Experts, placement ep over 2 ranks"), table.stdout)
+        XCTAssertEqual(table.stdout.split(separator: "\n").filter { $0.hasPrefix("| pp8 | ") || $0.hasPrefix("| tg2 | ") }.count, 2, table.stdout)
+        // A dense model has none of it.
+        let dense = try json(MPIRun.run(ranks: 0, ["bench", "e2e", "--model", MPIRun.fixture.path, "-p", "8", "-n", "2", "-r", "1", "-o", "json"])) as! [String: Any]
+        XCTAssertTrue((dense["results"] as! [[String: Any]]).allSatisfy { $0["moe"] == nil && $0["active_params"] as? Int == $0["params"] as? Int })
+
+        // Prefill: every mode that reduces reports the load of its timed runs.
+        let rows = try json(MPIRun.run(ranks: 2, ["bench", "prefill", "--model", model, "--threads", "1", "--tokens", "8,20",
+                                                  "--modes", "baseline,overlap,nocomm", "-r", "2", "--warmups", "1", "--json",
+                                                  "--moe-placement", "ep"])) as! [[String: Any]]
+        XCTAssertEqual(rows.count, 6)
+        for row in rows {
+            let tokens = row["tokens"] as! Int
+            guard row["mode"] as! String != "nocomm" else {
+                XCTAssertNil(row["moe"], "without reductions the ranks route different partial sums")
+                continue
+            }
+            let moe = try XCTUnwrap(row["moe"] as? [String: Any])
+            let perExpert = moe["routed_tokens_per_expert"] as! [Int], perRank = moe["routed_tokens_per_rank"] as! [Int]
+            XCTAssertEqual(perExpert.reduce(0, +), 2 * tokens * k * layers, "\(row)")
+            XCTAssertEqual(perRank, [perExpert[0..<4].reduce(0, +), perExpert[4..<8].reduce(0, +)])
+            XCTAssertGreaterThanOrEqual(moe["load_imbalance"] as! Double, 1)
+        }
+    }
+
     func testCollectiveSizes() throws {
         let rows = try json(MPIRun.run(ranks: 2, ["bench", "collective", "--sizes", "16K..256K", "--hidden", "256",
                                                   "--repetitions", "2", "--threads", "1", "--json"])) as! [[String: Any]]

@@ -207,6 +207,58 @@ final class ServeTests: XCTestCase {
         XCTFail("\(name) is \(shown), expected \(value)", line: line)
     }
 
+    /// Every labelled sample of `name` in /metrics, by the value of `label`.
+    func labelledMetric(_ server: ServerProcess, _ name: String, label: String) throws -> [String: Double] {
+        var values: [String: Double] = [:]
+        for line in try server.client.send("GET", "/metrics").text.split(separator: "\n") where line.hasPrefix(name + "{") {
+            guard let range = line.range(of: label + "=\""), let value = line.split(separator: " ").last.flatMap({ Double($0) }) else { continue }
+            values[String(line[range.upperBound...].prefix { $0 != "\"" })] = value
+        }
+        return values
+    }
+
+    /// A mixture-of-experts model with expert parallelism: /metrics counts
+    /// the tokens routed to each expert and rank and each step's imbalance.
+    /// On tiny-mixtral-skewed (layer 0 sends every token to expert 6, none
+    /// to 0, 1 and 4) the greedy reference case's counts are known exactly:
+    /// the reference's per-layer expert counts over the prompt and the
+    /// continuation's tokens but the last, summed over the layers.
+    func testExpertLoadMetrics() throws {
+        struct SkewedReference: Decodable {
+            struct Greedy: Decodable { let tokens: [Int]; let continuation: [Int]; let expert_counts: [[Int]] }
+            let greedy: Greedy
+        }
+        let folder = MPIRun.fixture.deletingLastPathComponent().appendingPathComponent("tiny-mixtral-skewed")
+        let reference = try JSONDecoder().decode(SkewedReference.self, from: Data(contentsOf: folder.appendingPathComponent("reference.json")))
+        let server = try ServerProcess(["--moe-placement", "ep", "--kv-dtype", "f32"], model: folder.path)
+        defer { server.stop() }
+        // Reported from the start, zero before any step.
+        XCTAssertEqual(try labelledMetric(server, "weft_moe_routed_tokens_total", label: "expert"),
+                       Dictionary(uniqueKeysWithValues: (0..<8).map { (String($0), 0.0) }))
+        XCTAssertEqual(try labelledMetric(server, "weft_moe_placement_info", label: "placement"), ["ep": 1])
+        XCTAssertEqual(try server.metric("weft_moe_step_load_imbalance_count"), 0)
+
+        let greedy = reference.greedy
+        let result = try complete(server.client, prompt: greedy.tokens, maxTokens: greedy.continuation.count, extra: ["ignore_eos": true])
+        XCTAssertEqual(result.tokens, greedy.continuation)
+        let expected = (0..<8).map { e in greedy.expert_counts.reduce(0) { $0 + $1[e] } }
+        XCTAssertEqual(expected.reduce(0, +), (greedy.tokens.count + greedy.continuation.count - 1) * 2 * 2, "tokens × k × layers")
+        let perExpert = try labelledMetric(server, "weft_moe_routed_tokens_total", label: "expert")
+        XCTAssertEqual(perExpert, Dictionary(uniqueKeysWithValues: expected.enumerated().map { (String($0.offset), Double($0.element)) }))
+        let perRank = try labelledMetric(server, "weft_moe_rank_routed_tokens_total", label: "rank")
+        XCTAssertEqual(perRank, ["0": Double(expected[0..<4].reduce(0, +)), "1": Double(expected[4..<8].reduce(0, +))])
+        // One histogram sample per step (each routed tokens), every one at least 1.
+        let steps = try XCTUnwrap(try server.metric("weft_steps_total"))
+        XCTAssertEqual(steps, Double(greedy.continuation.count), "one prefill step, then one per fed-back token")
+        XCTAssertEqual(try server.metric("weft_moe_step_load_imbalance_count"), steps)
+        XCTAssertEqual(try labelledMetric(server, "weft_moe_step_load_imbalance_bucket", label: "le")["+Inf"], steps)
+        let sum = try XCTUnwrap(try server.metric("weft_moe_step_load_imbalance_sum"))
+        XCTAssertGreaterThan(sum, steps, "expert 6 on rank 1 takes most tokens")
+        XCTAssertLessThanOrEqual(sum, 2 * steps)
+        let last = try XCTUnwrap(try server.metric("weft_moe_load_imbalance"))
+        XCTAssertTrue((1...2).contains(last), "\(last)")
+    }
+
     func testDisconnectedClientsFreeTheirKVBlocksOnEveryRank() throws {
         // 4 blocks of 16 positions: one request of 8 + 55 tokens takes the whole cache.
         let server = try ServerProcess(["--kv-blocks", "4", "--kv-block-size", "16", "--max-model-len", "64"])
@@ -371,6 +423,7 @@ final class ServeTests: XCTestCase {
         // Errors were counted by status.
         let metrics = try client.send("GET", "/metrics").text
         XCTAssertTrue(metrics.contains(#"weft_requests_total{endpoint="completions",status="400"}"#), metrics)
+        XCTAssertFalse(metrics.contains("weft_moe_"), "a dense model has no expert metrics")
     }
 
     /// A model folder whose chat template would run for hours or build
