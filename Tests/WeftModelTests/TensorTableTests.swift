@@ -39,7 +39,7 @@ final class TensorTableTests: XCTestCase {
     }
 
     func testNamesAreDistinctAndRoundTripForEveryVariant() {
-        for architecture in ModelConfig.Architecture.allCases {
+        for architecture in [ModelConfig.Architecture.llama, .mistral, .qwen2] {
             for (bias, tied) in [(false, false), (true, true)] {
                 let config = ModelConfig(architecture: architecture, hiddenSize: 64, intermediateSize: 96, layerCount: 12,
                                          headCount: 4, kvHeadCount: 2, vocabularySize: 100,
@@ -59,6 +59,46 @@ final class TensorTableTests: XCTestCase {
                 XCTAssertNil(table.ggufName("model.layers.1x.mlp.up_proj.weight"))
                 XCTAssertNil(table.huggingFaceName(gguf: "blk.01.ffn_up.weight"))
             }
+        }
+    }
+
+    /// The mixture-of-experts tables: Hugging Face names distinct (one per
+    /// expert), every non-expert tensor round-trips, every expert's tensor maps
+    /// to its layer's stacked GGUF tensor and back to its layer and expert.
+    func testMixtureOfExpertsNamesRoundTrip() {
+        let moe = ModelConfig.MixtureOfExperts(expertCount: 12, expertsPerToken: 2, expertIntermediateSize: 32, normalizeTopK: true,
+                                               sharedExpertIntermediateSize: 48, sparseStep: 1, denseLayers: [10])
+        for architecture in [ModelConfig.Architecture.mixtral, .qwen2Moe, .qwen3Moe] {
+            var sparse = moe
+            if architecture == .mixtral { sparse.denseLayers = [] }
+            let config = ModelConfig(architecture: architecture, hiddenSize: 64, intermediateSize: 96, layerCount: 12,
+                                     headCount: 4, kvHeadCount: 2, vocabularySize: 100, moe: sparse)
+            let table = config.tensorTable
+            let tensors = table.tensors(config)
+            XCTAssertEqual(Set(tensors.map(\.name)).count, tensors.count, "\(architecture)")
+            let experts = tensors.filter { $0.expert != nil }
+            let sparseLayers = architecture == .mixtral ? 12 : 11
+            XCTAssertEqual(experts.count, sparseLayers * 12 * 3, "\(architecture)")
+            for t in tensors {
+                let g = table.ggufName(t.name)!
+                if let expert = t.expert {
+                    XCTAssertTrue(g.hasSuffix("_exps.weight"), g)
+                    let match = table.entries.compactMap { $0.matchExpert(huggingFace: t.name) }
+                    XCTAssertEqual(match.count, 1, t.name)
+                    XCTAssertEqual(match.first?.layer, t.layer)
+                    XCTAssertEqual(match.first?.expert, expert)
+                } else {
+                    XCTAssertEqual(table.huggingFaceName(gguf: g), t.name)
+                }
+            }
+            // A dense layer of Qwen's has the dense MLP and no router.
+            if architecture != .mixtral {
+                XCTAssertTrue(tensors.contains { $0.name == "model.layers.10.mlp.gate_proj.weight" })
+                XCTAssertFalse(tensors.contains { $0.name == "model.layers.10.mlp.gate.weight" })
+            }
+            XCTAssertEqual(tensors.contains { $0.name.contains("shared_expert") }, architecture == .qwen2Moe)
+            XCTAssertEqual(tensors.contains { $0.name.hasSuffix("q_norm.weight") }, architecture == .qwen3Moe)
+            XCTAssertNil(table.entries.first { $0.matchExpert(huggingFace: "model.layers.1.mlp.experts.01.up_proj.weight") != nil })
         }
     }
 
