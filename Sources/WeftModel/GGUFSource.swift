@@ -154,23 +154,13 @@ extension ModelConfig {
         let architecture: Architecture
         let expertCount = try h.int("\(arch).expert_count") ?? 0
         switch arch {
-        case "llama": architecture = expertCount > 0 ? .mixtral : .llama
+        case "llama": architecture = expertCount != 0 ? .mixtral : .llama   // a negative count is refused by validate
         case "qwen2": architecture = .qwen2
         case "qwen2moe": architecture = .qwen2Moe
         case "qwen3moe": architecture = .qwen3Moe
         default: throw ModelError.field(path, "general.architecture", supported, "\"\(arch)\"")
         }
-        var moe: MixtureOfExperts?
-        if architecture == .mixtral || architecture == .qwen2Moe || architecture == .qwen3Moe {
-            // llama.cpp renormalizes the top-k weights of `llama` (Mixtral) and
-            // `qwen3moe` and not of `qwen2moe`, unless the file says otherwise.
-            let normalize = try h.bool("\(arch).expert_weights_norm") ?? (architecture != .qwen2Moe)
-            moe = MixtureOfExperts(
-                expertCount: try required("expert_count"), expertsPerToken: try required("expert_used_count"),
-                expertIntermediateSize: architecture == .mixtral ? try required("feed_forward_length") : try required("expert_feed_forward_length"),
-                normalizeTopK: normalize,
-                sharedExpertIntermediateSize: architecture == .qwen2Moe ? try h.int("\(arch).expert_shared_feed_forward_length") ?? 0 : 0)
-        }
+        let moe = try architecture.experts(gguf: h, prefix: arch, path: path)
         func float(_ key: String) throws -> Double? { try h.double("\(arch).\(key)") }
         let hidden = try required("embedding_length")
         let heads = try required("attention.head_count")

@@ -116,6 +116,50 @@ public enum Qwen3MoEArchitecture {
         entries: LlamaArchitecture.table.entries + [MoEEntries.qNorm, MoEEntries.kNorm, entries.router] + moe)
 }
 
+// MARK: - Configuration keys
+
+extension ModelConfig.Architecture {
+    /// The experts of this family as config.json describes them; nil for a dense family.
+    /// Ranges are `ModelConfig.validate`'s job.
+    func experts(_ fields: JSONFields) throws -> ModelConfig.MixtureOfExperts? {
+        switch self {
+        case .mixtral:
+            // Mixtral's experts are `intermediate_size` wide; every layer is sparse.
+            return .init(expertCount: try fields.require("num_local_experts"),
+                         expertsPerToken: try fields.require("num_experts_per_tok"),
+                         expertIntermediateSize: try fields.require("intermediate_size"), normalizeTopK: true)
+        case .qwen2Moe, .qwen3Moe:
+            // Qwen's experts are `moe_intermediate_size` wide; `intermediate_size` is the dense layers' MLP.
+            return .init(expertCount: try fields.require("num_experts"),
+                         expertsPerToken: try fields.require("num_experts_per_tok"),
+                         expertIntermediateSize: try fields.require("moe_intermediate_size"),
+                         normalizeTopK: try fields.optional("norm_topk_prob") ?? false,
+                         sharedExpertIntermediateSize: self == .qwen2Moe ? try fields.optional("shared_expert_intermediate_size") ?? 0 : 0,
+                         sparseStep: try fields.optional("decoder_sparse_step") ?? 1,
+                         denseLayers: try fields.optional("mlp_only_layers") ?? [])
+        case .llama, .mistral, .qwen2:
+            return nil
+        }
+    }
+
+    /// The experts of this family as a GGUF file's `PREFIX.*` keys describe
+    /// them (llama.cpp's names; every layer sparse, as llama.cpp runs them).
+    /// llama.cpp renormalizes the top-k weights of `llama` (Mixtral) and
+    /// `qwen3moe` and not of `qwen2moe`, whatever the original config said,
+    /// unless the file carries `PREFIX.expert_weights_norm`.
+    func experts(gguf h: GGUFHeader, prefix: String, path: String) throws -> ModelConfig.MixtureOfExperts? {
+        guard self == .mixtral || self == .qwen2Moe || self == .qwen3Moe else { return nil }
+        func required(_ key: String) throws -> Int {
+            guard let v = try h.int("\(prefix).\(key)") else { throw ModelError.field(path, "\(prefix).\(key)", "an integer", "missing") }
+            return v
+        }
+        return .init(expertCount: try required("expert_count"), expertsPerToken: try required("expert_used_count"),
+                     expertIntermediateSize: try required(self == .mixtral ? "feed_forward_length" : "expert_feed_forward_length"),
+                     normalizeTopK: try h.bool("\(prefix).expert_weights_norm") ?? (self != .qwen2Moe),
+                     sharedExpertIntermediateSize: self == .qwen2Moe ? try h.int("\(prefix).expert_shared_feed_forward_length") ?? 0 : 0)
+    }
+}
+
 extension ModelConfig {
     /// The roles of a sparse layer's tensors in this configuration's
     /// architecture; nil for a dense model.

@@ -229,23 +229,8 @@ extension ModelConfig {
             if raw is [Any] { eos = try fields.require("eos_token_id") } else { eos = [try fields.require("eos_token_id")] }
         }
         let headDim: Int? = try fields.optional("head_dim")
-        var moe: MixtureOfExperts?
-        switch architecture {
-        case .mixtral:
-            moe = MixtureOfExperts(expertCount: try fields.require("num_local_experts"),
-                                   expertsPerToken: try fields.require("num_experts_per_tok"),
-                                   expertIntermediateSize: try fields.require("intermediate_size"), normalizeTopK: true)
-        case .qwen2Moe, .qwen3Moe:
-            moe = MixtureOfExperts(expertCount: try fields.require("num_experts"),
-                                   expertsPerToken: try fields.require("num_experts_per_tok"),
-                                   expertIntermediateSize: try fields.require("moe_intermediate_size"),
-                                   normalizeTopK: try fields.optional("norm_topk_prob") ?? false,
-                                   sharedExpertIntermediateSize: architecture == .qwen2Moe ? try fields.optional("shared_expert_intermediate_size") ?? 0 : 0,
-                                   sparseStep: try fields.optional("decoder_sparse_step") ?? 1,
-                                   denseLayers: try fields.optional("mlp_only_layers") ?? [])
-        case .llama, .mistral, .qwen2:
-            moe = nil
-        }
+        // The family's own keys (its file: MixtureOfExpertsArchitectures.swift).
+        let moe = try architecture.experts(fields)
         let config = ModelConfig(
             architecture: architecture,
             hiddenSize: try fields.require("hidden_size"),
@@ -314,7 +299,7 @@ extension ModelConfig {
         if let moe {
             let expertField = architecture == .mixtral ? "num_local_experts" : "num_experts"
             try check(expertField, moe.expertCount, 1...Limits.expertCount)
-            try check("num_experts_per_tok", moe.expertsPerToken, 1...moe.expertCount, " (at most \(expertField))")
+            try check("num_experts_per_tok", moe.expertsPerToken, 1...moe.expertCount, " (at most the number of experts)")
             try check(architecture == .mixtral ? "intermediate_size" : "moe_intermediate_size", moe.expertIntermediateSize, 1...Limits.intermediateSize)
             try check("shared_expert_intermediate_size", moe.sharedExpertIntermediateSize, 0...Limits.intermediateSize)
             try check("decoder_sparse_step", moe.sparseStep, 1...layerCount, " (at most num_hidden_layers)")

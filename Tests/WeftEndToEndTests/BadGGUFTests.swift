@@ -41,6 +41,27 @@ final class BadGGUFTests: BadInputTestCase {
         try expectFailure(logits(bad("missing-tensor-ffn_down")), mentions: ["blk.0.ffn_down.weight", "missing"])
     }
 
+    // Mixture-of-experts files (Tests/Fixtures/gguf-moe/bad, made by make_bad.py: a tiny qwen2moe).
+    static let badMoE = bad.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("gguf-moe/bad")
+    func badMoE(_ name: String) -> URL { Self.badMoE.appendingPathComponent(name + ".gguf") }
+
+    func testTheValidMoEOneLoadsUnderBothPlacements() throws {
+        for placement in ["tp", "ep"] {
+            let outcome = try MPIRun.run(ranks: 2, logits(badMoE("valid"), tokens: "1,2,3") + ["--moe-placement", placement])
+            XCTAssertEqual(outcome.status, 0, outcome.stderr)
+        }
+    }
+
+    func testBadMoEKeysAndStackedTensors() throws {
+        try expectFailure(logits(badMoE("missing-key-expert_feed_forward_length")),
+                          mentions: ["qwen2moe.expert_feed_forward_length", "missing"])
+        try expectFailure(logits(badMoE("used-exceeds-count")), mentions: ["qwen2moe.expert_used_count", "1...4", "found 5"])
+        try expectFailure(logits(badMoE("zero-expert_count")), mentions: ["qwen2moe.expert_count", "found 0"])
+        try expectFailure(logits(badMoE("stacked-experts-mismatch-ffn_up_exps")),
+                          mentions: ["blk.0.ffn_up_exps.weight", "[16, 8, 3]", "[16, 8, 4]"])
+        try expectFailure(logits(badMoE("missing-tensor-ffn_down_exps")), mentions: ["blk.0.ffn_down_exps.weight", "missing"])
+    }
+
     func testTruncatedFile() throws {
         let source = try Data(contentsOf: bad("valid"))
         let truncated = scratch.appendingPathComponent("truncated.gguf")
