@@ -199,7 +199,9 @@ struct BenchEndToEnd: ParsableCommand {
                     let seconds = try secondsAcrossRanks(communicator) {
                         for step in 1...generatedTokens {
                             var decode = FlatBatch()
-                            decode.append(sequence: sequence, tokens: [Int32(prompt[step % prompt.count])], firstPosition: depth + step, logits: .last)
+                            // The prompt's token stream, continued past its end (a
+                            // mixture of experts routes by token: not one token over and over).
+                            decode.append(sequence: sequence, tokens: [Int32((step * 7919 + 13) % config.vocabularySize)], firstPosition: depth + step, logits: .last)
                             _ = try engine.forwardLocal(decode)
                             if let load = engine.model.takeExpertLoad() { stepLoads.append(load) }
                         }
