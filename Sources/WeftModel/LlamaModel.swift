@@ -63,8 +63,10 @@ public final class LlamaModel {
             self.capacity = capacity
             qkv = FloatBuffer(count: capacity * model.qkvWidth)
             attention = FloatBuffer(count: capacity * model.qWidth)
-            gateUp = FloatBuffer(count: capacity * 2 * model.localIntermediate)
-            activated = FloatBuffer(count: capacity * model.localIntermediate)
+            // A model whose every layer is sparse needs no dense MLP scratch.
+            let dense = (0..<model.config.layerCount).contains { !model.config.isSparse(layer: $0) }
+            gateUp = FloatBuffer(count: dense ? capacity * 2 * model.localIntermediate : 0)
+            activated = FloatBuffer(count: dense ? capacity * model.localIntermediate : 0)
             experts = model.config.moe.map { moe in
                 ExpertWorkspace(capacity: capacity, hidden: model.config.hiddenSize, expertCount: moe.expertCount,
                                 intermediate: max(model.plan.expertIntermediate.count, model.plan.sharedExpertIntermediate.count))
