@@ -32,12 +32,58 @@ public protocol DecoderLayers: AnyObject {
     /// pieces, which read and write `buffers` (at least `batch.count` rows each).
     func beginPass(_ batch: FlatBatch, buffers: PassBuffers) throws -> any DecoderPass
 
-    /// Weight elements of one layer's attention and MLP on this rank: the
-    /// split planner's shape of a layer.
+    /// Weight elements of one layer's attention and of a dense layer's MLP
+    /// on this rank: the split planner's shape of a layer (`mlp` is 0 when
+    /// every layer is sparse; `expertLayers` describes sparse layers).
     var layerWeights: (attention: Int, mlp: Int) { get }
+    /// The sparse (mixture-of-experts) layers' work on this rank, for the
+    /// split planner; nil for a dense model (the default).
+    var expertLayers: ExpertLayerShape? { get }
     /// This rank's compute rates with the model's own weights and kernels, for
     /// the split planner (the runner measures the reductions itself).
     func measureComputeRates(rows: Int, repeats: Int) throws -> ComputeRates
+}
+
+extension DecoderLayers {
+    public var expertLayers: ExpertLayerShape? { nil }
+}
+
+/// What the split planner needs of a model's sparse layers on one rank: a
+/// router sends each token to `perToken` of `count` experts and each held
+/// expert runs one GEMM over the tokens it got, so an expert's cost depends
+/// on how many tokens reach it, not only on the batch's size.
+public struct ExpertLayerShape: Sendable, Equatable {
+    /// Routed experts of the model (E).
+    public var count: Int
+    /// Experts each token is routed to (k).
+    public var perToken: Int
+    /// Routed experts this rank multiplies: all E with tensor-parallel
+    /// experts, its own share (about E/N) with expert parallelism.
+    public var held: Int
+    /// Weight elements of one held expert on this rank (gate/up + down): a
+    /// slice with tensor-parallel experts, the whole expert with expert parallelism.
+    public var weightsPerExpert: Int
+    /// Weight elements every token multiplies in a sparse layer besides its
+    /// routed experts: the router and this rank's slice of the shared expert
+    /// (and its gate), 0 for none.
+    public var sharedWeights: Int
+    /// Sparse layers among the model's layers (the others' MLPs are dense).
+    public var layers: Int
+
+    public init(count: Int, perToken: Int, held: Int, weightsPerExpert: Int, sharedWeights: Int, layers: Int) {
+        self.count = count
+        self.perToken = perToken
+        self.held = held
+        self.weightsPerExpert = weightsPerExpert
+        self.sharedWeights = sharedWeights
+        self.layers = layers
+    }
+
+    /// Routed-expert weight elements one token multiplies on this rank, on
+    /// average: k experts, of which the held share lives here.
+    public var weightsPerToken: Double {
+        Double(perToken) * Double(weightsPerExpert) * Double(held) / Double(max(count, 1))
+    }
 }
 
 /// Where a pass's pieces meet the reductions: row-major, `hiddenSize` floats a row.
@@ -79,11 +125,22 @@ public struct ComputeRates: Sendable, Equatable {
     public var weightBytesPerSecond: Double
     /// Attention: (query, key) pairs per second, summed over local heads.
     public var attentionPairsPerSecond: Double
+    /// A mixture-of-experts model's expert GEMM on few rows: seconds per
+    /// weight element at each of `ComputeRates.expertRows` rows, measured on
+    /// one held expert (nil for a dense model). Between a row or two and a
+    /// few dozen the kernel runs well below both the streaming and the
+    /// arithmetic rate, which is where an expert's share of a chunk falls.
+    public var expertSecondsPerWeight: [Double]?
 
-    public init(gemmFlopsPerSecond: Double, weightBytesPerSecond: Double, attentionPairsPerSecond: Double) {
+    /// Row counts of `expertSecondsPerWeight`.
+    public static let expertRows = [1, 2, 4, 8, 16, 32, 64]
+
+    public init(gemmFlopsPerSecond: Double, weightBytesPerSecond: Double, attentionPairsPerSecond: Double,
+                expertSecondsPerWeight: [Double]? = nil) {
         self.gemmFlopsPerSecond = gemmFlopsPerSecond
         self.weightBytesPerSecond = weightBytesPerSecond
         self.attentionPairsPerSecond = attentionPairsPerSecond
+        self.expertSecondsPerWeight = expertSecondsPerWeight
     }
 
     /// Median seconds of `body` over `repeats` runs after one warm-up (the

@@ -3,22 +3,31 @@ import Foundation
 import WeftTensor
 
 extension LlamaModel {
-    /// Weights (elements) of one layer's attention (qkv + o) and MLP (gate/up + down) on this rank;
-    /// for a sparse layer, the weights one token multiplies (its chosen
-    /// experts' slices and the shared expert's).
+    /// Weights (elements) of one layer's attention (qkv + o) and of a dense
+    /// layer's MLP (gate/up + down) on this rank; the MLP is 0 when every
+    /// layer is sparse (`expertLayers` describes those).
     public var layerWeights: (attention: Int, mlp: Int) {
         let l = weights.layers[0]
-        func elements(_ linear: Linear) -> Int { linear.outFeatures * linear.inFeatures }
-        let attention = elements(l.qkv) + elements(l.output)
-        guard let experts = l.experts, let moe = config.moe else { return (attention, elements(l.gateUp!) + elements(l.down!)) }
-        // Per expert on this rank: its slice (tensor-parallel experts), or on average
-        // its share of whole experts (expert parallelism, held / count of them).
-        let perExpert = elements(experts.gateUp[0]) + elements(experts.down[0])
-        let held = Double(experts.held.count) / Double(moe.expertCount)
-        let routed = Int(Double(moe.expertsPerToken * perExpert) * (plan.moePlacement == .expertParallel ? held : 1))
-        let shared = experts.shared.map { elements($0.gateUp) + elements($0.down) } ?? 0
-        return (attention, routed + shared)
+        let attention = Self.elements(l.qkv) + Self.elements(l.output)
+        guard let dense = weights.layers.first(where: { $0.gateUp != nil }) else { return (attention, 0) }
+        return (attention, Self.elements(dense.gateUp!) + Self.elements(dense.down!))
     }
+
+    /// The sparse layers on this rank: experts held (all of them, sliced,
+    /// with tensor-parallel experts; whole ones with expert parallelism), one
+    /// held expert's weights, and the router's and shared expert's, which
+    /// every token multiplies.
+    public var expertLayers: ExpertLayerShape? {
+        guard let moe = config.moe, let sparse = weights.layers.first(where: { $0.experts != nil }),
+              let experts = sparse.experts, !experts.gateUp.isEmpty else { return nil }
+        let shared = experts.shared.map { Self.elements($0.gateUp) + Self.elements($0.down) + Self.elements($0.gate) } ?? 0
+        return ExpertLayerShape(count: moe.expertCount, perToken: moe.expertsPerToken, held: experts.held.count,
+                                weightsPerExpert: Self.elements(experts.gateUp[0]) + Self.elements(experts.down[0]),
+                                sharedWeights: Self.elements(experts.router) + shared,
+                                layers: weights.layers.filter { $0.experts != nil }.count)
+    }
+
+    static func elements(_ linear: Linear) -> Int { linear.outFeatures * linear.inFeatures }
 
     /// The gate/up projection calibration times: the dense MLP's, or the
     /// first held expert's in a sparse layer.
@@ -72,8 +81,21 @@ extension LlamaModel {
             }
         }
         let pairs = positions.reduce(0.0) { $0 + Double($1) + 1 }
+        // An expert's GEMM at the few rows a chunk gives it (gate/up of the first held expert).
+        var expertCurve: [Double]?
+        if let expert = weights.layers.first(where: { $0.experts != nil })?.experts?.gateUp.first {
+            let xe = FloatBuffer(count: 64 * h, zeroed: true)
+            for i in 0..<xe.count { xe[i] = Float((i * 7919) % 1000) / 1000 - 0.5 }
+            let ye = FloatBuffer(count: 64 * expert.outFeatures)
+            let expertWeights = Double(Self.elements(expert))
+            expertCurve = ComputeRates.expertRows.map { m in
+                ComputeRates.medianSeconds(repeats) {
+                    expert.apply(pool: pool, rows: m, x: xe.pointer, ldx: h, y: ye.pointer, ldy: expert.outFeatures)
+                } / expertWeights
+            }
+        }
         return ComputeRates(gemmFlopsPerSecond: 2 * Double(rows) * weightFloats / many,
                             weightBytesPerSecond: 4 * weightFloats / one,
-                            attentionPairsPerSecond: pairs / attention)
+                            attentionPairsPerSecond: pairs / attention, expertSecondsPerWeight: expertCurve)
     }
 }

@@ -20,10 +20,11 @@ extension TokenSplitPlanner {
         let costs = CostModel(gemmFlopsPerSecond: compute.gemmFlopsPerSecond, weightBytesPerSecond: compute.weightBytesPerSecond,
                               attentionPairsPerSecond: compute.attentionPairsPerSecond, collectiveLatency: latency,
                               collectiveSecondsPerRow: perRow,
-                              collectiveOverlapsCompute: transport != .sharedMemory || commCores > 0)
+                              collectiveOverlapsCompute: transport != .sharedMemory || commCores > 0,
+                              expertSecondsPerWeight: compute.expertSecondsPerWeight)
         let weights = layers.layerWeights
         let local = Calibration(costs: costs, shape: LayerShape(attentionWeights: weights.attention, mlpWeights: weights.mlp,
-                                                                layerCount: layers.layerCount))
+                                                                layerCount: layers.layerCount, experts: layers.expertLayers))
         let root = try local.broadcast(over: runner.communicator)
         // Chunks of whole GEMM micro-kernel row blocks that reduce-scatter without padding.
         let granule = lcm(Int(weft_gemm_row_block()), runner.communicator.size)
@@ -69,11 +70,19 @@ struct Calibration: Equatable {
     }
 
     /// 64-bit fields as pairs of Int32 (what the communicator broadcasts):
-    /// the cost model's numbers as IEEE bit patterns, then the shape's counts.
+    /// the cost model's numbers as IEEE bit patterns, then the shape's counts,
+    /// then the experts' (a presence flag and six counts, zeros for a dense model).
     var encoded: [Int32] {
-        let fields = costs.encoded.map { $0.bitPattern } + [shape.attentionWeights, shape.mlpWeights, shape.layerCount].map { UInt64(bitPattern: Int64($0)) }
+        let x = shape.experts
+        let expertCounts = x.map { [1, $0.count, $0.perToken, $0.held, $0.weightsPerExpert, $0.sharedWeights, $0.layers] }
+            ?? [Int](repeating: 0, count: Calibration.expertFields)
+        let counts = [shape.attentionWeights, shape.mlpWeights, shape.layerCount] + expertCounts
+        let fields = costs.encoded.map { $0.bitPattern } + counts.map { UInt64(bitPattern: Int64($0)) }
         return fields.flatMap { [Int32(truncatingIfNeeded: $0), Int32(truncatingIfNeeded: $0 >> 32)] }
     }
+
+    /// Counts in the experts' part of `encoded`.
+    static let expertFields = 7
 
     /// Numbers in `CostModel.encoded`.
     static let costFields = CostModel(gemmFlopsPerSecond: 0, weightBytesPerSecond: 0, attentionPairsPerSecond: 0, collectiveLatency: 0,
@@ -85,7 +94,7 @@ struct Calibration: Equatable {
     }
 
     init(encoded words: [Int32]) throws {
-        let costFields = Calibration.costFields, shapeFields = 3
+        let costFields = Calibration.costFields, shapeFields = 3 + Calibration.expertFields
         guard words.count == 2 * (costFields + shapeFields) else {
             throw CommError.unsupported("malformed calibration of \(words.count) integers from rank 0")
         }
@@ -94,6 +103,9 @@ struct Calibration: Equatable {
         }
         let counts = fields[costFields...].map { Int(Int64(bitPattern: $0)) }
         costs = CostModel(encoded: fields[..<costFields].map { Double(bitPattern: $0) })
-        shape = LayerShape(attentionWeights: counts[0], mlpWeights: counts[1], layerCount: counts[2])
+        let x = counts[3...].map { $0 }
+        let experts = x[0] == 0 ? nil : ExpertLayerShape(count: x[1], perToken: x[2], held: x[3], weightsPerExpert: x[4],
+                                                         sharedWeights: x[5], layers: x[6])
+        shape = LayerShape(attentionWeights: counts[0], mlpWeights: counts[1], layerCount: counts[2], experts: experts)
     }
 }

@@ -1,3 +1,6 @@
+import Foundation
+import WeftModel
+
 /// Measured costs of one rank, from which the planner predicts a step's time.
 /// Calibrated at start-up (`TokenSplitPlanner.calibrated(runner:commCores:)`)
 /// and identical on every rank (rank 0's measurements are broadcast), so
@@ -17,39 +20,62 @@ public struct CostModel: Sendable, Equatable {
     /// nodes (the NIC moves the bytes) or when cores are set aside for
     /// communication; false on one node where the same cores would do both.
     public var collectiveOverlapsCompute: Bool
+    /// Seconds per weight element of an expert's GEMM at each of
+    /// `ComputeRates.expertRows` rows, measured (`ComputeRates.expertSecondsPerWeight`);
+    /// nil: experts cost the roofline of the two rates above.
+    public var expertSecondsPerWeight: [Double]?
 
     public init(gemmFlopsPerSecond: Double, weightBytesPerSecond: Double, attentionPairsPerSecond: Double,
-                collectiveLatency: Double, collectiveSecondsPerRow: Double, collectiveOverlapsCompute: Bool) {
+                collectiveLatency: Double, collectiveSecondsPerRow: Double, collectiveOverlapsCompute: Bool,
+                expertSecondsPerWeight: [Double]? = nil) {
         self.gemmFlopsPerSecond = gemmFlopsPerSecond
         self.weightBytesPerSecond = weightBytesPerSecond
         self.attentionPairsPerSecond = attentionPairsPerSecond
         self.collectiveLatency = collectiveLatency
         self.collectiveSecondsPerRow = collectiveSecondsPerRow
         self.collectiveOverlapsCompute = collectiveOverlapsCompute
+        self.expertSecondsPerWeight = expertSecondsPerWeight
     }
 
+    /// The numbers, then a presence flag and the expert curve (zeros when
+    /// absent): one length for every model.
     var encoded: [Double] {
-        [gemmFlopsPerSecond, weightBytesPerSecond, attentionPairsPerSecond, collectiveLatency, collectiveSecondsPerRow,
-         collectiveOverlapsCompute ? 1 : 0]
+        let curve = expertSecondsPerWeight.map { $0.count == ComputeRates.expertRows.count ? $0 : nil } ?? nil
+        return [gemmFlopsPerSecond, weightBytesPerSecond, attentionPairsPerSecond, collectiveLatency, collectiveSecondsPerRow,
+                collectiveOverlapsCompute ? 1 : 0, curve == nil ? 0 : 1] + (curve ?? [Double](repeating: 0, count: ComputeRates.expertRows.count))
     }
 
     init(encoded v: [Double]) {
         self.init(gemmFlopsPerSecond: v[0], weightBytesPerSecond: v[1], attentionPairsPerSecond: v[2],
-                  collectiveLatency: v[3], collectiveSecondsPerRow: v[4], collectiveOverlapsCompute: v[5] != 0)
+                  collectiveLatency: v[3], collectiveSecondsPerRow: v[4], collectiveOverlapsCompute: v[5] != 0,
+                  expertSecondsPerWeight: v[6] != 0 ? Array(v[7...]) : nil)
     }
 }
 
 /// The work of one layer on one rank, from the model's local shapes.
 public struct LayerShape: Sendable, Equatable {
-    /// Weight floats of the attention block (qkv + o) and of the MLP (gate/up + down).
+    /// Weight floats of the attention block (qkv + o) and of a dense layer's MLP (gate/up + down).
     public var attentionWeights: Int
     public var mlpWeights: Int
     public var layerCount: Int
+    /// The sparse layers' experts (`experts.layers` of the `layerCount`
+    /// layers have them instead of the dense MLP); nil for a dense model.
+    public var experts: ExpertLayerShape?
 
-    public init(attentionWeights: Int, mlpWeights: Int, layerCount: Int) {
+    public init(attentionWeights: Int, mlpWeights: Int, layerCount: Int, experts: ExpertLayerShape? = nil) {
         self.attentionWeights = attentionWeights
         self.mlpWeights = mlpWeights
         self.layerCount = layerCount
+        self.experts = experts
+    }
+
+    /// Whether layer `layer` is sparse: the `experts.layers` sparse layers
+    /// spread evenly over the stack (the planner's order only; a model's own
+    /// pattern changes little in the played-out stagger).
+    public func isSparse(layer: Int) -> Bool {
+        guard let experts, experts.layers > 0 else { return false }
+        let n = min(experts.layers, layerCount)
+        return (layer + 1) * n / layerCount > layer * n / layerCount
     }
 }
 
@@ -67,6 +93,12 @@ public struct LayerShape: Sendable, Equatable {
 ///   halves, the reduction after one half's attention has only the other
 ///   half's attention (the short step) to hide behind; with three or four
 ///   chunks it has the rest of the attention phase.
+/// - A sparse (mixture-of-experts) layer's MLP is one GEMM per expert over
+///   the tokens routed to it: of a chunk's n rows, about n·k/E reach each of
+///   E experts (k per token), each expert's GEMM costs its own roofline, and
+///   an expert no token reached costs nothing. Cutting a batch therefore
+///   costs more than the halves' share once experts are weight-bound (few
+///   tokens per expert): every half re-reads every expert it reaches.
 /// - The split is taken only if the predicted time beats the unsplit fused
 ///   step by `minimumGain`; otherwise the batch runs unsplit (fused).
 public struct TokenSplitPlanner: Sendable {
@@ -91,10 +123,52 @@ public struct TokenSplitPlanner: Sendable {
 
     /// Time of one GEMM pass over `weights` floats for `rows` rows: the larger
     /// of the arithmetic time and the time to stream the weights once.
-    func gemmTime(rows: Int, weights: Int) -> Double {
+    public func gemmTime(rows: Int, weights: Int) -> Double {
         guard rows > 0 else { return 0 }
         return max(2 * Double(rows) * Double(weights) / costs.gemmFlopsPerSecond,
                    Double(weights) * 4 / costs.weightBytesPerSecond)
+    }
+
+    /// Time of a sparse layer's MLP for a chunk of `rows` rows. With routing
+    /// taken as uniform, a given expert is reached by at least one of the n
+    /// rows with probability p = 1 − (1 − k/E)^n, and then gets n·k/(E·p)
+    /// rows on average (n·k/E over all experts); each of the `held` experts
+    /// costs p times its GEMM at that many rows: the measured curve
+    /// (`CostModel.expertSecondsPerWeight`, linear between its row counts,
+    /// beyond the last in proportion to the rows), else the roofline
+    /// (arithmetic or streaming its weights once, whichever is longer). The
+    /// router and shared expert see every row.
+    public func expertTime(rows: Int, experts x: ExpertLayerShape) -> Double {
+        guard rows > 0, x.count > 0 else { return 0 }
+        let n = Double(rows), e = Double(x.count), k = Double(min(x.perToken, x.count))
+        let reached = 1 - pow(1 - k / e, n)
+        let rowsPerExpert = n * k / (e * reached)
+        let weights = Double(x.weightsPerExpert)
+        let perExpert: Double
+        if let curve = costs.expertSecondsPerWeight, curve.count == ComputeRates.expertRows.count {
+            perExpert = weights * Self.interpolate(curve, at: rowsPerExpert)
+        } else {
+            perExpert = max(2 * rowsPerExpert * weights / costs.gemmFlopsPerSecond, weights * 4 / costs.weightBytesPerSecond)
+        }
+        return Double(x.held) * reached * perExpert + gemmTime(rows: rows, weights: x.sharedWeights)
+    }
+
+    /// The expert curve at `rows` rows: linear between `ComputeRates.expertRows`,
+    /// the first value below the first, proportional to the rows beyond the last.
+    static func interpolate(_ curve: [Double], at rows: Double) -> Double {
+        let points = ComputeRates.expertRows
+        guard rows > Double(points[0]) else { return curve[0] }
+        for i in 1..<points.count where rows <= Double(points[i]) {
+            let lo = Double(points[i - 1]), hi = Double(points[i])
+            return curve[i - 1] + (curve[i] - curve[i - 1]) * (rows - lo) / (hi - lo)
+        }
+        return curve[points.count - 1] * rows / Double(points[points.count - 1])
+    }
+
+    /// Time of layer `layer`'s MLP for `rows` rows: dense, or its experts.
+    func mlpTime(rows: Int, layer: Int) -> Double {
+        if let experts = shape.experts, shape.isSparse(layer: layer) { return expertTime(rows: rows, experts: experts) }
+        return gemmTime(rows: rows, weights: shape.mlpWeights)
     }
 
     func attentionTime(_ positions: ArraySlice<Int32>) -> Double {
@@ -108,8 +182,11 @@ public struct TokenSplitPlanner: Sendable {
     public func predictUnsplit(_ positions: [Int32]) -> Double {
         let t = positions.count
         let attention = gemmTime(rows: t, weights: shape.attentionWeights) + attentionTime(positions[...])
-        let mlp = gemmTime(rows: t, weights: shape.mlpWeights)
-        return Double(shape.layerCount) * (attention + mlp + 2 * commTime(rows: t))
+        guard shape.experts != nil else {
+            let mlp = gemmTime(rows: t, weights: shape.mlpWeights)
+            return Double(shape.layerCount) * (attention + mlp + 2 * commTime(rows: t))
+        }
+        return (0..<shape.layerCount).reduce(0.0) { $0 + attention + mlpTime(rows: t, layer: $1) + 2 * commTime(rows: t) }
     }
 
     public func predictSplit(_ positions: [Int32], at a: Int) -> Double { predictChunks(positions, cuts: [a]) }
@@ -121,6 +198,7 @@ public struct TokenSplitPlanner: Sendable {
         let chunks = zip(bounds, bounds.dropFirst()).map { $0 ..< $1 }
         let attention = chunks.map { gemmTime(rows: $0.count, weights: shape.attentionWeights) + attentionTime(positions[$0]) }
         let mlp = chunks.map { gemmTime(rows: $0.count, weights: shape.mlpWeights) }
+        let sparseMLP = shape.experts.map { x in chunks.map { expertTime(rows: $0.count, experts: x) } }
         let comm = chunks.map { commTime(rows: $0.count) }
         var computeClock = 0.0, linkClock = 0.0
         var ready = [Double](repeating: 0, count: chunks.count)
@@ -132,8 +210,9 @@ public struct TokenSplitPlanner: Sendable {
             if !costs.collectiveOverlapsCompute { computeClock = linkClock }
         }
         for c in chunks.indices { reduce(c) }   // the embedding's reductions
-        for _ in 0..<shape.layerCount {
-            for phase in [attention, mlp] {
+        for layer in 0..<shape.layerCount {
+            let layerMLP = shape.isSparse(layer: layer) ? sparseMLP ?? mlp : mlp
+            for phase in [attention, layerMLP] {
                 for c in chunks.indices {
                     computeClock = max(computeClock, ready[c]) + phase[c]
                     reduce(c)
@@ -159,7 +238,15 @@ public struct TokenSplitPlanner: Sendable {
         if chunks == 2 { return bestSplit(positions: positions).map { [$0] } }
         guard t >= chunks * granule else { return nil }
         // Cost of each row: its share of the GEMMs plus its attention pairs.
-        let perRow = 2 * Double(shape.attentionWeights + shape.mlpWeights) / costs.gemmFlopsPerSecond
+        let perRow: Double
+        if let x = shape.experts {
+            // A sparse layer's row multiplies k experts' weights (its share of them on this rank) and the shared ones.
+            let sparse = Double(min(x.layers, shape.layerCount)), dense = Double(shape.layerCount) - sparse
+            let mlp = (dense * Double(shape.mlpWeights) + sparse * (x.weightsPerToken + Double(x.sharedWeights))) / Double(max(shape.layerCount, 1))
+            perRow = 2 * (Double(shape.attentionWeights) + mlp) / costs.gemmFlopsPerSecond
+        } else {
+            perRow = 2 * Double(shape.attentionWeights + shape.mlpWeights) / costs.gemmFlopsPerSecond
+        }
         let rowCost = positions.map { perRow + Double($0 + 1) / costs.attentionPairsPerSecond }
         let total = rowCost.reduce(0, +)
         var cuts: [Int] = [], running = 0.0, row = 0
