@@ -21,6 +21,7 @@ public enum FuzzTargets {
         "request": OpenAIRequestFuzz.run,
         "step-plan": StepPlanFuzz.run,
         "gguf": gguf,  // GGUFFuzz.swift
+        "gguf-model": ggufModel,  // GGUFModelFuzz.swift
     ]
 
     /// Names in a stable order (for usage messages and the CI loop).
@@ -47,7 +48,22 @@ public enum FuzzTargets {
         promise(config.parameterCount < Int.max, "parameter count overflowed")
         let frequencies = config.ropeInverseFrequencies()
         promise(frequencies.count == config.headDim / 2, "RoPE table size")
-        for size in [1, 2, 3, 8] { _ = try? TensorParallelPlan(config: config, rank: size - 1, size: size) }
+        for size in [1, 2, 3, 8] {
+            _ = try? TensorParallelPlan(config: config, rank: size - 1, size: size)
+            // Expert parallelism: every expert on exactly one rank, in order.
+            let plans = (0..<size).compactMap { try? TensorParallelPlan(config: config, rank: $0, size: size, moePlacement: .expertParallel) }
+            guard plans.count == size, let moe = config.moe else { continue }
+            promise(plans.first?.experts.lowerBound == 0 && plans.last?.experts.upperBound == moe.expertCount
+                        && zip(plans, plans.dropFirst()).allSatisfy { $0.experts.upperBound == $1.experts.lowerBound }
+                        && plans.allSatisfy { !$0.experts.isEmpty && $0.expertIntermediate == 0..<moe.expertIntermediateSize },
+                    "expert-parallel plans at degree \(size) share \(moe.expertCount) experts as \(plans.map(\.experts))")
+            for (rank, plan) in plans.enumerated() {
+                for e in [plan.experts.lowerBound, plan.experts.upperBound - 1] {
+                    let owner = plan.owner(ofExpert: e, expertCount: moe.expertCount)
+                    promise(owner == rank, "expert \(e) of rank \(rank)'s range owned by rank \(String(describing: owner))")
+                }
+            }
+        }
     }
 
     /// The bytes as tokenizer.json, then (after a 0x00 byte, which JSON text
