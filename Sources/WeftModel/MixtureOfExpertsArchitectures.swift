@@ -104,13 +104,10 @@ public enum Qwen2MoEArchitecture {
 /// Qwen3-MoE: attention without biases but with per-head q/k RMSNorm, an
 /// explicit head_dim, no shared expert. GGUF: `qwen3moe`.
 public enum Qwen3MoEArchitecture {
-    static let moe: [TensorEntry] = MoEEntries.experts(
-        gate: "model.layers.{layer}.mlp.experts.{expert}.gate_proj.weight",
-        up: "model.layers.{layer}.mlp.experts.{expert}.up_proj.weight",
-        down: "model.layers.{layer}.mlp.experts.{expert}.down_proj.weight")
+    /// Named as Qwen2-MoE names its router and experts.
+    static let moe = Qwen2MoEArchitecture.moe
     public static let entries = MoEEntrySet(
-        router: MoEEntries.router("model.layers.{layer}.mlp.gate.weight"),
-        gate: moe[0], up: moe[1], down: moe[2], shared: nil)
+        router: Qwen2MoEArchitecture.entries.router, gate: moe[0], up: moe[1], down: moe[2], shared: nil)
     public static let table = ArchitectureTable(
         name: "qwen3moe",
         entries: LlamaArchitecture.table.entries + [MoEEntries.qNorm, MoEEntries.kNorm, entries.router] + moe)
