@@ -88,11 +88,20 @@ extension LlamaModel {
             for i in 0..<xe.count { xe[i] = Float((i * 7919) % 1000) / 1000 - 0.5 }
             let ye = FloatBuffer(count: 64 * expert.outFeatures)
             let expertWeights = Double(Self.elements(expert))
-            expertCurve = ComputeRates.expertRows.map { m in
-                ComputeRates.medianSeconds(repeats) {
-                    expert.apply(pool: pool, rows: m, x: xe.pointer, ldx: h, y: ye.pointer, ldy: expert.outFeatures)
-                } / expertWeights
+            // Each point the fastest of several runs (interference only adds), then
+            // shaped as a GEMM's time is: never less for more rows, never more per row.
+            var curve = ComputeRates.expertRows.map { m in
+                (0..<(2 * max(1, repeats) + 1)).map { _ in
+                    ComputeRates.medianSeconds(1) {
+                        expert.apply(pool: pool, rows: m, x: xe.pointer, ldx: h, y: ye.pointer, ldy: expert.outFeatures)
+                    }
+                }.min()! / expertWeights
             }
+            let rowCounts = ComputeRates.expertRows.map(Double.init)
+            for i in 1..<curve.count {
+                curve[i] = min(max(curve[i], curve[i - 1]), curve[i - 1] * rowCounts[i] / rowCounts[i - 1])
+            }
+            expertCurve = curve
         }
         return ComputeRates(gemmFlopsPerSecond: 2 * Double(rows) * weightFloats / many,
                             weightBytesPerSecond: 4 * weightFloats / one,
