@@ -41,8 +41,10 @@ extension FuzzTargets {
         guard fd >= 0 else { return }
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         close(fd)
-        defer { unlink(path) }
-        guard written == bytes.count, let file = try? GGUFFile(path: path) else { return }
+        // The mapping outlives the name: unlinked at once, so a crash below leaves no file behind.
+        let opened = written == bytes.count ? try? GGUFFile(path: path) : nil
+        unlink(path)
+        guard let file = opened else { return }
         guard let preview = try? ModelConfig(gguf: file) else { return }
         let names = preview.layerCount * (preview.tensorTable.entries.count + 3 * (preview.moe?.expertCount ?? 0))
         guard names <= maxModelTensors || !skipsKnownBugs else { return }
