@@ -69,7 +69,8 @@ struct BenchEndToEnd: ParsableCommand {
 
     /// Routed tokens (one per token, chosen expert and sparse layer) in a
     /// test's timed runs, per expert and per rank under the placement used;
-    /// the imbalance is the busiest rank's routed tokens over the mean rank's.
+    /// the imbalance is each sparse-layer pass's busiest rank's routed tokens,
+    /// summed, over the mean rank's sum (`ExpertLoad.imbalance`).
     struct MoELoad: Encodable {
         let placement: String
         let routed_tokens_per_expert: [Int]
@@ -83,10 +84,7 @@ struct BenchEndToEnd: ParsableCommand {
 
         init(_ steps: [ExpertLoad], size: Int, placement: TensorParallelPlan.MoEPlacement) {
             var total = ExpertLoad(expertCount: steps.first?.perExpert.count ?? 0)
-            for step in steps {
-                for (e, n) in step.perExpert.enumerated() { total.perExpert[e] += n }
-                total.layerPasses += step.layerPasses
-            }
+            for step in steps { total.add(step) }
             self.placement = placement.rawValue
             routed_tokens_per_expert = total.perExpert
             routed_tokens_per_rank = total.perRank(size: size, placement: placement)

@@ -204,7 +204,7 @@ struct BenchPrefill: ParsableCommand {
             if json { Output.write(try jsonString(rows) + "\n"); return }
             let experts = engine.config.moe != nil
             if experts {
-                Output.write("Experts placed \(engine.model.plan.moePlacement.rawValue) over \(communicator.size) ranks; routed tokens per rank (one per token, chosen expert and sparse layer, one timed run) and their imbalance (busiest rank / mean rank).\n\n")
+                Output.write("Experts placed \(engine.model.plan.moePlacement.rawValue) over \(communicator.size) ranks; routed tokens per rank (one per token, chosen expert and sparse layer, one timed run) and their imbalance (per sparse-layer pass the busiest rank, summed, over the mean rank's sum).\n\n")
             }
             Output.write("| tokens | mode | cuts | median ms | speedup vs baseline | share of baseline comm hidden |\(experts ? " routed tokens per rank | MoE imbalance |" : "")\n|---:|---|---:|---:|---:|---:|\(experts ? "---|---:|" : "")\n")
             for r in rows {

@@ -13,18 +13,12 @@ extension FuzzTargets {
         return "\(directory)/weft-fuzz-gguf-model-\(getpid()).gguf"
     }()
 
-    /// Inputs reaching the two known bugs below are skipped, so the fuzzer
-    /// gets past them; WEFT_FUZZ_KNOWN_BUGS=1 lets them through (to check a fix
-    /// with `weft-fuzz replay` or a fuzzing run). Remove each skip once fixed.
-    static let skipsKnownBugs = ProcessInfo.processInfo.environment["WEFT_FUZZ_KNOWN_BUGS"] != "1"
-
-    /// Known bug, reported 2026-11-30 (Tests/Fuzz/regressions/gguf-model/
-    /// expert-names-4096-layers-4096-experts): GGUFSource (and LlamaWeights'
-    /// validation, and the plan's intermediate alignment) list every routed
-    /// expert's tensor name up front, so a 576-byte file asking for 4096
-    /// layers of 4096 experts takes minutes and gigabytes before the first
-    /// missing tensor is reported (1024 × 1024: 166 s, 2.3 GB in a debug
-    /// build). Skipped above this many names (layers × (entries + 3 × experts)).
+    /// ModelConfig.Limits.expertLayers bounds a model's routed expert tensors
+    /// (both inputs in Tests/Fuzz/regressions/gguf-model were loader bugs,
+    /// fixed: a routed expert stored as a vector passed validation and was
+    /// read past; 4096 × 4096 experts listed 50 million names). Above this
+    /// many names an input is still skipped, only to keep each execution
+    /// short (the limit allows about 200,000).
     static let maxModelTensors = 1 << 14
 
     /// The bytes as a whole GGUF file, opened as a model: the configuration
@@ -47,7 +41,7 @@ extension FuzzTargets {
         guard let file = opened else { return }
         guard let preview = try? ModelConfig(gguf: file) else { return }
         let names = preview.layerCount * (preview.tensorTable.entries.count + 3 * (preview.moe?.expertCount ?? 0))
-        guard names <= maxModelTensors || !skipsKnownBugs else { return }
+        guard names <= maxModelTensors else { return }
         guard let source = try? GGUFSource(file: file) else { return }
         let config = source.config
         promise(config == preview, "GGUFSource's config differs from ModelConfig(gguf:)")
@@ -60,16 +54,6 @@ extension FuzzTargets {
             _ = source.storedFormat(tensor.name)
         }
         guard valid, config.parameterCount <= 1 << 20, let pool = modelPool else { return }
-        // Known bug, reported 2026-11-30 (Tests/Fuzz/regressions/gguf-model/
-        // expert-ff1-stored-as-vector): validate accepts a routed expert's
-        // stacked tensor stored as a vector (its one-row rule, meant for
-        // ffn_gate_inp_shexp, also matches an expert of one row), and loading
-        // then reads past it. Skipped so the fuzzer gets past it; remove once
-        // validate refuses such a file.
-        if skipsKnownBugs, config.tensorTable.tensors(config).contains(where: {
-            $0.expert != nil && source.file.tensor($0.entry.ggufName(layer: $0.layer))?.ne.count == 1
-        }) { return }
-
         let format: WeightFormat? = [nil, .q8_0, .bf16, .q4_1][bytes.count % 4]
         let alignment = LlamaWeights.intermediateAlignment(config: config, source: source, format: format)
         var plans: [TensorParallelPlan?] = [try? TensorParallelPlan(config: config, rank: 0, size: 1, intermediateAlignment: alignment)]

@@ -67,7 +67,8 @@ public final class GGUFSource: WeightSource, @unchecked Sendable {
             throw ModelError.tensor(path, g, "missing (expected shape \(expected) in GGUF order)")
         }
         // A one-row matrix may be stored as a vector (llama.cpp's ffn_gate_inp_shexp).
-        let oneRow = shape.count == 2 && shape[0] == 1 && info.ne == [shape[1]]
+        // (never a routed expert's, whose rows live in a stacked 3-D tensor).
+        let oneRow = expertRows[name] == nil && shape.count == 2 && shape[0] == 1 && info.ne == [shape[1]]
         guard info.ne == expected || oneRow else {
             throw ModelError.tensor(path, g, "shape \(info.ne) (GGUF order), expected \(expected) from the metadata")
         }

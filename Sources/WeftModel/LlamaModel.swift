@@ -185,8 +185,7 @@ public final class LlamaModel {
             if let experts = layer.experts, let moe = m.config.moe, let expertSpace = ws.experts {
                 let routing = experts.forward(rows: rows.count, x: normed + lo * h, h: h, out: partials + lo * h,
                                               moe: moe, pool: m.pool, ws: expertSpace)
-                for e in routing.experts { m.expertLoad?.perExpert[Int(e)] += 1 }
-                m.expertLoad?.layerPasses += 1
+                m.expertLoad?.record(routing, size: m.plan.size, placement: m.plan.moePlacement)
                 return
             }
             let gateUp = ws.gateUp.pointer + lo * 2 * inter, activated = ws.activated.pointer + lo * inter

@@ -13,6 +13,13 @@ public struct ExpertRouting: Sendable, Equatable {
     public var experts: [Int32]
     public var weights: [Float]
 
+    public init(rows: Int, k: Int, experts: [Int32], weights: [Float]) {
+        self.rows = rows
+        self.k = k
+        self.experts = experts
+        self.weights = weights
+    }
+
     /// Routes `rows` rows of router logits (`expertCount` a row, `ld` apart).
     /// Ties go to the lower expert index.
     public static func route(logits: UnsafePointer<Float>, ld: Int, rows: Int, expertCount: Int, k: Int,
@@ -58,12 +65,39 @@ public struct ExpertRouting: Sendable, Equatable {
 /// the same on every rank, so any rank can tell every rank's load).
 public struct ExpertLoad: Sendable, Equatable {
     public var perExpert: [Int]
-    /// Sparse-layer passes counted.
+    /// Sparse-layer passes counted (a layer run in chunks counts once per chunk).
     public var layerPasses: Int
+    /// Over those passes, the sum of the busiest rank's routed tokens, and of
+    /// every rank's, under the model's placement. Every pass ends in a
+    /// reduction that waits for the slowest rank, so the critical path is
+    /// the sum of each pass's busiest rank, not the busiest rank's sum.
+    public var busiestRankRouted: Int
+    public var allRanksRouted: Int
 
     public init(expertCount: Int) {
         perExpert = [Int](repeating: 0, count: expertCount)
         layerPasses = 0
+        busiestRankRouted = 0
+        allRanksRouted = 0
+    }
+
+    /// Counts one sparse-layer pass's routing on `size` ranks under `placement`.
+    public mutating func record(_ routing: ExpertRouting, size: Int, placement: TensorParallelPlan.MoEPlacement) {
+        var pass = ExpertLoad(expertCount: perExpert.count)
+        for e in routing.experts { pass.perExpert[Int(e)] += 1 }
+        let loads = pass.perRank(size: size, placement: placement)
+        for (e, n) in pass.perExpert.enumerated() { perExpert[e] += n }
+        layerPasses += 1
+        busiestRankRouted += loads.max() ?? 0
+        allRanksRouted += loads.reduce(0, +)
+    }
+
+    /// Adds another count (of the same model) to this one.
+    public mutating func add(_ other: ExpertLoad) {
+        for (e, n) in other.perExpert.enumerated() where e < perExpert.count { perExpert[e] += n }
+        layerPasses += other.layerPasses
+        busiestRankRouted += other.busiestRankRouted
+        allRanksRouted += other.allRanksRouted
     }
 
     /// Routed tokens each of `size` ranks computed under `placement`: its
@@ -75,8 +109,12 @@ public struct ExpertLoad: Sendable, Equatable {
         return (0..<size).map { r in TensorParallelPlan.evenSplit(perExpert.count, parts: size, index: r).reduce(0) { $0 + perExpert[$1] } }
     }
 
-    /// The slowest rank's routed tokens over the mean rank's (1: balanced).
+    /// The critical path's routed tokens over a balanced one's: each pass's
+    /// busiest rank summed over the passes, over the mean rank's sum (1:
+    /// balanced; always 1 with tensor-parallel experts). Without per-pass
+    /// counts (a load assembled by hand), the busiest rank's total over the mean's.
     public func imbalance(size: Int, placement: TensorParallelPlan.MoEPlacement) -> Double {
+        if allRanksRouted > 0 { return Double(busiestRankRouted) * Double(size) / Double(allRanksRouted) }
         let loads = perRank(size: size, placement: placement)
         let mean = Double(loads.reduce(0, +)) / Double(max(size, 1))
         return mean > 0 ? Double(loads.max()!) / mean : 1

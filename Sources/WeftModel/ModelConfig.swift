@@ -179,6 +179,10 @@ extension ModelConfig {
         public static let parameterCount = 1 << 42
         /// Experts per MoE layer: Qwen3-235B-A22B has 128, DeepSeek-V3 256.
         public static let expertCount = 1 << 12
+        /// Routed experts in all layers (layers × experts), whose tensors are
+        /// named one by one: DeepSeek-V3 has 61 × 256, Kimi K2 61 × 384,
+        /// Qwen3-235B-A22B 94 × 128. Keeps a typo from listing 16M names.
+        public static let expertLayers = 1 << 16
     }
 
     /// Reads and validates `DIR/config.json`.
@@ -299,6 +303,10 @@ extension ModelConfig {
         if let moe {
             let expertField = architecture == .mixtral ? "num_local_experts" : "num_experts"
             try check(expertField, moe.expertCount, 1...Limits.expertCount)
+            let (expertLayers, overflow) = layerCount.multipliedReportingOverflow(by: moe.expertCount)
+            guard !overflow, expertLayers <= Limits.expertLayers else {
+                throw ModelError.field(file, expertField, "at most \(Limits.expertLayers / layerCount) experts with \(layerCount) layers (\(Limits.expertLayers) expert layers in all)", "\(moe.expertCount)")
+            }
             try check("num_experts_per_tok", moe.expertsPerToken, 1...moe.expertCount, " (at most the number of experts)")
             try check(architecture == .mixtral ? "intermediate_size" : "moe_intermediate_size", moe.expertIntermediateSize, 1...Limits.intermediateSize)
             try check("shared_expert_intermediate_size", moe.sharedExpertIntermediateSize, 0...Limits.intermediateSize)

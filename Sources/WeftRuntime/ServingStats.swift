@@ -35,11 +35,16 @@ public struct ExpertLoadStats: Sendable, Equatable {
     /// Routed tokens each rank computed: its own experts' under expert
     /// parallelism, every routed token (a slice of each) with tensor-parallel experts.
     public var routedPerRank: [Int]
-    /// Steps that routed at least one token, and their imbalances (slowest
-    /// rank's routed tokens over the mean rank's): the last, the sum, and
+    /// Steps that routed at least one token, and their imbalances (each
+    /// sparse-layer pass's busiest rank's routed tokens, summed, over the
+    /// mean rank's: `ExpertLoad.imbalance`): the last, the sum, and
     /// how many fell at or below each of `imbalanceBuckets` (cumulative, as
     /// Prometheus counts buckets).
     public var steps = 0
+    /// Over every sparse-layer pass since start: the busiest rank's routed
+    /// tokens and every rank's (`ExpertLoad`'s critical-path counts).
+    public var busiestRankRouted = 0
+    public var allRanksRouted = 0
     public var lastStepImbalance = 1.0
     public var imbalanceSum = 0.0
     public var imbalanceBucketCounts: [Int]
@@ -58,16 +63,18 @@ public struct ExpertLoadStats: Sendable, Equatable {
         for (e, n) in load.perExpert.enumerated() { routedPerExpert[e] += n }
         for (r, n) in load.perRank(size: ranks, placement: placement).enumerated() { routedPerRank[r] += n }
         let imbalance = load.imbalance(size: ranks, placement: placement)
+        busiestRankRouted += load.busiestRankRouted
+        allRanksRouted += load.allRanksRouted
         steps += 1
         lastStepImbalance = imbalance
         imbalanceSum += imbalance
         for (i, bound) in Self.imbalanceBuckets.enumerated() where imbalance <= bound { imbalanceBucketCounts[i] += 1 }
     }
 
-    /// The imbalance of everything routed since start (1: balanced).
+    /// The imbalance of everything routed since start: each layer pass's
+    /// busiest rank summed, over the mean rank's sum (1: balanced).
     public var overallImbalance: Double {
-        let mean = Double(routedPerRank.reduce(0, +)) / Double(max(ranks, 1))
-        return mean > 0 ? Double(routedPerRank.max()!) / mean : 1
+        allRanksRouted > 0 ? Double(busiestRankRouted) * Double(ranks) / Double(allRanksRouted) : 1
     }
 }
 

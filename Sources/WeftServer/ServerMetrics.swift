@@ -116,7 +116,7 @@ final class ServerMetrics: Sendable {
                     registry.makeCounter(descriptor: weft("moe_rank_routed_tokens_total", "Routed tokens each rank computed: those of its own experts under expert parallelism (placement ep), every routed token (a slice of each expert) under tensor-parallel experts (tp)."),
                                          labels: [("rank", String(r))])
                 },
-                imbalance: registry.makeGauge(descriptor: weft("moe_load_imbalance", "The last step's routed tokens on the busiest rank over the mean rank's (1: balanced; always 1 with tensor-parallel experts).")),
+                imbalance: registry.makeGauge(descriptor: weft("moe_load_imbalance", "The last step's routed tokens on the critical path over a balanced step's: each sparse-layer pass's busiest rank, summed, over the mean rank's sum (1: balanced; always 1 with tensor-parallel experts).")),
                 placement: registry.makeGauge(descriptor: weft("moe_placement_info", "The placement of routed experts (tp or ep) and the ranks they are spread over (value 1)."),
                                               labels: [("placement", moe.placement.rawValue), ("ranks", String(moe.ranks))]))
             metrics = made
@@ -137,7 +137,7 @@ final class ServerMetrics: Sendable {
     /// in Prometheus text from the engine's cumulative bucket counts.
     static func expertHistogram(_ moe: ExpertLoadStats) -> String {
         let name = "weft_moe_step_load_imbalance"
-        var text = "# HELP \(name) Per step of a mixture-of-experts model that routed tokens: routed tokens on the busiest rank over the mean rank's (1: balanced).\n"
+        var text = "# HELP \(name) Per step of a mixture-of-experts model that routed tokens: each sparse-layer pass's busiest rank's routed tokens, summed, over the mean rank's sum (1: balanced).\n"
         text += "# TYPE \(name) histogram\n"
         for (bound, count) in zip(ExpertLoadStats.imbalanceBuckets, moe.imbalanceBucketCounts) {
             text += "\(name)_bucket{le=\"\(bound)\"} \(count)\n"

@@ -116,8 +116,12 @@ final class BenchSmokeTests: XCTestCase {
                 if placement == "ep" {
                     // Rank 0 holds experts 0-3, rank 1 experts 4-7.
                     XCTAssertEqual(perRank, [perExpert[0..<4].reduce(0, +), perExpert[4..<8].reduce(0, +)])
+                    // Per pass the busiest rank, summed: at least the busiest rank's
+                    // total (a sum of maxima bounds the maximum of sums), at most
+                    // every pass on one rank.
                     let mean = Double(routed) / 2
-                    XCTAssertEqual(imbalance, Double(perRank.max()!) / mean, accuracy: 1e-12)
+                    XCTAssertGreaterThanOrEqual(imbalance, Double(perRank.max()!) / mean - 1e-12, "\(test)")
+                    XCTAssertLessThanOrEqual(imbalance, 2, "\(test)")
                 } else {
                     XCTAssertEqual(perRank, [routed, routed], "every rank computes a slice of every routed token")
                     XCTAssertEqual(imbalance, 1)

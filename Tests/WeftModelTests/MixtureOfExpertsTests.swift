@@ -84,6 +84,8 @@ final class MixtureOfExpertsTests: XCTestCase {
         XCTAssertTrue(try problem { $0["mlp_only_layers"] = [7] }.contains("mlp_only_layers"))
         XCTAssertTrue(try problem { $0["decoder_sparse_step"] = 0 }.contains("decoder_sparse_step"))
         XCTAssertTrue(try problem { $0["shared_expert_intermediate_size"] = 1.5 }.contains("shared_expert_intermediate_size"))
+        // Layers × experts is bounded (every expert's tensors are named one by one).
+        XCTAssertTrue(try problem { $0["num_experts"] = 4096; $0["num_hidden_layers"] = 64 }.contains("at most 1024 experts with 64 layers"))
         XCTAssertEqual(try problem { _ in }, "accepted")
     }
 
@@ -128,6 +130,26 @@ final class MixtureOfExpertsTests: XCTestCase {
         XCTAssertEqual(load.perRank(size: 3, placement: .tensorParallel), [20, 20, 20])
         XCTAssertEqual(load.imbalance(size: 3, placement: .tensorParallel), 1)
         XCTAssertEqual(ExpertLoad(expertCount: 4).imbalance(size: 2, placement: .expertParallel), 1, "no tokens: balanced")
+
+        // Per pass, the busiest rank: two passes each fully on a different rank
+        // are balanced in sum but twice the mean on the critical path.
+        func routing(_ experts: [Int32]) -> ExpertRouting {
+            ExpertRouting(rows: experts.count, k: 1, experts: experts, weights: [Float](repeating: 1, count: experts.count))
+        }
+        var passes = ExpertLoad(expertCount: 4)
+        passes.record(routing([0, 1, 0]), size: 2, placement: .expertParallel)   // rank 0: 3, rank 1: 0
+        passes.record(routing([2, 3, 3]), size: 2, placement: .expertParallel)   // rank 0: 0, rank 1: 3
+        XCTAssertEqual(passes.perRank(size: 2, placement: .expertParallel), [3, 3])
+        XCTAssertEqual(passes.imbalance(size: 2, placement: .expertParallel), 2)
+        XCTAssertEqual(passes.layerPasses, 2)
+        var sum = ExpertLoad(expertCount: 4)
+        sum.add(passes)
+        sum.add(passes)
+        XCTAssertEqual(sum.imbalance(size: 2, placement: .expertParallel), 2)
+        XCTAssertEqual(sum.perExpert, [4, 2, 2, 4])
+        var tensorParallel = ExpertLoad(expertCount: 4)
+        tensorParallel.record(routing([0, 0, 0]), size: 2, placement: .tensorParallel)
+        XCTAssertEqual(tensorParallel.imbalance(size: 2, placement: .tensorParallel), 1)
     }
 
     func testPlacementsShareOutExperts() throws {
@@ -314,5 +336,31 @@ final class MixtureOfExpertsTests: XCTestCase {
             XCTAssertEqual(experts.gateUp[3].formatDescription, format.description)
             XCTAssertEqual(experts.shared?.down.formatDescription, format.description)
         }
+    }
+
+    /// Stacked k-quant experts (Q4_K gate/up, Q6_K and Q5_K down: a Q4_K_M
+    /// file's formats; Tests/Fixtures/gguf-moe-kquant) multiplied in their
+    /// format over Q8_K activation blocks, as llama.cpp does: the logits
+    /// equal the float64 reference of that computation (which llama.cpp
+    /// matches within 1.4e-6) to float32 rounding.
+    func testKQuantExpertsGiveLlamaCppsComputation() throws {
+        struct File: Decodable { let logits_8bit_activations: [[[Float]]] }
+        struct Reference: Decodable { let sequences: [[Int]]; let files: [String: File] }
+        let folder = Self.fixtures.appendingPathComponent("gguf-moe-kquant")
+        let reference = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: folder.appendingPathComponent("reference.json")))
+        let source = try GGUFSource(path: folder.appendingPathComponent("tiny-moe-q4_k_m.gguf").path)
+        let model = try Fixtures.model(source: source, config: source.config)
+        for (i, tokens) in reference.sequences.enumerated() {
+            var batch = FlatBatch()
+            batch.append(sequence: 0, tokens: tokens.map { Int32($0) }, firstPosition: 0, logits: .all)
+            let actual = try model.forward(batch, schedule: .fused)
+            model.cache.release(sequence: 0)
+            Fixtures.assertClose(actual, reference.files["tiny-moe-q4_k_m"]!.logits_8bit_activations[i].flatMap { $0 },
+                                 relative: 1e-5, "sequence \(i)")
+        }
+        let layers = model.weights.layers
+        XCTAssertEqual(layers[0].experts!.gateUp[2].formatDescription, "q4_K")
+        XCTAssertEqual(layers[0].experts!.down[2].formatDescription, "q6_K")
+        XCTAssertEqual(layers[1].experts!.down[2].formatDescription, "q5_K")
     }
 }
