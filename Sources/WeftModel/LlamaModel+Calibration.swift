@@ -43,7 +43,8 @@ extension LlamaModel {
     public func measureComputeRates(rows: Int = 64, repeats: Int = 3) throws -> ComputeRates {
         let h = config.hiddenSize
         let gateUp = calibrationLinear
-        let x = FloatBuffer(count: rows * h, zeroed: true)
+        // Inputs for the dense GEMM's `rows` rows and the expert curve's up to 64.
+        let x = FloatBuffer(count: max(rows, ComputeRates.expertRows.last!) * h, zeroed: true)
         for i in 0..<x.count { x[i] = Float((i * 7919) % 1000) / 1000 - 0.5 }
         let y = FloatBuffer(count: rows * gateUp.outFeatures)
         let many = ComputeRates.medianSeconds(repeats) { gateUp.apply(pool: pool, rows: rows, x: x.pointer, ldx: h, y: y.pointer, ldy: gateUp.outFeatures) }
@@ -84,8 +85,6 @@ extension LlamaModel {
         // An expert's GEMM at the few rows a chunk gives it (gate/up of the first held expert).
         var expertCurve: [Double]?
         if let expert = weights.layers.first(where: { $0.experts != nil })?.experts?.gateUp.first {
-            let xe = FloatBuffer(count: 64 * h, zeroed: true)
-            for i in 0..<xe.count { xe[i] = Float((i * 7919) % 1000) / 1000 - 0.5 }
             let ye = FloatBuffer(count: 64 * expert.outFeatures)
             let expertWeights = Double(Self.elements(expert))
             // Each point the fastest of several runs (interference only adds), then
@@ -93,7 +92,7 @@ extension LlamaModel {
             var curve = ComputeRates.expertRows.map { m in
                 (0..<(2 * max(1, repeats) + 1)).map { _ in
                     ComputeRates.medianSeconds(1) {
-                        expert.apply(pool: pool, rows: m, x: xe.pointer, ldx: h, y: ye.pointer, ldy: expert.outFeatures)
+                        expert.apply(pool: pool, rows: m, x: x.pointer, ldx: h, y: ye.pointer, ldy: expert.outFeatures)
                     }
                 }.min()! / expertWeights
             }

@@ -106,7 +106,7 @@ public struct ExpertLoad: Sendable, Equatable {
     public func perRank(size: Int, placement: TensorParallelPlan.MoEPlacement) -> [Int] {
         let total = perExpert.reduce(0, +)
         guard placement == .expertParallel else { return [Int](repeating: total, count: size) }
-        return (0..<size).map { r in TensorParallelPlan.evenSplit(perExpert.count, parts: size, index: r).reduce(0) { $0 + perExpert[$1] } }
+        return (0..<size).map { r in TensorParallelPlan.heldExperts(perExpert.count, size: size, rank: r).reduce(0) { $0 + perExpert[$1] } }
     }
 
     /// The critical path's routed tokens over a balanced one's: each pass's

@@ -108,7 +108,7 @@ public struct TensorParallelPlan: Sendable, Equatable {
                 guard moe.expertCount >= size else {
                     throw ModelError.parallelism("expert parallelism at degree \(size) needs at least \(size) experts; the model has \(moe.expertCount)")
                 }
-                experts = Self.evenSplit(moe.expertCount, parts: size, index: rank)
+                experts = Self.heldExperts(moe.expertCount, size: size, rank: rank)
                 expertIntermediate = 0..<moe.expertIntermediateSize
             }
             let shared = moe.sharedExpertIntermediateSize
@@ -123,12 +123,18 @@ public struct TensorParallelPlan: Sendable, Equatable {
         }
     }
 
-    /// The ranks holding each routed expert under this plan's placement
-    /// (every expert on every rank with tensor-parallel experts).
+    /// The experts rank `rank` of `size` holds under expert parallelism: an
+    /// even, contiguous share (the one rule `experts`, `owner(ofExpert:)` and
+    /// `ExpertLoad.perRank` use).
+    public static func heldExperts(_ expertCount: Int, size: Int, rank: Int) -> Range<Int> {
+        evenSplit(expertCount, parts: size, index: rank)
+    }
+
+    /// The rank holding routed expert `expert` under expert parallelism; nil
+    /// with tensor-parallel experts (every rank holds a slice of each).
     public func owner(ofExpert expert: Int, expertCount: Int) -> Int? {
         guard moePlacement == .expertParallel else { return nil }
-        for r in 0..<size where Self.evenSplit(expertCount, parts: size, index: r).contains(expert) { return r }
-        return nil
+        return (0..<size).first { Self.heldExperts(expertCount, size: size, rank: $0).contains(expert) }
     }
 
     /// Every rank's query heads under `split`.
