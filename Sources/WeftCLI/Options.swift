@@ -232,6 +232,8 @@ enum ParameterFlags {
         "ServingConfiguration.maxQueuedRequests": "--max-queue",
         "ServingConfiguration.maxModelLength": "--max-model-len",
         "ServingConfiguration.kvBlocks": "--kv-blocks",
+        "ServingConfiguration.stepTimeTarget": "--step-time-ratio",
+        "ServingConfiguration.prefixCaching": "--no-prefix-cache",
         // WeftComm.FusedResidualNorm
         "FusedResidualNorm(ranksPerNode:)": "--ranks-per-node",
         "FusedResidualNorm(transport:)": "--comm-transport",

@@ -47,6 +47,15 @@ struct Serve: ParsableCommand {
     @Option(help: "KV cache blocks (default: enough for --max-num-seqs sequences of --max-model-len).")
     var kvBlocks: Int?
 
+    @Option(help: "How many prompt tokens a step that also decodes may carry: adaptive (as many as keep the cost model's predicted step within --step-time-ratio times the decode-only step, at least 16 or the KV block size; the whole --max-batch-tokens when nothing decodes) or fixed (always up to --max-batch-tokens: faster prefill, but decoding streams stall while a long prompt is cut in).")
+    var stepBudget = "adaptive"
+
+    @Option(help: "With --step-budget adaptive: the longest predicted step with prompt chunks, as a multiple of the decode-only step (1...1000; default 2).")
+    var stepTimeRatio: Double?
+
+    @Flag(help: "Turn off automatic prefix caching (full KV blocks kept after a request ends and reused by later requests with the same prefix).")
+    var noPrefixCache = false
+
     @Option(help: "Largest request body, bytes.")
     var maxBodyBytes = 4 << 20
 
@@ -70,8 +79,23 @@ struct Serve: ParsableCommand {
         if !(drainTimeout >= 0 && drainTimeout <= 86_400) { throw ValidationError("--drain-timeout must be 0...86400 seconds, got \(drainTimeout)") }
         if !(idleTimeout > 0 && idleTimeout <= 86_400) { throw ValidationError("--idle-timeout must be > 0 and <= 86400 seconds, got \(idleTimeout)") }
         if !(templateTimeout > 0 && templateTimeout <= 3_600) { throw ValidationError("--template-timeout must be > 0 and <= 3600 seconds, got \(templateTimeout)") }
+        _ = try parsedStepTimeTarget()
         if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
         _ = try options.parsedMode(allowing: options.allowedModes)
+    }
+
+    func parsedStepTimeTarget() throws -> StepTimeTarget {
+        switch stepBudget {
+        case "fixed":
+            if stepTimeRatio != nil { throw ValidationError("--step-time-ratio needs --step-budget adaptive") }
+            return .fixed
+        case "adaptive":
+            let target = stepTimeRatio.map { StepTimeTarget.adaptive(ratio: $0) } ?? .default
+            do { try target.check() } catch { throw ParameterFlags.asOption(error) }
+            return target
+        default:
+            throw ValidationError("--step-budget must be adaptive or fixed, got \(stepBudget)")
+        }
     }
 
     func run() throws {
@@ -81,6 +105,8 @@ struct Serve: ParsableCommand {
         serving.maxModelLength = maxModelLen
         serving.maxQueuedRequests = maxQueue
         serving.kvBlocks = kvBlocks
+        serving.stepTimeTarget = try parsedStepTimeTarget()
+        serving.prefixCaching = !noPrefixCache
         let modelName = servedModelName
             ?? options.model.map { URL(fileURLWithPath: $0).standardizedFileURL.lastPathComponent }
             ?? URL(fileURLWithPath: options.randomWeights!).deletingPathExtension().lastPathComponent

@@ -16,6 +16,14 @@ public struct ServingConfiguration: Sendable {
     /// KV cache blocks; nil: enough for `maxRunningSequences` sequences of
     /// `maxModelLength` positions.
     public var kvBlocks: Int?
+    /// How many prompt tokens a step with decodes may carry besides them
+    /// (`StepBudget`): by default as many as keep the predicted step within
+    /// twice the decode-only step, so a prefill burst does not stall the
+    /// streams already decoding; `.fixed` fills every step to `maxBatchTokens`.
+    public var stepTimeTarget: StepTimeTarget = .default
+    /// Automatic prefix caching: full KV blocks are kept after their request
+    /// ends and reused by later requests with the same prefix; false turns it off.
+    public var prefixCaching = true
 
     public init(engine: EngineConfiguration) {
         self.engine = engine
@@ -44,6 +52,7 @@ public struct ServingConfiguration: Sendable {
         if let kvBlocks, kvBlocks < 1 {
             throw RuntimeError.invalidParameter("ServingConfiguration.kvBlocks", "must be at least 1, got \(kvBlocks)")
         }
+        try stepTimeTarget.check()
     }
 
     /// Sizes the engine's sequences and KV cache for these limits and the
