@@ -24,8 +24,12 @@ public enum KVDType: String, Sendable, CaseIterable {
 /// all sequences: a sequence owns a list of blocks (its block table) that
 /// grows as it does, and returns them when it ends.
 ///
-/// Each rank holds only its KV heads. All ranks make the same allocation
-/// decisions from the same step plans, so block tables agree across ranks.
+/// Each rank holds only its KV heads. Blocks are handed out one of two
+/// ways, never both in one cache: by the cache itself (`reserve`, for
+/// single-request generation, benchmarks and tests), or by rank 0's serving
+/// scheduler, whose step plans name every sequence's blocks (`apply`; shared
+/// prefix blocks may then appear in several tables). Either way all ranks
+/// make the same decisions, so block tables agree across ranks.
 public final class PagedKVCache {
     public let layerCount: Int
     public let blockSize: Int
@@ -40,6 +44,8 @@ public final class PagedKVCache {
     let values: [FloatBuffer]
     private var freeBlocks: [Int32]
     private(set) var tables: [Int: [Int32]] = [:]
+    /// Tables come from step plans (`apply`): `reserve` only checks them.
+    public private(set) var isPlanned = false
 
     public init(layerCount: Int, blockSize: Int, blockCount: Int, kvWidth: Int, node: Int?, dtype: KVDType = .f32) {
         precondition(blockSize > 0 && blockCount > 0)
@@ -56,7 +62,9 @@ public final class PagedKVCache {
     }
 
     public var freeBlockCount: Int { freeBlocks.count }
-    public var usedBlockCount: Int { blockCount - freeBlocks.count }
+    /// Blocks in use: held by sequences (self-allocated), or listed in at
+    /// least one table (planned).
+    public var usedBlockCount: Int { isPlanned ? Set(tables.values.joined()).count : blockCount - freeBlocks.count }
     public var byteCount: Int { 2 * layerCount * blockSize * blockCount * kvWidth * dtype.byteSize }
 
     /// Layer `layer`'s key and value pools, as the attention kernels take them.
@@ -79,6 +87,9 @@ public final class PagedKVCache {
     public func reserve(sequence: Int, length: Int) throws {
         var table = tables[sequence] ?? []
         let needed = blocksNeeded(forLength: length) - table.count
+        if isPlanned && needed > 0 {
+            throw ModelError.input("KV cache: the step plan gave sequence \(sequence) \(table.count) blocks of \(blockSize) positions, its batch reaches position \(length - 1)")
+        }
         guard needed <= freeBlocks.count else {
             throw ModelError.input("KV cache full: sequence \(sequence) needs \(needed) more blocks of \(blockSize) positions, \(freeBlocks.count) free of \(blockCount)")
         }
@@ -86,10 +97,38 @@ public final class PagedKVCache {
         tables[sequence] = table
     }
 
-    /// Returns a sequence's blocks to the pool.
+    /// Returns a sequence's blocks to the pool (with planned tables, just
+    /// drops the table: rank 0's scheduler keeps the free list).
     public func release(sequence: Int) {
-        if let table = tables.removeValue(forKey: sequence) { freeBlocks += table.reversed() }
+        if let table = tables.removeValue(forKey: sequence), !isPlanned { freeBlocks += table.reversed() }
     }
+
+    /// Applies a step plan's block decisions: drops the `releases`' tables,
+    /// then appends each allocation's blocks to its sequence's table. The
+    /// first call turns the cache over to the plans for good (it must hold
+    /// no self-allocated table then).
+    public func apply(releases: [Int], allocations: [(sequence: Int, blocks: [Int32])]) throws {
+        if !isPlanned {
+            guard tables.isEmpty else {
+                throw ModelError.input("KV cache: step plans cannot take over a cache that holds \(tables.count) sequences of its own")
+            }
+            isPlanned = true
+        }
+        for sequence in releases { tables.removeValue(forKey: sequence) }
+        for (sequence, blocks) in allocations {
+            if let bad = blocks.first(where: { $0 < 0 || Int($0) >= blockCount }) {
+                throw ModelError.input("KV cache: the step plan gives sequence \(sequence) block \(bad) of \(blockCount)")
+            }
+            tables[sequence, default: []] += blocks
+        }
+    }
+
+    /// `sequence`'s block table (nil: it holds none).
+    public func table(of sequence: Int) -> [Int32]? { tables[sequence] }
+
+    /// Sequences holding blocks (planned tables: every rank should hold the
+    /// same, and none once every request has ended).
+    public var sequenceCount: Int { tables.count }
 
     public func capacity(of sequence: Int) -> Int { (tables[sequence]?.count ?? 0) * blockSize }
 }

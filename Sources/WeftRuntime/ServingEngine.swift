@@ -60,13 +60,15 @@ public final class ServingEngine: @unchecked Sendable {
         loadSeconds = engine.loadSeconds
         let blocks = engine.model.cache.blockCount
         let scheduler = BatchScheduler.Limits(maxRunning: configuration.maxRunningSequences, maxBatchTokens: configuration.maxBatchTokens,
-                                              kvBlocks: blocks, kvBlockSize: engine.configuration.kvBlockSize)
+                                              kvBlocks: blocks, kvBlockSize: engine.configuration.kvBlockSize,
+                                              prefixCaching: configuration.prefixCaching)
         let maxModelLength = engine.configuration.maxSequenceLength ?? engine.config.maxPositionEmbeddings   // set by `size`
         intake = RequestIntake(limits: RequestLimits(maxModelLength: maxModelLength, vocabularySize: engine.config.vocabularySize,
                                                      scheduler: scheduler),
                                admissionLimit: configuration.admissionLimit)
-        monitor = ServingMonitor(kvBlocksTotal: blocks)
-        loop = ServingEngineLoop(engine: engine, scheduler: scheduler, intake: intake, monitor: monitor)
+        monitor = ServingMonitor(kvBlocksTotal: blocks, prefixCaching: configuration.prefixCaching)
+        loop = ServingEngineLoop(engine: engine, scheduler: scheduler, budget: try StepBudget.make(configuration: configuration, engine: engine),
+                                 intake: intake, monitor: monitor)
     }
 
     // MARK: Rank 0 API

@@ -16,6 +16,8 @@ final class ServingEngineLoop {
     private let intake: RequestIntake
     private let monitor: ServingMonitor
     private let endOfSequence: Set<Int>
+    /// How many prompt tokens a step may carry besides its decodes.
+    private let budget: StepBudget
 
     // Rank 0's requests.
     private var scheduler: BatchScheduler
@@ -27,8 +29,9 @@ final class ServingEngineLoop {
         var stream: GenerationStream
     }
 
-    init(engine: Engine, scheduler: BatchScheduler.Limits, intake: RequestIntake, monitor: ServingMonitor) {
+    init(engine: Engine, scheduler: BatchScheduler.Limits, budget: StepBudget, intake: RequestIntake, monitor: ServingMonitor) {
         self.engine = engine
+        self.budget = budget
         communicator = engine.communicator
         self.intake = intake
         self.monitor = monitor
@@ -61,7 +64,17 @@ final class ServingEngineLoop {
             try communicator.broadcastWhenReady(&encoded)
             let plan = try StepPlan(encoded: encoded)
             _ = try execute(plan)
-            if plan.stop { return }
+            if plan.stop { return try checkDrained() }
+        }
+    }
+
+    /// After the stop plan every request has ended, so no rank's cache may
+    /// still list a sequence: a leak (or a plan a rank applied differently)
+    /// fails the job on that rank instead of passing unnoticed.
+    private func checkDrained() throws {
+        let left = engine.model.cache.sequenceCount
+        guard left == 0 else {
+            throw RuntimeError.invalidInput("rank \(communicator.rank): the KV cache still holds \(left) sequences after every request ended")
         }
     }
 
@@ -76,8 +89,12 @@ final class ServingEngineLoop {
             case .nothing: break
             }
             monitor.load(waiting: scheduler.waiting.count, running: scheduler.running.count,
-                         kvBlocksInUse: engine.model.cache.usedBlockCount)
-            if plan.stop { return }
+                         kvBlocksInUse: scheduler.usedBlocks, kvBlocksCached: scheduler.cachedBlocks,
+                         scheduling: scheduler.statistics)
+            if plan.stop {
+                if let problem = scheduler.violation() { throw RuntimeError.invalidInput("scheduler: \(problem)") }
+                return try checkDrained()
+            }
         }
     }
 
@@ -90,7 +107,7 @@ final class ServingEngineLoop {
     }
 
     private func execute(_ plan: StepPlan) throws -> StepResult {
-        for id in plan.releases { engine.release(sequence: id) }
+        try engine.model.cache.apply(releases: plan.releases, allocations: plan.allocations.map { ($0.sequence, $0.blocks) })
         guard !plan.batch.isEmpty else { return .nothing }
         let started = DispatchTime.now()
         let commBefore = engine.runner.communicationSeconds
@@ -126,7 +143,7 @@ final class ServingEngineLoop {
         if let deadline = work.drainDeadline, Date() >= deadline {
             for id in live.keys.sorted() { end(id, error: ServingError.shuttingDown) }
         }
-        var plan = scheduler.nextStep()
+        var plan = scheduler.nextStep(promptBudget: budget.promptTokens(decodePositions: scheduler.decodePositions))
         if work.drainDeadline != nil && live.isEmpty { plan.stop = true }
         return plan
     }
@@ -153,8 +170,8 @@ final class ServingEngineLoop {
 
     /// Ends a request: frees its slot (and its blocks on every rank in the
     /// next step) and finishes its stream, with `error` if given.
-    private func end(_ id: Int, error: Error? = nil) {
-        scheduler.finish(id: id)
+    private func end(_ id: Int, error: Error? = nil, cacheable: Bool = true) {
+        scheduler.finish(id: id, cacheable: cacheable)
         guard let request = live.removeValue(forKey: id) else { return }
         request.stream.finish(throwing: error)
         intake.ended()
@@ -162,7 +179,7 @@ final class ServingEngineLoop {
 
     private func failBatch(_ batch: FlatBatch, error: Error) {
         for id in Set(batch.spans.map(\.sequence)).sorted() {
-            end(id, error: ServingError.engineFailed(String(describing: error)))
+            end(id, error: ServingError.engineFailed(String(describing: error)), cacheable: false)
         }
     }
 

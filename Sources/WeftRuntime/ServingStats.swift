@@ -6,8 +6,19 @@ import WeftModel
 public struct ServingStats: Sendable {
     public var waitingRequests = 0
     public var runningSequences = 0
+    /// Blocks held by running sequences, and blocks holding a cached prefix
+    /// (held or kept for reuse; the two overlap by the shared ones).
     public var kvBlocksInUse = 0
+    public var kvBlocksCached = 0
     public var kvBlocksTotal = 0
+    /// Whether full blocks are kept for later requests with the same prefix.
+    public var prefixCaching = false
+    /// Prompt tokens looked up in the prefix cache at admission (a preempted
+    /// sequence's recompute included) and the part found there.
+    public var prefixQueriedTokens = 0
+    public var prefixHitTokens = 0
+    /// Sequences preempted (blocks freed, requeued to compute again).
+    public var preemptions = 0
     public var steps = 0
     /// Seconds in model steps, and the part of them spent in (not hidden
     /// behind) the per-layer reductions.
@@ -90,9 +101,10 @@ final class ServingMonitor: Sendable {
 
     private let state: Mutex<State>
 
-    init(kvBlocksTotal: Int) {
+    init(kvBlocksTotal: Int, prefixCaching: Bool) {
         var stats = ServingStats()
         stats.kvBlocksTotal = kvBlocksTotal
+        stats.prefixCaching = prefixCaching
         state = Mutex(State(stats: stats))
     }
 
@@ -137,12 +149,17 @@ final class ServingMonitor: Sendable {
         state.withLock { $0.stats.generatedTokens += tokens }
     }
 
-    /// The batch after a step: sequences waiting in and running from the scheduler, blocks in use.
-    func load(waiting: Int, running: Int, kvBlocksInUse: Int) {
+    /// The batch after a step: sequences waiting in and running from the
+    /// scheduler, blocks in use and cached, and the scheduler's counters.
+    func load(waiting: Int, running: Int, kvBlocksInUse: Int, kvBlocksCached: Int, scheduling: BatchScheduler.Statistics) {
         state.withLock {
             $0.stats.waitingRequests = waiting
             $0.stats.runningSequences = running
             $0.stats.kvBlocksInUse = kvBlocksInUse
+            $0.stats.kvBlocksCached = kvBlocksCached
+            $0.stats.prefixQueriedTokens = scheduling.queriedTokens
+            $0.stats.prefixHitTokens = scheduling.hitTokens
+            $0.stats.preemptions = scheduling.preemptions
         }
     }
 }

@@ -5,38 +5,86 @@ import WeftModel
 @_exported import WeftSchedule
 
 /// What every rank does in one engine step, decided by rank 0's scheduler and
-/// broadcast to the others: free the KV blocks of sequences that ended, run
-/// one flattened batch, or leave the engine loop. All ranks apply the same
-/// plans in the same order, so their KV caches and collectives stay in step.
+/// broadcast to the others: drop the block tables of sequences that ended or
+/// were preempted, give sequences the KV blocks they grow into (shared
+/// prefix blocks included), run one flattened batch, or leave the engine
+/// loop. All ranks apply the same plans in the same order, so their KV
+/// caches and collectives stay in step; only rank 0 decides which block is
+/// whose.
 public struct StepPlan: Sendable, Equatable {
-    /// Sequences whose KV blocks every rank frees before running the batch.
+    /// Blocks a sequence appends to its table.
+    public struct Allocation: Sendable, Equatable {
+        public var sequence: Int
+        public var blocks: [Int32]
+    }
+
+    /// Sequences whose block tables every rank drops first.
     public var releases: [Int] = []
+    /// Then the blocks sequences append to their tables (in this order).
+    public var allocations: [Allocation] = []
     /// The tokens to run (may be empty: a step that only frees blocks).
     public var batch = FlatBatch()
     /// Every rank leaves the engine loop after this step.
     public var stop = false
 
-    public init(releases: [Int] = [], batch: FlatBatch = FlatBatch(), stop: Bool = false) {
+    public init(releases: [Int] = [], allocations: [Allocation] = [], batch: FlatBatch = FlatBatch(), stop: Bool = false) {
         self.releases = releases
+        self.allocations = allocations
         self.batch = batch
         self.stop = stop
     }
 
-    /// Wire format: [stop, release count, releases…, batch encoding…].
+    /// Adds `blocks` to what `sequence` appends this step.
+    mutating func allocate(_ blocks: [Int32], to sequence: Int) {
+        if let index = allocations.firstIndex(where: { $0.sequence == sequence }) {
+            allocations[index].blocks += blocks
+        } else {
+            allocations.append(Allocation(sequence: sequence, blocks: blocks))
+        }
+    }
+
+    /// Wire format: [stop, release count, releases…, allocation count,
+    /// (sequence, block count, blocks…)…, batch encoding…].
     public func encoded() -> [Int32] {
-        [stop ? 1 : 0, Int32(releases.count)] + releases.map { Int32($0) } + batch.encoded()
+        var out: [Int32] = [stop ? 1 : 0, Int32(releases.count)] + releases.map { Int32($0) }
+        out.append(Int32(allocations.count))
+        for allocation in allocations {
+            out += [Int32(allocation.sequence), Int32(allocation.blocks.count)] + allocation.blocks
+        }
+        return out + batch.encoded()
     }
 
     public init(encoded: [Int32]) throws {
-        guard encoded.count >= 2, encoded[0] == 0 || encoded[0] == 1, encoded[1] >= 0,
-              2 + Int(encoded[1]) <= encoded.count else {
-            throw RuntimeError.invalidInput("malformed step plan of \(encoded.count) integers")
+        var reader = encoded[...]
+        func next(_ what: String) throws -> Int {
+            guard let value = reader.popFirst(), value >= 0 else {
+                throw RuntimeError.invalidInput("malformed step plan of \(encoded.count) integers: bad or missing \(what)")
+            }
+            return Int(value)
         }
-        stop = encoded[0] == 1
-        let count = Int(encoded[1])
-        releases = encoded[2..<2 + count].map { Int($0) }
+        func take(_ count: Int, _ what: String) throws -> ArraySlice<Int32> {
+            guard count <= reader.count else {
+                throw RuntimeError.invalidInput("malformed step plan of \(encoded.count) integers: \(count) \(what) announced, \(reader.count) integers left")
+            }
+            defer { reader = reader.dropFirst(count) }
+            return reader.prefix(count)
+        }
+        let flag = try next("stop flag")
+        guard flag <= 1 else { throw RuntimeError.invalidInput("malformed step plan: stop flag \(flag)") }
+        stop = flag == 1
+        releases = try take(try next("release count"), "releases").map { Int($0) }
         if let bad = releases.first(where: { $0 < 0 }) { throw RuntimeError.invalidInput("step plan releases sequence \(bad)") }
-        batch = try FlatBatch(encoded: Array(encoded[(2 + count)...]))
+        let allocationCount = try next("allocation count")
+        guard allocationCount <= reader.count / 2 else {
+            throw RuntimeError.invalidInput("malformed step plan: \(allocationCount) allocations in \(reader.count) integers")
+        }
+        for _ in 0..<allocationCount {
+            let sequence = try next("allocated sequence")
+            let blocks = Array(try take(try next("allocated block count"), "allocated blocks"))
+            if let bad = blocks.first(where: { $0 < 0 }) { throw RuntimeError.invalidInput("step plan allocates block \(bad)") }
+            allocations.append(Allocation(sequence: sequence, blocks: blocks))
+        }
+        batch = try FlatBatch(encoded: Array(reader))
     }
 }
 

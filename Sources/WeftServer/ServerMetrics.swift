@@ -22,6 +22,11 @@ final class ServerMetrics: Sendable {
     private let runningBatch: Gauge
     private let kvBlocksInUse: Gauge
     private let kvBlocksTotal: Gauge
+    private let prefixCachedBlocks: Gauge
+    private let prefixQueriedTokens: Counter
+    private let prefixHitTokens: Counter
+    private let prefixHitRate: Gauge
+    private let preemptions: Counter
     private let stepSeconds: Counter
     private let steps: Counter
     private let communicationSeconds: Counter
@@ -52,6 +57,11 @@ final class ServerMetrics: Sendable {
         runningBatch = registry.makeGauge(descriptor: weft("running_sequences", "Sequences in the running batch."))
         kvBlocksInUse = registry.makeGauge(descriptor: weft("kv_blocks_in_use", "KV cache blocks holding sequences (rank 0; every rank holds the same)."))
         kvBlocksTotal = registry.makeGauge(descriptor: weft("kv_blocks_total", "KV cache blocks."))
+        prefixCachedBlocks = registry.makeGauge(descriptor: weft("prefix_cache_blocks", "KV cache blocks holding a cached prefix (held by sequences or kept for reuse)."))
+        prefixQueriedTokens = registry.makeCounter(descriptor: weft("prefix_cache_queried_tokens_total", "Tokens of admitted sequences looked up in the prefix cache (recomputes after preemption included)."))
+        prefixHitTokens = registry.makeCounter(descriptor: weft("prefix_cache_hit_tokens_total", "Looked-up tokens found in the prefix cache (not computed again)."))
+        prefixHitRate = registry.makeGauge(descriptor: weft("prefix_cache_hit_rate", "Share of looked-up tokens found in the prefix cache since start (0-1)."))
+        preemptions = registry.makeCounter(descriptor: weft("preemptions_total", "Sequences preempted for KV blocks (freed and requeued to compute again)."))
         steps = registry.makeCounter(descriptor: weft("steps_total", "Model steps run (each a flattened batch on every rank)."))
         stepSeconds = registry.makeCounter(descriptor: weft("step_seconds_total", "Seconds spent in model steps."))
         communicationSeconds = registry.makeCounter(descriptor: weft("step_communication_seconds_total", "Seconds of model steps spent in, or waiting for, the per-layer reductions (communication not hidden by overlap)."))
@@ -81,12 +91,17 @@ final class ServerMetrics: Sendable {
             runningBatch.set(Double(stats.runningSequences))
             kvBlocksInUse.set(Double(stats.kvBlocksInUse))
             kvBlocksTotal.set(Double(stats.kvBlocksTotal))
+            prefixCachedBlocks.set(Double(stats.kvBlocksCached))
+            prefixHitRate.set(stats.prefixQueriedTokens > 0 ? Double(stats.prefixHitTokens) / Double(stats.prefixQueriedTokens) : 0)
             communicationShare.set(stats.stepSeconds > 0 ? stats.communicationSeconds / stats.stepSeconds : 0)
             // The engine keeps totals; counters take the growth since the last scrape.
             counted.withLock { last in
                 promptTokens.increment(by: Int64(max(stats.promptTokens - last.promptTokens, 0)))
                 generatedTokens.increment(by: Int64(max(stats.generatedTokens - last.generatedTokens, 0)))
                 steps.increment(by: Int64(max(stats.steps - last.steps, 0)))
+                prefixQueriedTokens.increment(by: Int64(max(stats.prefixQueriedTokens - last.prefixQueriedTokens, 0)))
+                prefixHitTokens.increment(by: Int64(max(stats.prefixHitTokens - last.prefixHitTokens, 0)))
+                preemptions.increment(by: Int64(max(stats.preemptions - last.preemptions, 0)))
                 stepSeconds.increment(by: max(stats.stepSeconds - last.stepSeconds, 0))
                 communicationSeconds.increment(by: max(stats.communicationSeconds - last.communicationSeconds, 0))
                 if let moe = stats.moe { recordExperts(moe, since: last.moe) }

@@ -7,6 +7,15 @@ final class BatchSchedulerTests: XCTestCase {
         .init(maxRunning: running, maxBatchTokens: tokens, kvBlocks: blocks, kvBlockSize: blockSize)
     }
 
+    /// A follower rank's view: a cache that only applies plans.
+    func follower(blocks: Int, blockSize: Int = 4) -> PagedKVCache {
+        PagedKVCache(layerCount: 1, blockSize: blockSize, blockCount: blocks, kvWidth: 1, node: nil)
+    }
+
+    func apply(_ plan: StepPlan, to cache: PagedKVCache) throws {
+        try cache.apply(releases: plan.releases, allocations: plan.allocations.map { ($0.sequence, $0.blocks) })
+    }
+
     func spans(_ plan: StepPlan) -> [(Int, Int, Int, FlatBatch.Logits)] {
         plan.batch.spans.map { ($0.sequence, $0.firstPosition, $0.rows.count, $0.logits) }
     }
@@ -33,26 +42,46 @@ final class BatchSchedulerTests: XCTestCase {
         XCTAssertEqual(plan.batch.count, 8)
     }
 
-    func testAdmissionReservesTheWorstCaseAndRequestsWaitForBlocks() {
-        // 4 blocks of 4 positions: 16 positions in all.
+    func testAdmissionCountsTheBlocksUsedNowNotTheWorstCase() {
+        // 4 blocks of 4 positions: 16 positions in all. Reserving the worst
+        // case (10 + 15 positions) would run one of them at a time.
         var scheduler = BatchScheduler(limits: limits(tokens: 64, blocks: 4))
-        scheduler.enqueue(id: 0, prompt: [1, 2, 3, 4, 5], maxNewTokens: 6)   // 5 + 5 fed back = 10 positions: 3 blocks
-        scheduler.enqueue(id: 1, prompt: [1, 2], maxNewTokens: 4)            // 5 positions: 2 blocks
-        var plan = scheduler.nextStep()
-        XCTAssertEqual(plan.batch.spans.map(\.sequence), [0])
-        XCTAssertEqual(scheduler.reservedBlocks, 3)
-        XCTAssertEqual(scheduler.waiting.map(\.id), [1])
-        scheduler.append(token: 9, to: 0)
-        plan = scheduler.nextStep()
-        XCTAssertEqual(plan.batch.spans.map(\.sequence), [0], "still no room for sequence 1")
-        // Sequence 0 ends: its blocks are released on every rank by the next plan, and 1 is admitted.
-        XCTAssertTrue(scheduler.finish(id: 0))
-        plan = scheduler.nextStep()
-        XCTAssertEqual(plan.releases, [0])
-        XCTAssertEqual(plan.batch.spans.map(\.sequence), [1])
-        XCTAssertEqual(scheduler.reservedBlocks, 2)
+        scheduler.enqueue(id: 0, prompt: [1, 2, 3, 4, 5], maxNewTokens: 6)   // 2 blocks now, 3 at most
+        scheduler.enqueue(id: 1, prompt: [1, 2], maxNewTokens: 14)           // 1 block now, 4 at most
+        let plan = scheduler.nextStep()
+        XCTAssertEqual(plan.batch.spans.map(\.sequence), [0, 1])
+        XCTAssertEqual(scheduler.usedBlocks, 3)
+        XCTAssertEqual(plan.allocations.map(\.sequence), [0, 1])
+        XCTAssertEqual(plan.allocations.map(\.blocks.count), [2, 1])
         XCTAssertFalse(scheduler.fits(promptTokens: 16, maxNewTokens: 2))
         XCTAssertTrue(scheduler.fits(promptTokens: 15, maxNewTokens: 2))
+        XCTAssertNil(scheduler.violation())
+    }
+
+    func testSequencesTakeBlocksAsTheyGrowAndReleasesComeFirst() throws {
+        var scheduler = BatchScheduler(limits: limits(tokens: 64, blocks: 4))
+        let mirror = follower(blocks: 4)
+        scheduler.enqueue(id: 0, prompt: [1, 2, 3], maxNewTokens: 8)
+        var plan = scheduler.nextStep()
+        try apply(plan, to: mirror)
+        XCTAssertEqual(plan.allocations.first?.blocks.count, 1)
+        // Positions 3 (first block's last) then 4 (needs a second block).
+        scheduler.append(token: 9, to: 0)
+        plan = scheduler.nextStep()
+        XCTAssertTrue(plan.allocations.isEmpty)
+        scheduler.append(token: 9, to: 0)
+        plan = scheduler.nextStep()
+        XCTAssertEqual(plan.allocations.map(\.blocks.count), [1])
+        XCTAssertEqual(plan.batch.positions, [4])
+        try apply(plan, to: mirror)
+        XCTAssertEqual(mirror.capacity(of: 0), 8)
+        XCTAssertTrue(scheduler.finish(id: 0))
+        XCTAssertEqual(scheduler.usedBlocks, 0, "blocks return to the ledger at once")
+        plan = scheduler.nextStep()
+        XCTAssertEqual(plan.releases, [0])
+        try apply(plan, to: mirror)
+        XCTAssertEqual(mirror.sequenceCount, 0)
+        XCTAssertFalse(scheduler.finish(id: 0), "already gone")
     }
 
     func testRunningSlotsAreLimitedAndTheQueueIsFIFO() {
@@ -71,25 +100,32 @@ final class BatchSchedulerTests: XCTestCase {
     }
 
     func testTheHeadOfTheQueueIsNotOvertaken() {
-        var scheduler = BatchScheduler(limits: limits(tokens: 64, blocks: 4))
-        scheduler.enqueue(id: 0, prompt: [1, 2, 3, 4, 5, 6, 7, 8], maxNewTokens: 1)  // 2 blocks
-        scheduler.enqueue(id: 1, prompt: Array(repeating: 1, count: 12), maxNewTokens: 1)  // 3 blocks: must wait
-        scheduler.enqueue(id: 2, prompt: [1], maxNewTokens: 1)  // would fit, but arrived after 1
-        let plan = scheduler.nextStep()
-        XCTAssertEqual(plan.batch.spans.map(\.sequence), [0])
+        // 3 blocks: the first request holds 2; the last one is kept free
+        // while others run, so both later requests wait, in order.
+        var scheduler = BatchScheduler(limits: limits(tokens: 64, blocks: 3))
+        scheduler.enqueue(id: 0, prompt: [1, 2, 3, 4, 5, 6, 7], maxNewTokens: 1)
+        scheduler.enqueue(id: 1, prompt: Array(repeating: 1, count: 9), maxNewTokens: 1)
+        scheduler.enqueue(id: 2, prompt: [1], maxNewTokens: 1)
+        XCTAssertEqual(scheduler.nextStep().batch.spans.map(\.sequence), [0])
         XCTAssertEqual(scheduler.waiting.map(\.id), [1, 2])
+        scheduler.finish(id: 0)
+        XCTAssertEqual(scheduler.nextStep().batch.spans.map(\.sequence), [1], "the head first; 2 would need the kept block")
     }
 
     func testStepPlanRoundTrips() throws {
         var batch = FlatBatch()
         batch.append(sequence: 3, tokens: [5, 6, 7], firstPosition: 10, logits: .none)
         batch.append(sequence: 9, tokens: [1], firstPosition: 0, logits: .last)
-        let plan = StepPlan(releases: [1, 2], batch: batch, stop: false)
+        let plan = StepPlan(releases: [1, 2], allocations: [.init(sequence: 3, blocks: [7, 0, 2]), .init(sequence: 9, blocks: [])],
+                            batch: batch, stop: false)
         XCTAssertEqual(try StepPlan(encoded: plan.encoded()), plan)
         let stop = StepPlan(releases: [4], stop: true)
         XCTAssertEqual(try StepPlan(encoded: stop.encoded()), stop)
         XCTAssertThrowsError(try StepPlan(encoded: [0, 5, 1]))
         XCTAssertThrowsError(try StepPlan(encoded: [7, 0, 0]))
+        XCTAssertThrowsError(try StepPlan(encoded: [0, 0, 1, 3, 5, 1]), "5 blocks announced, 1 given")
+        XCTAssertThrowsError(try StepPlan(encoded: [0, 0, 1, 3, 1, -4] + FlatBatch().encoded()), "negative block")
+        XCTAssertThrowsError(try StepPlan(encoded: [0, 0, 1_000_000, 3]), "more allocations than integers")
     }
 }
 
