@@ -171,7 +171,7 @@ final class PrefixCachingSchedulerTests: XCTestCase {
     /// ends with the tokens a run without contention gives it.
     func testInvariantsUnderRandomTraffic() throws {
         for caching in [true, false] {
-            var rng = SystemRandomNumberGenerator.Seeded(seed: caching ? 1 : 2)
+            var rng = SplitMix64(seed: caching ? 1 : 2)   // the sampler's generator
             var s = scheduler(blocks: 12, tokens: 12, running: 4, caching: caching)
             let mirror = PagedKVCache(layerCount: 1, blockSize: 4, blockCount: 12, kvWidth: 1, node: nil)
             var nextID = 0
@@ -222,21 +222,6 @@ final class PrefixCachingSchedulerTests: XCTestCase {
             XCTAssertEqual(mirror.sequenceCount, 0)
             if caching { XCTAssertGreaterThan(s.statistics.hitTokens, 0) } else { XCTAssertEqual(s.cachedBlocks, 0) }
             XCTAssertGreaterThan(s.statistics.preemptions, 0, "the cache is small enough to preempt")
-        }
-    }
-}
-
-extension SystemRandomNumberGenerator {
-    /// A seeded generator (SplitMix64) for reproducible test traffic.
-    struct Seeded: RandomNumberGenerator {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
         }
     }
 }
