@@ -1,3 +1,4 @@
+import Foundation
 import WeftSchedule
 
 /// How many prompt tokens the next step may carry besides its decodes.
@@ -32,6 +33,12 @@ public struct StepBudget: Sendable {
     public let floor: Int
     /// The cost model predicting a step's time; nil under `.fixed`.
     public let planner: TokenSplitPlanner?
+    /// Weights of the output projection on this rank. The planner predicts the
+    /// decoder layers only; a decode step also streams this slice once for
+    /// its logits (a quarter of a 1B model's step), the same with or without
+    /// a chunk, so leaving it out would make a chunk look costlier, relative to
+    /// the decode-only step, than it is.
+    public let headWeights: Int
 
     /// Fewest prompt tokens per step under an adaptive target, before the KV
     /// block size is considered: a few GEMM micro-kernel row blocks, so a
@@ -40,8 +47,13 @@ public struct StepBudget: Sendable {
 
     /// A budget from a planner already at hand (tests, embedders with their own cost model).
     /// - Parameter floor: nil: `max(minimumFloor, kvBlockSize)`.
-    public init(target: StepTimeTarget, maxBatchTokens: Int, kvBlockSize: Int = 16, floor: Int? = nil, planner: TokenSplitPlanner?) {
+    /// - Parameter headWeights: weights of this rank's slice of the output
+    ///   projection (vocabulary × hidden / ranks), which every step runs for
+    ///   its logit rows (one per decode, one per completing prompt).
+    public init(target: StepTimeTarget, maxBatchTokens: Int, kvBlockSize: Int = 16, floor: Int? = nil, planner: TokenSplitPlanner?,
+                headWeights: Int = 0) {
         self.target = target
+        self.headWeights = max(0, headWeights)
         self.maxBatchTokens = max(1, maxBatchTokens)
         self.floor = max(1, floor ?? max(Self.minimumFloor, kvBlockSize))
         self.planner = target == .fixed ? nil : planner
@@ -61,8 +73,9 @@ public struct StepBudget: Sendable {
         case .fixed: planner = nil
         case .adaptive: planner = try engine.planner ?? TokenSplitPlanner.calibrated(runner: engine.runner, commCores: engine.configuration.commCores)
         }
+        let head = engine.model.weights.lmHead
         return StepBudget(target: configuration.stepTimeTarget, maxBatchTokens: configuration.maxBatchTokens,
-                          kvBlockSize: engine.configuration.kvBlockSize, planner: planner)
+                          kvBlockSize: engine.configuration.kvBlockSize, planner: planner, headWeights: head.outFeatures * head.inFeatures)
     }
 
     /// Prompt tokens (chunks of prefilling sequences) allowed in a step whose decodes are at these positions
@@ -72,23 +85,38 @@ public struct StepBudget: Sendable {
         let ceiling = max(0, maxBatchTokens - decodePositions.count)
         guard case .adaptive(let ratio) = target, let planner, !decodePositions.isEmpty else { return ceiling }
         let lowest = min(floor, ceiling)
-        let limit = ratio * planner.predictUnsplit(decodePositions)
+        let limit = ratio * predictedSeconds(decodePositions: decodePositions, promptTokens: 0)
         func fits(_ n: Int) -> Bool { predictedSeconds(decodePositions: decodePositions, promptTokens: n) <= limit }
         // The prediction grows with n: the largest n in lowest...ceiling that fits, or the floor.
-        guard fits(lowest) else { return lowest }
+        guard fits(lowest) else { debug(decodePositions, lowest, limit / ratio); return lowest }
         var (fitting, over) = (lowest, ceiling + 1)
         while over - fitting > 1 {
             let middle = fitting + (over - fitting) / 2
             if fits(middle) { fitting = middle } else { over = middle }
         }
+        debug(decodePositions, fitting, limit / ratio)
         return fitting
     }
 
+    /// WEFT_DEBUG_BUDGET set: one line per decision on stderr (time, decodes,
+    /// chunk, predicted decode-only and whole step), to set against the steps' real times.
+    static let debugging = ProcessInfo.processInfo.environment["WEFT_DEBUG_BUDGET"] != nil
+
+    private func debug(_ decodes: [Int32], _ n: Int, _ decodeOnly: Double) {
+        guard Self.debugging else { return }
+        let line = "budget \(Date().timeIntervalSince1970) decodes \(decodes.count) chunk \(n) decodeOnly \(decodeOnly) step \(predictedSeconds(decodePositions: decodes, promptTokens: n))\n"
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
     /// The planner's predicted seconds of a step with these decodes and a fresh
-    /// prompt chunk of `promptTokens` tokens (positions 0..<n); nil under `.fixed`.
+    /// prompt chunk of `promptTokens` tokens (positions 0..<n), unsplit, plus
+    /// the output projection for a logit row per decode and one for the chunk
+    /// (as if it completed its prompt); 0 under `.fixed`.
     public func predictedSeconds(decodePositions: [Int32], promptTokens n: Int) -> Double {
         guard let planner else { return 0 }
-        return planner.predictUnsplit(decodePositions + (0..<Int32(clamping: max(0, n))).map { $0 })
+        let chunk = max(0, n)
+        let layers = planner.predictUnsplit(decodePositions + (0..<Int32(clamping: chunk)).map { $0 })
+        return layers + planner.gemmTime(rows: decodePositions.count + (chunk > 0 ? 1 : 0), weights: headWeights)
     }
 }
 

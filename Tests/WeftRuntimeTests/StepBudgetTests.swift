@@ -51,12 +51,13 @@ final class StepBudgetTests: XCTestCase {
                                     granule: 4)
         for planner in [planner, moe] {
             for ratio in [1.0, 1.5, 2, 4] {
-                let budget = self.budget(.adaptive(ratio: ratio), planner: planner)
+                var budget = self.budget(.adaptive(ratio: ratio), planner: planner)
+                if ratio == 2 { budget = StepBudget(target: .adaptive(ratio: 2), maxBatchTokens: 256, planner: planner, headWeights: 128_256 * 1024) }
                 for d in [1, 2, 5, 10, 11, 16, 32, 64, 100, 200, 240, 250, 256, 260] {
                     let positions = decodes(d)
                     let n = budget.promptTokens(decodePositions: positions)
                     let ceiling = max(0, 256 - d), floor = min(16, ceiling)
-                    let target = ratio * planner.predictUnsplit(positions)
+                    let target = ratio * budget.predictedSeconds(decodePositions: positions, promptTokens: 0)
                     let context = "ratio \(ratio), \(d) decodes, chunk \(n)"
                     XCTAssertGreaterThanOrEqual(n, floor, context)
                     XCTAssertLessThanOrEqual(n, ceiling, context)
@@ -119,6 +120,21 @@ final class StepBudgetTests: XCTestCase {
         XCTAssertEqual(Double(budget().promptTokens(decodePositions: decodes(16))), 16, accuracy: 2)
     }
 
+    /// The output projection costs a decode-only step what it costs the step
+    /// with a chunk: counting it makes the chunk's share smaller, so the chunk larger.
+    func testTheOutputProjectionCountsInTheDecodeOnlyStep() {
+        let head = 128_256 * 2048 / 2   // Llama-3.2-1B's on one rank of 2
+        let withHead = StepBudget(target: .default, maxBatchTokens: 4096, planner: planner, headWeights: head)
+        let without = budget(maxBatchTokens: 4096)
+        XCTAssertEqual(without.headWeights, 0)
+        XCTAssertGreaterThan(withHead.predictedSeconds(decodePositions: decodes(8), promptTokens: 0),
+                             without.predictedSeconds(decodePositions: decodes(8), promptTokens: 0))
+        for d in [1, 8, 16, 64, 200] {
+            XCTAssertGreaterThanOrEqual(withHead.promptTokens(decodePositions: decodes(d)), without.promptTokens(decodePositions: decodes(d)), "\(d) decodes")
+        }
+        XCTAssertGreaterThan(withHead.promptTokens(decodePositions: decodes(16)), without.promptTokens(decodePositions: decodes(16)))
+    }
+
     func testAdaptiveWithoutAPlannerFallsBackToTheCeiling() {
         let unplanned = StepBudget(target: .default, maxBatchTokens: 256, planner: nil)
         XCTAssertEqual(unplanned.promptTokens(decodePositions: decodes(16)), 240)
@@ -162,6 +178,8 @@ final class StepBudgetTests: XCTestCase {
                 XCTAssertNotNil(budget.planner, "\(mode)")
                 if mode == .auto { XCTAssertEqual(budget.planner?.costs, engine.planner?.costs) }
                 XCTAssertEqual(budget.floor, 16)
+                let wholeHead = Double(engine.config.vocabularySize * engine.config.hiddenSize)
+                XCTAssertEqual(Double(budget.headWeights), wholeHead, accuracy: 0.05 * wholeHead, "one rank holds the whole head")
                 XCTAssertEqual(budget.promptTokens(decodePositions: []), 256)
                 let n = budget.promptTokens(decodePositions: [3, 9])
                 XCTAssertTrue((16...254).contains(n), "\(mode): \(n)")
