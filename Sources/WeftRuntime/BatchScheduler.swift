@@ -23,8 +23,12 @@ import WeftModel
 /// and it goes back to the head of the queue with every token it has (prompt
 /// and generated), to be computed again when there is room — mostly cache
 /// hits. Its sampler is untouched and its next logits come from the same
-/// positions, so greedy and seeded outputs are the same as without the
-/// preemption.
+/// tokens at the same positions, so its output is what it would have been —
+/// up to the last bits in which a position computed in a prompt chunk
+/// differs from one computed as a decode (the GEMM path depends on the
+/// step's row count, as it does for any change of batch composition): greedy
+/// outputs are the same; seeded sampling over a near-flat distribution can
+/// take another token where two probabilities differ by that much.
 ///
 /// The scheduler only does bookkeeping; it never touches the KV cache. Every
 /// rank's cache follows the step plans it emits: `releases` drop tables,
