@@ -16,7 +16,10 @@ final class ServeTests: XCTestCase {
     }
     static let reference: Reference = try! JSONDecoder().decode(
         Reference.self, from: Data(contentsOf: MPIRun.fixture.appendingPathComponent("reference.json")))
+}
 
+/// Helpers other end-to-end suites call too (PrefixCachingServeTests).
+extension XCTestCase {
     /// Token ids of a non-streaming completion.
     func complete(_ client: HTTPClient, prompt: [Int], maxTokens: Int, extra: [String: Any] = [:], headers: [String: String] = [:],
                   file: StaticString = #filePath, line: UInt = #line) throws -> (tokens: [Int], text: String) {
@@ -58,7 +61,9 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(usage?["completion_tokens"] as? Int, tokens.count, file: file, line: line)
         return (tokens, text)
     }
+}
 
+extension ServeTests {
     func testGreedyCompletionsEqualGenerateStreamedAndNot() throws {
         // A float32 KV cache: the reference's smallest margins are below f16's rounding.
         let server = try ServerProcess(ranks: 2, ["--kv-dtype", "f32"])
@@ -194,7 +199,10 @@ final class ServeTests: XCTestCase {
         XCTAssertLessThan(steps, Double(prompts.count * maxTokens / 2))
         XCTAssertEqual(try server.metric("weft_generation_tokens_total"), Double(2 * prompts.count * maxTokens))
     }
+}
 
+/// Helpers other end-to-end suites call too (PrefixCachingServeTests).
+extension XCTestCase {
     /// Polls /metrics until `name` reaches `value` (at most 10 s).
     func waitForMetric(_ server: ServerProcess, _ name: String, _ value: Double, line: UInt = #line) throws {
         var current: Double?
@@ -216,7 +224,9 @@ final class ServeTests: XCTestCase {
         }
         return values
     }
+}
 
+extension ServeTests {
     /// A mixture-of-experts model with expert parallelism: /metrics counts
     /// the tokens routed to each expert and rank and each step's imbalance.
     /// On tiny-mixtral-skewed (layer 0 sends every token to expert 6, none
