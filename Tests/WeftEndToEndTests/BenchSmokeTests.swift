@@ -49,20 +49,23 @@ final class BenchSmokeTests: XCTestCase {
     /// comm thread's reduce-scatter / norm / all-gather spans with the bytes
     /// the pairwise exchange really sends; `--chunks 3` runs three chunks.
     func testPrefillTrace() throws {
+        // Enough rows for three chunks of whole micro-kernel row blocks on every
+        // ISA (AVX-512's blocks are taller than AVX2's: 40 rows were too few).
+        let rows = 96
         let trace = FileManager.default.temporaryDirectory.appendingPathComponent("weft-trace-\(UUID().uuidString).json")
         defer { try? FileManager.default.removeItem(at: trace) }
         let outcome = try MPIRun.run(ranks: 2, ["bench", "prefill", "--model", MPIRun.fixture.path, "--threads", "1",
-                                                "--tokens", "40", "--modes", "fused,overlap", "-r", "1", "--chunks", "3",
+                                                "--tokens", String(rows), "--modes", "fused,overlap", "-r", "1", "--chunks", "3",
                                                 "--comm-transport", "mpi", "--comm-dtype", "bf16", "--trace", trace.path])
         XCTAssertEqual(outcome.rankExits.values.filter { $0 != 0 }.count, 0, outcome.stderr)
-        XCTAssertTrue(outcome.stdout.contains("| 40 | overlap | 0 |"), outcome.stdout)
+        XCTAssertTrue(outcome.stdout.contains("| \(rows) | overlap | 0 |"), outcome.stdout)
         let document = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: trace)) as? [String: Any])
         let events = try XCTUnwrap(document["traceEvents"] as? [[String: Any]])
         let spans = events.filter { $0["ph"] as? String == "X" }
         // 2 runs × 2 ranks, each named.
         let processes = events.filter { $0["name"] as? String == "process_name" }.compactMap { ($0["args"] as? [String: Any])?["name"] as? String }
         XCTAssertEqual(processes.count, 4, "\(processes)")
-        XCTAssertTrue(processes.contains { $0.hasPrefix("40 tokens overlap (cuts ") && $0.hasSuffix("· rank 1") }, "\(processes)")
+        XCTAssertTrue(processes.contains { $0.hasPrefix("\(rows) tokens overlap (cuts ") && $0.hasSuffix("· rank 1") }, "\(processes)")
         let layers = 4, hidden = 256   // the tiny model
         for pid in 0..<4 {
             let mine = spans.filter { $0["pid"] as? Int == pid }
@@ -76,9 +79,9 @@ final class BenchSmokeTests: XCTestCase {
             XCTAssertEqual(names.filter { $0.hasPrefix("reduce-scatter") }.count, reductions, "pid \(pid)")
             XCTAssertEqual(names.filter { $0.hasPrefix("all-gather") }.count, reductions)
             // bf16 rows of 256: per reduction of r rows rank 0 sends its peer's r - ⌈r/2⌉
-            // rows, then its own ⌈r/2⌉ (40 in all); rank 1 sends ⌈r/2⌉ twice (at least 40).
+            // rows, then its own ⌈r/2⌉ (`rows` in all); rank 1 sends ⌈r/2⌉ twice (at least `rows`).
             let bytes = mine.compactMap { ($0["args"] as? [String: Any])?["bytes"] as? Int }.reduce(0, +)
-            let exact = (2 * layers + 1) * 40 * hidden * 2
+            let exact = (2 * layers + 1) * rows * hidden * 2
             if pid % 2 == 0 { XCTAssertEqual(bytes, exact, "pid \(pid)") } else { XCTAssertGreaterThanOrEqual(bytes, exact, "pid \(pid)") }
             for span in mine {
                 XCTAssertGreaterThanOrEqual(span["dur"] as! Double, 0)
