@@ -66,7 +66,7 @@ public final class ServingEngine: @unchecked Sendable {
         intake = RequestIntake(limits: RequestLimits(maxModelLength: maxModelLength, vocabularySize: engine.config.vocabularySize,
                                                      scheduler: scheduler),
                                admissionLimit: configuration.admissionLimit)
-        monitor = ServingMonitor(kvBlocksTotal: blocks, prefixCaching: configuration.prefixCaching)
+        monitor = ServingMonitor(kvBlocksTotal: blocks)
         loop = ServingEngineLoop(engine: engine, scheduler: scheduler, budget: try StepBudget.make(configuration: configuration, engine: engine),
                                  intake: intake, monitor: monitor)
     }

@@ -11,8 +11,6 @@ public struct ServingStats: Sendable {
     public var kvBlocksInUse = 0
     public var kvBlocksCached = 0
     public var kvBlocksTotal = 0
-    /// Whether full blocks are kept for later requests with the same prefix.
-    public var prefixCaching = false
     /// Prompt tokens looked up in the prefix cache at admission (a preempted
     /// sequence's recompute included) and the part found there.
     public var prefixQueriedTokens = 0
@@ -101,10 +99,9 @@ final class ServingMonitor: Sendable {
 
     private let state: Mutex<State>
 
-    init(kvBlocksTotal: Int, prefixCaching: Bool) {
+    init(kvBlocksTotal: Int) {
         var stats = ServingStats()
         stats.kvBlocksTotal = kvBlocksTotal
-        stats.prefixCaching = prefixCaching
         state = Mutex(State(stats: stats))
     }
 
